@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Start (or stop) every server the test suite needs, on 127.0.0.1 only, with throwaway state
+# under .services/. Installs the Debian packages it needs when they are missing.
+#   scripts/services.sh start   -> writes .services/env (export lines for the test fixtures)
+#   scripts/services.sh stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STATE=$ROOT/.services
+PG_PORT=55432
+REDIS_PORT=56379
+CLUSTER_PORTS=(47001 47002 47003)
+
+need_apt() {
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "services: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
+
+wait_port() {  # host port seconds
+  local deadline=$((SECONDS + $3))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "services: $1:$2 did not open" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+start_postgres() {
+  local bin; bin=$(pg_bin)
+  local data=$STATE/pg
+  rm -rf "$data"; mkdir -p "$data"
+  chown -R postgres:postgres "$STATE/pg" 2>/dev/null || true
+  echo potluck > "$STATE/pgpass"; chmod 644 "$STATE/pgpass"
+  runuser -u postgres -- "$bin/initdb" -D "$data" -U potluck --pwfile="$STATE/pgpass" \
+    --auth=scram-sha-256 -E UTF8 >/dev/null
+  runuser -u postgres -- "$bin/pg_ctl" -D "$data" -l "$data/log" -w \
+    -o "-h 127.0.0.1 -p $PG_PORT -k $data -c fsync=off -c max_connections=200" start >/dev/null
+  PGPASSWORD=potluck "$bin/psql" -h 127.0.0.1 -p $PG_PORT -U potluck -d postgres -qc \
+    "CREATE DATABASE potluck" >/dev/null
+}
+
+start_redis() {
+  mkdir -p "$STATE/redis"
+  redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$STATE/redis" --pidfile "$STATE/redis/redis.pid" --logfile "$STATE/redis/log"
+  wait_port 127.0.0.1 $REDIS_PORT 10
+  local nodes=()
+  for port in "${CLUSTER_PORTS[@]}"; do
+    mkdir -p "$STATE/cluster/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$STATE/cluster/$port/nodes.conf" --save '' --appendonly no \
+      --daemonize yes --dir "$STATE/cluster/$port" --pidfile "$STATE/cluster/$port/pid" \
+      --logfile "$STATE/cluster/$port/log"
+    wait_port 127.0.0.1 "$port" 10
+    nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  local deadline=$((SECONDS + 20))
+  until redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q 'cluster_state:ok'; do
+    [ $SECONDS -lt $deadline ] || { echo "services: redis cluster not ok" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+stop_all() {
+  if [ -d "$STATE/pg" ] && [ -f "$STATE/pg/postmaster.pid" ]; then
+    runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  for pidfile in "$STATE"/redis/redis.pid "$STATE"/cluster/*/pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  if [ -x "$STATE/kafka/stop.sh" ]; then "$STATE/kafka/stop.sh" || true; fi
+  sleep 0.5
+}
+
+case "${1:-start}" in
+  start)
+    need_apt
+    stop_all
+    rm -rf "$STATE"; mkdir -p "$STATE"; chmod 755 "$STATE"
+    start_postgres
+    start_redis
+    cat > "$STATE/env" <<ENV
+export POTLUCK_TEST_POSTGRES_URL=postgresql://potluck:potluck@127.0.0.1:$PG_PORT/potluck
+export POTLUCK_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export POTLUCK_TEST_REDIS_CLUSTER_NODES=127.0.0.1:${CLUSTER_PORTS[0]},127.0.0.1:${CLUSTER_PORTS[1]},127.0.0.1:${CLUSTER_PORTS[2]}
+ENV
+    echo "services: postgres :$PG_PORT, redis :$REDIS_PORT, redis cluster :${CLUSTER_PORTS[*]}" >&2
+    ;;
+  stop) stop_all ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,183 @@
+"""The one potluck error tree.
+
+Every error potluck raises on purpose derives from :class:`PotluckError`. Each carries a stable
+``code`` (a short snake_case string that transports map to gRPC statuses, HTTP statuses and CLI
+exit codes) and keeps the inputs that explain it as attributes (``field``, ``table``, ``column``,
+``row`` ...), so callers never parse messages. No transport is imported here: the mapping tables
+live at the edges (``serving/grpc.py``, ``serving/http.py``, ``registry/server.py``,
+``cli/main.py``).
+
+Hierarchy::
+
+    PotluckError                         code
+    ├── TerminalError                    retrying cannot help (marker)
+    │   ├── DefinitionError              invalid_definition   a definition field is invalid
+    │   ├── ConfigError                  invalid_config       a setting is missing or invalid
+    │   ├── PluginError                  plugin_error         a plug-in name or class is wrong
+    │   │   └── PluginDependencyError    missing_dependency   an optional extra is not installed
+    │   ├── NotFoundError                not_found            an object does not exist
+    │   ├── AlreadyExistsError           already_exists       an object exists and may not be replaced
+    │   ├── IncompatibleChangeError      incompatible_change  an apply would break a definition
+    │   ├── ValidationError              invalid_argument     a request or a frame is malformed
+    │   │   ├── FeatureRefError          invalid_feature_ref  a feature reference is unknown or malformed
+    │   │   └── DataValidationError      invalid_data         input data does not fit a table (column, row)
+    │   ├── DecodeError                  decode_error         a stream message cannot be decoded
+    │   └── JobError                     job_failed           an ingestion job failed
+    └── TransientError                   retrying may help (marker)
+        ├── ConflictError                conflict             a concurrent writer got there first
+        └── UnavailableError             unavailable          a store, broker or service is unreachable
+
+``TerminalError`` and ``TransientError`` are the retry markers that ingestion and stream jobs use to
+decide between retrying, dead-lettering and failing; both are ordinary ``Exception`` subclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PotluckError(Exception):
+    """Base class of every error potluck raises on purpose.
+
+    Attributes:
+        code: A stable, transport-neutral code for this kind of error.
+        message: The human-readable message, which says what to do next where it can.
+    """
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, **attrs: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self._attrs = attrs
+        for key, value in attrs.items():
+            setattr(self, key, value)
+
+    def attrs(self) -> dict[str, Any]:
+        """Return the structured fields this error was raised with."""
+        return dict(self._attrs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._attrs))
+
+
+def _rebuild(cls: type[PotluckError], message: str, attrs: dict[str, Any]) -> PotluckError:
+    return cls(message, **attrs)
+
+
+class TerminalError(PotluckError):
+    """Marker: retrying the same operation cannot succeed."""
+
+
+class TransientError(PotluckError):
+    """Marker: the operation may succeed if retried (a connection reset, a rebalance)."""
+
+    code: ClassVar[str] = "transient"
+
+
+class DefinitionError(TerminalError):
+    """A definition (entity, feature, table, source) is invalid; ``field`` names the bad field."""
+
+    code: ClassVar[str] = "invalid_definition"
+
+    def __init__(self, message: str, *, field: str, **attrs: Any) -> None:
+        super().__init__(message, field=field, **attrs)
+
+
+class ConfigError(TerminalError):
+    """A setting is missing or invalid; ``key`` names it and ``sources`` lists where we looked."""
+
+    code: ClassVar[str] = "invalid_config"
+
+
+class PluginError(TerminalError):
+    """A plug-in name does not resolve, or resolves to a class of the wrong kind."""
+
+    code: ClassVar[str] = "plugin_error"
+
+
+class PluginDependencyError(PluginError):
+    """A plug-in needs an optional dependency; the message names the pip extra to install."""
+
+    code: ClassVar[str] = "missing_dependency"
+
+
+class NotFoundError(TerminalError):
+    """An object (``kind``, ``name``, ``project``) does not exist."""
+
+    code: ClassVar[str] = "not_found"
+
+
+class AlreadyExistsError(TerminalError):
+    """An object exists already and the operation may not replace it."""
+
+    code: ClassVar[str] = "already_exists"
+
+
+class IncompatibleChangeError(TerminalError):
+    """An apply would change entities or a feature's type; pass ``force=True`` to allow it."""
+
+    code: ClassVar[str] = "incompatible_change"
+
+
+class ValidationError(TerminalError):
+    """A request or argument is malformed."""
+
+    code: ClassVar[str] = "invalid_argument"
+
+
+class FeatureRefError(ValidationError):
+    """A feature reference is malformed or names an unknown table or feature."""
+
+    code: ClassVar[str] = "invalid_feature_ref"
+
+
+class DataValidationError(ValidationError):
+    """Input data does not fit a table; ``column`` and ``row`` locate the first problem."""
+
+    code: ClassVar[str] = "invalid_data"
+
+
+class DecodeError(TerminalError):
+    """A stream message cannot be decoded; it is dead-lettered, never retried."""
+
+    code: ClassVar[str] = "decode_error"
+
+
+class JobError(TerminalError):
+    """An ingestion job failed; ``job_id`` names it."""
+
+    code: ClassVar[str] = "job_failed"
+
+
+class ConflictError(TransientError):
+    """A concurrent writer changed the object first; re-read it and apply again."""
+
+    code: ClassVar[str] = "conflict"
+
+
+class UnavailableError(TransientError):
+    """A store, broker or service cannot be reached; ``address`` names it when known."""
+
+    code: ClassVar[str] = "unavailable"
+
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConfigError",
+    "ConflictError",
+    "DataValidationError",
+    "DecodeError",
+    "DefinitionError",
+    "FeatureRefError",
+    "IncompatibleChangeError",
+    "JobError",
+    "NotFoundError",
+    "PluginDependencyError",
+    "PluginError",
+    "PotluckError",
+    "TerminalError",
+    "TransientError",
+    "UnavailableError",
+    "ValidationError",
+]

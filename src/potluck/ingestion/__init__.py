@@ -1,0 +1,1 @@
+"""Stage 3: the only code that moves data into stores."""

@@ -1,0 +1,1 @@
+"""Stage 4a: the offline store. The batch sources are the offline store."""

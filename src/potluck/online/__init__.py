@@ -1,0 +1,1 @@
+"""Stage 4b: online stores, the latest value per entity key."""

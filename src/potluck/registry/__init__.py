@@ -1,0 +1,1 @@
+"""Stage 2: the registry, the source of truth for definitions."""
