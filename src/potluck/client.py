@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from potluck.config import Settings, load_settings
 from potluck.definitions import Entity, FeatureTable
@@ -18,8 +18,10 @@ from potluck.registry.base import Change, Project, Registry, Revision
 
 
 def open_registry(settings: Settings) -> Registry:
-    """Return the registry the settings name: the Core service if ``core_url`` is set, else the
-    SQL registry at ``registry``."""
+    """Return the registry the settings name.
+
+    That is the Core service if ``core_url`` is set, else the SQL registry at ``registry``.
+    """
     if settings.core_url:
         from potluck.registry.remote import RemoteRegistry
 
@@ -131,9 +133,7 @@ class Client:
         Raises:
             NotFoundError: If it does not exist in the current project.
         """
-        entity = self._registry.get(self._project, KIND_ENTITY, name)
-        assert isinstance(entity, Entity)  # noqa: S101 - the registry returns the kind asked for
-        return entity
+        return cast(Entity, self._registry.get(self._project, KIND_ENTITY, name))
 
     def list_entities(self, labels: Mapping[str, str] | None = None) -> list[Entity]:
         """Return the project's entities whose labels include ``labels``, sorted by name."""
@@ -148,9 +148,7 @@ class Client:
         Raises:
             NotFoundError: If it does not exist in the current project.
         """
-        table = self._registry.get(self._project, KIND_FEATURE_TABLE, name)
-        assert isinstance(table, FeatureTable)  # noqa: S101
-        return table
+        return cast(FeatureTable, self._registry.get(self._project, KIND_FEATURE_TABLE, name))
 
     def list_feature_tables(self, labels: Mapping[str, str] | None = None) -> list[FeatureTable]:
         """Return the project's feature tables whose labels include ``labels``."""

@@ -1,5 +1,7 @@
-"""Settings: read once from ``potluck.yaml`` and ``POTLUCK_*`` environment variables, validated,
-frozen, and passed down explicitly. Nothing else in potluck reads ``os.environ``.
+"""Settings: read once, validated, frozen, and passed down explicitly.
+
+Settings come from ``potluck.yaml`` and ``POTLUCK_*`` environment variables; nothing else in
+potluck reads ``os.environ``.
 
 Resolution order, later wins: built-in defaults, the YAML file (``POTLUCK_CONFIG`` or
 ``./potluck.yaml``), then environment variables named ``POTLUCK_<KEY>`` with ``__`` for nesting

@@ -9,23 +9,23 @@ live at the edges (``serving/grpc.py``, ``serving/http.py``, ``registry/server.p
 
 Hierarchy::
 
-    PotluckError                         code
-    ├── TerminalError                    retrying cannot help (marker)
-    │   ├── DefinitionError              invalid_definition   a definition field is invalid
-    │   ├── ConfigError                  invalid_config       a setting is missing or invalid
-    │   ├── PluginError                  plugin_error         a plug-in name or class is wrong
-    │   │   └── PluginDependencyError    missing_dependency   an optional extra is not installed
-    │   ├── NotFoundError                not_found            an object does not exist
-    │   ├── AlreadyExistsError           already_exists       an object exists and may not be replaced
-    │   ├── IncompatibleChangeError      incompatible_change  an apply would break a definition
-    │   ├── ValidationError              invalid_argument     a request or a frame is malformed
-    │   │   ├── FeatureRefError          invalid_feature_ref  a feature reference is unknown or malformed
-    │   │   └── DataValidationError      invalid_data         input data does not fit a table (column, row)
-    │   ├── DecodeError                  decode_error         a stream message cannot be decoded
-    │   └── JobError                     job_failed           an ingestion job failed
-    └── TransientError                   retrying may help (marker)
-        ├── ConflictError                conflict             a concurrent writer got there first
-        └── UnavailableError             unavailable          a store, broker or service is unreachable
+    PotluckError                       code
+    ├── TerminalError                  (marker) retrying cannot help
+    │   ├── DefinitionError            invalid_definition   a definition field is invalid
+    │   ├── ConfigError                invalid_config       a setting is missing or invalid
+    │   ├── PluginError                plugin_error         a plug-in name or class is wrong
+    │   │   └── PluginDependencyError  missing_dependency   an optional extra is missing
+    │   ├── NotFoundError              not_found            an object does not exist
+    │   ├── AlreadyExistsError         already_exists       an object exists already
+    │   ├── IncompatibleChangeError    incompatible_change  an apply needs force
+    │   ├── ValidationError            invalid_argument     a request is malformed
+    │   │   ├── FeatureRefError        invalid_feature_ref  a feature reference is bad
+    │   │   └── DataValidationError    invalid_data         data does not fit a table
+    │   ├── DecodeError                decode_error         a stream message is bad
+    │   └── JobError                   job_failed           an ingestion job failed
+    └── TransientError                 (marker) retrying may help
+        ├── ConflictError              conflict             a concurrent writer won
+        └── UnavailableError           unavailable          a server is unreachable
 
 ``TerminalError`` and ``TransientError`` are the retry markers that ingestion and stream jobs use to
 decide between retrying, dead-lettering and failing; both are ordinary ``Exception`` subclasses.

@@ -71,7 +71,7 @@ def _import(path: str, interface: Interface, name: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = interface.extras.get(name)
-        hint = f"pip install 'potluck[{extra}]'" if extra else "install the package that provides it"
+        hint = f"pip install 'potluck[{extra}]'" if extra else "install the plug-in's package"
         raise PluginDependencyError(
             f"{interface.name} {name!r} needs {exc.name or module_name}, which is not installed; "
             f"run: {hint}",

@@ -40,7 +40,9 @@ def check_name(value: object, field: str) -> str:
 def check_column_name(value: object, field: str) -> str:
     """Return ``value`` if it is a non-empty string (source column names are free-form)."""
     if not isinstance(value, str) or not value:
-        raise DefinitionError(f"{field}: must be a non-empty column name, got {value!r}", field=field)
+        raise DefinitionError(
+            f"{field}: must be a non-empty column name, got {value!r}", field=field
+        )
     return value
 
 

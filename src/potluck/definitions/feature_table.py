@@ -139,5 +139,7 @@ def _features(value: object, entities: Sequence[str], where: str) -> tuple[Featu
             )
         seen.add(feature.name)
     if not seen:
-        raise DefinitionError(f"{where}: needs at least one feature", field="feature_table.features")
+        raise DefinitionError(
+            f"{where}: needs at least one feature", field="feature_table.features"
+        )
     return tuple(value)

@@ -1,5 +1,6 @@
-"""The one mapping between definitions and their wire shapes: plain dicts (YAML, the registry's
-JSON) and protobuf messages (the Core service).
+"""The one mapping between definitions and their wire shapes.
+
+The shapes are plain dicts (YAML, the registry's JSON) and protobuf messages (the Core service).
 
 The registry stores exactly what :func:`to_dict` produces, and every shape round-trips: ``from_dict
 (to_dict(x)) == x`` and ``from_proto(to_proto(x)) == x`` for every definition.
@@ -44,7 +45,9 @@ def kind_of(obj: Definition) -> str:
 
 
 def parse_duration(value: object, field: str) -> timedelta:
-    """Read a duration: a ``timedelta``, a number of seconds, or text such as ``"2h"``, ``"1h30m"``,
+    """Read a duration.
+
+    A duration is a ``timedelta``, a number of seconds, or text such as ``"2h"``, ``"1h30m"``,
     ``"1d"``, ``"1500ms"``, ``"100us"``.
 
     Raises:
@@ -70,8 +73,10 @@ def parse_duration(value: object, field: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Format ``value`` canonically, largest unit first (``"1h30m"``); the inverse of
-    :func:`parse_duration`."""
+    """Format ``value`` canonically, largest unit first (``"1h30m"``).
+
+    This is the inverse of :func:`parse_duration`.
+    """
     micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
     sign = "-" if micros < 0 else ""
     micros = abs(micros)

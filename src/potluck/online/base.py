@@ -92,5 +92,5 @@ class OnlineStore(ABC):
             UnavailableError: If the store cannot be reached.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""

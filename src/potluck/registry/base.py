@@ -7,6 +7,7 @@ suite.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class Registry(ABC):
         *,
         force: bool = False,
         dry_run: bool = False,
-    ) -> list[Change]:
+    ) -> builtins.list[Change]:
         """Apply ``objects`` to ``project`` in one transaction and return the plan it ran.
 
         Applying the same spec twice changes nothing. A changed table gets ``revision + 1`` and
@@ -107,9 +108,8 @@ class Registry(ABC):
     @abstractmethod
     def list(
         self, project: str, kind: str, labels: Mapping[str, str] | None = None
-    ) -> list[Definition]:
-        """Return every definition of ``kind`` in ``project`` whose labels include ``labels``,
-        sorted by name."""
+    ) -> builtins.list[Definition]:
+        """Return the definitions of ``kind`` whose labels include ``labels``, sorted by name."""
 
     @abstractmethod
     def delete(self, project: str, kind: str, name: str) -> None:
@@ -121,7 +121,7 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def history(self, project: str, kind: str, name: str) -> list[Revision]:
+    def history(self, project: str, kind: str, name: str) -> builtins.list[Revision]:
         """Return every revision of a definition, oldest first.
 
         Raises:
@@ -129,7 +129,7 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def list_projects(self, *, include_archived: bool = False) -> list[Project]:
+    def list_projects(self, *, include_archived: bool = False) -> builtins.list[Project]:
         """Return the projects, sorted by name."""
 
     @abstractmethod
@@ -161,8 +161,8 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def list_jobs(self, project: str) -> list[JobRecord]:
+    def list_jobs(self, project: str) -> builtins.list[JobRecord]:
         """Return the project's job records, newest first."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most registries hold no resources
         """Release connections; the default does nothing."""
