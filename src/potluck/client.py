@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from potluck.config import Settings, load_settings
 from potluck.definitions import Entity, FeatureTable
@@ -15,6 +15,20 @@ from potluck.definitions._checks import check_name
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.errors import ValidationError
 from potluck.registry.base import Change, Project, Registry, Revision
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from potluck.ingestion.engines.base import Engine, JobHandle
+    from potluck.ingestion.ingest import IngestionReport, ProgressCallback
+    from potluck.ingestion.jobs import Job
+    from potluck.offline.base import OfflineStore
+    from potluck.offline.files import InputData
+    from potluck.offline.retrieval import RetrievalJob
+    from potluck.online.base import OnlineStore
+    from potluck.serving.remote import RemoteServing
+    from potluck.serving.response import OnlineResponse
+    from potluck.serving.service import ServingService
 
 
 def open_registry(settings: Settings) -> Registry:
@@ -66,6 +80,11 @@ class Client:
         self.settings = settings
         self._project = check_name(settings.project, "project")
         self._registry: Registry = open_registry(settings)
+        self._online_store: OnlineStore | None = None
+        self._offline_store: OfflineStore | None = None
+        self._engine: Engine | None = None
+        self._readers: dict[str, ServingService | RemoteServing] = {}
+        self._jobs: dict[str, JobHandle] = {}
 
     # ---- projects ------------------------------------------------------------------------------
 
@@ -169,10 +188,235 @@ class Client:
         """Delete entity ``name``; refused while a feature table uses it."""
         self._registry.delete(self._project, KIND_ENTITY, name)
 
+    # ---- offline: batch ingestion and training sets --------------------------------------------
+
+    def ingest(
+        self,
+        table: FeatureTable | str,
+        data: InputData,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> IngestionReport:
+        """Validate rows against a feature table and append them to its batch source.
+
+        The whole input is checked before anything becomes visible; a bad row writes nothing
+        (see :func:`potluck.ingestion.ingest.ingest` for the exact rules).
+
+        Args:
+            table: The feature table, or its name in the current project.
+            data: A pandas DataFrame, a pyarrow Table, or a ``.parquet``/``.csv`` path or URL,
+                with the batch source's columns.
+            progress: Called after each batch with rows done and the total (if known).
+
+        Returns:
+            Rows and files written, and the ingestion's id and time.
+
+        Raises:
+            NotFoundError: If the table or one of its entities does not exist.
+            DataValidationError: If a row does not fit; ``column`` and ``row`` name the first.
+        """
+        from potluck.ingestion.ingest import ingest
+
+        resolved = table if isinstance(table, FeatureTable) else self.get_feature_table(table)
+        entities = {name: self.get_entity(name) for name in resolved.entities}
+        return ingest(resolved, entities, data, root=self.settings.root, progress=progress)
+
+    def get_historical_features(
+        self, feature_refs: Sequence[str], entity_source: InputData
+    ) -> RetrievalJob:
+        """Build a point-in-time-correct training set.
+
+        For each entity row and each table, the value is the one with the greatest event time
+        at or before the row's ``event_timestamp`` (and no older than the table's ``max_age``),
+        ties broken by the greatest created time; no such value gives nulls. Rows keep their
+        order, duplicates included; the result has every input column, then ``table__feature``.
+
+        Args:
+            feature_refs: ``"table:feature"``, ``"project/table:feature"`` or ``"table:*"``.
+            entity_source: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL
+                with ``event_timestamp`` and a column per entity joined on.
+
+        Returns:
+            A job: ``to_arrow()``, ``to_pandas()`` or ``to_parquet(path)`` runs the join.
+
+        Raises:
+            FeatureRefError: If a reference is malformed or names an unknown table or feature.
+            DataValidationError: If the entity rows lack a column or hold a bad value.
+        """
+        from potluck.offline.pit import resolve_refs
+
+        requests = resolve_refs(
+            feature_refs,
+            self._project,
+            lambda project, name: cast(
+                FeatureTable, self._registry.get(project, KIND_FEATURE_TABLE, name)
+            ),
+            lambda project, name: cast(Entity, self._registry.get(project, KIND_ENTITY, name)),
+        )
+        return self._offline().get_historical_features(entity_source, requests)
+
+    # ---- online: ingestion jobs and reads ------------------------------------------------------
+
+    def start_offline_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        since_last: bool = False,
+    ) -> JobHandle:
+        """Start copying the latest row per key of ``table``'s batch source to the online store.
+
+        The job runs on the configured engine and returns at once; ``job.wait()`` blocks until
+        it ends, ``job.status`` and ``job.stats`` follow it.
+
+        Args:
+            table: The feature table or its name.
+            start: Copy rows with event time ``>= start`` (naive means UTC; ``None``: no bound).
+            end: Copy rows with event time ``< end`` (``None``: no bound).
+            since_last: Copy only rows ingested after the rows the previous successful run of
+                this table read, so late-arriving rows are picked up.
+
+        Raises:
+            NotFoundError: If the table does not exist.
+            ValidationError: If the range is empty or the table has no batch source.
+        """
+        from potluck.ingestion.engines.base import JobContext
+        from potluck.ingestion.jobs import JobSpec
+
+        name = table.name if isinstance(table, FeatureTable) else table
+        spec = JobSpec(
+            project=self._project, table=name, start=start, end=end, since_last=since_last
+        )
+        context = JobContext(self._registry, self._offline(), self._online())
+        job = self._job_engine().submit(spec, context)
+        self._jobs[job.id] = job
+        return job
+
+    def list_jobs(self, table: str | None = None) -> list[Job]:
+        """Return the project's ingestion jobs (records), newest first."""
+        from potluck.ingestion.jobs import list_jobs
+
+        return list_jobs(self._registry, self._project, table=table)
+
+    def get_job(self, job_id: str) -> JobHandle:
+        """Return a handle on job ``job_id`` (live if this client started it).
+
+        Raises:
+            NotFoundError: If there is no such job in the project.
+        """
+        from potluck.ingestion.engines.base import RecordedJob
+
+        live = self._jobs.get(job_id)
+        if live is not None:
+            return live
+        job = RecordedJob(self._registry, self._project, job_id)
+        job.record()
+        return job
+
+    def cancel_job(self, job_id: str) -> JobHandle:
+        """Ask job ``job_id`` to stop at its next batch; return its handle.
+
+        Raises:
+            NotFoundError: If there is no such job in the project.
+        """
+        job = self.get_job(job_id)
+        job.cancel()
+        return job
+
+    def get_online_features(
+        self,
+        feature_refs: Sequence[str],
+        entity_rows: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+        *,
+        full_feature_names: bool = True,
+    ) -> OnlineResponse:
+        """Read the latest feature values for each entity row.
+
+        Reads the online store directly, or through Online Serving when ``serving_url`` is set.
+
+        Args:
+            feature_refs: ``table:feature``, ``project/table:feature`` or ``table:*``.
+            entity_rows: ``[{"driver_id": 1001}, ...]``, or columns ``{"driver_id": [1001]}``.
+            full_feature_names: Name feature columns ``table__feature`` (else the bare name).
+
+        Returns:
+            The response: ``to_dict()`` gives values, ``statuses()`` their statuses.
+
+        Raises:
+            FeatureRefError: If a reference is malformed or unknown.
+            ValidationError: If entity rows are malformed or a value has the wrong type.
+            UnavailableError: If the store or the serving endpoint cannot be reached.
+        """
+        from potluck.serving.service import entity_columns
+
+        reader = self._readers.get(self._project) or self._reader()
+        return reader.get_online_features(
+            feature_refs, entity_columns(entity_rows), full_feature_names=full_feature_names
+        )
+
+    def serving_service(self, *, refresh_interval: float | None = None) -> ServingService:
+        """Return a new ServingService over this client's registry and online store.
+
+        ``potluck serve`` serves it; ``refresh_interval`` overrides the default.
+        """
+        from potluck.serving.service import DEFAULT_REFRESH_INTERVAL, ServingService
+
+        interval = DEFAULT_REFRESH_INTERVAL if refresh_interval is None else refresh_interval
+        return ServingService(
+            self._registry, self._online(), self._project, refresh_interval=interval
+        )
+
+    def _reader(self) -> ServingService | RemoteServing:
+        reader: ServingService | RemoteServing
+        if self.settings.serving_url:
+            from potluck.serving.remote import RemoteServing
+
+            reader = RemoteServing(self.settings.serving_url, project=self._project)
+        else:
+            reader = self.serving_service()
+        self._readers[self._project] = reader
+        return reader
+
+    def _online(self) -> OnlineStore:
+        if self._online_store is None:
+            from potluck import plugins
+
+            raw = dict(self.settings.online_store)
+            if raw.get("type") == "sqlite" and isinstance(raw.get("path"), str):
+                raw["path"] = str(self.settings.resolve_path(raw["path"]))
+            self._online_store = plugins.create(plugins.ONLINE_STORES, raw)
+        return self._online_store
+
+    def _offline(self) -> OfflineStore:
+        if self._offline_store is None:
+            from potluck import plugins
+
+            self._offline_store = plugins.create(
+                plugins.OFFLINE_STORES, self.settings.offline_store, root=self.settings.root
+            )
+        return self._offline_store
+
+    def _job_engine(self) -> Engine:
+        if self._engine is None:
+            from potluck import plugins
+
+            self._engine = plugins.create(plugins.ENGINES, self.settings.engine)
+        return self._engine
+
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close connections to the registry and stores."""
+        from potluck.serving.remote import RemoteServing
+
+        for reader in self._readers.values():
+            if isinstance(reader, RemoteServing):
+                reader.close()
+        if self._online_store is not None:
+            self._online_store.close()
+        if self._offline_store is not None:
+            self._offline_store.close()
         self._registry.close()
 
     def __enter__(self) -> Client:

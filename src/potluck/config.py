@@ -138,6 +138,8 @@ def load_settings(
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         if keys[0] not in SETTING_NAMES or not all(keys):
             continue
+        if len(keys) > 1 and keys[0] not in data:
+            data[keys[0]] = _default_section(keys[0], env)
         target = data
         for key in keys[:-1]:
             nested = target.get(key)
@@ -145,7 +147,7 @@ def load_settings(
                 nested = {}
                 target[key] = nested
             target = nested
-        target[keys[-1]] = yaml.safe_load(value) if value else value
+        target[keys[-1]] = _env_value(keys, value)
         sources.append(f"environment {name}")
     if overrides:
         data.update({k: v for k, v in overrides.items() if v is not None})
@@ -175,6 +177,36 @@ def load_settings(
     return settings
 
 
+def _env_value(keys: list[str], value: str) -> Any:
+    """Read an environment value as a YAML scalar or collection (``4``, ``[a, b]``, ``null``).
+
+    A top-level text setting keeps the raw text unless YAML reads it as text or null, so
+    ``POTLUCK_PROJECT=no`` stays ``"no"`` and ``sqlite:///:memory:`` stays a URL.
+    """
+    try:
+        parsed = yaml.safe_load(value) if value else value
+    except yaml.YAMLError:
+        return value
+    is_text_setting = len(keys) == 1 and not isinstance(
+        Settings.model_fields[keys[0]].get_default(call_default_factory=True), dict
+    )
+    if is_text_setting and not isinstance(parsed, (str, type(None))):
+        return value
+    return parsed
+
+
+def _default_section(section: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """The built-in value of a plug-in section that environment variables refine key by key.
+
+    ``POTLUCK_ONLINE_STORE__PATH`` alone changes the default store's path; when the environment
+    also sets the section's ``type`` it describes another plug-in, so it starts from nothing.
+    """
+    if any(name.lower() == f"{ENV_PREFIX}{section}__type".lower() for name in env):
+        return {}
+    default = Settings.model_fields[section].get_default(call_default_factory=True)
+    return dict(default) if isinstance(default, dict) else {}
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -185,8 +217,14 @@ def _read_file(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        # One line, for the CLI's "error: ..." output: the problem and where it is.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            f"config file {path} is not valid YAML: {exc}", key="config", sources=(str(path),)
+            f"config file {path} is not valid YAML: {problem}{where}",
+            key="config",
+            sources=(str(path),),
         ) from None
     if loaded is None:
         return {}

@@ -1,0 +1,1 @@
+"""The ``potluck`` command line; :mod:`potluck.cli.main` is its entry point."""

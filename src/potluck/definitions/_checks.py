@@ -57,25 +57,33 @@ def check_not_reserved(name: str, field: str) -> None:
         )
 
 
-def check_value_type(value: object, field: str) -> ValueType:
-    """Return ``value`` as a :class:`ValueType`, raising a definition error naming ``field``."""
+def check_value_type(value: object, field: str, where: str | None = None) -> ValueType:
+    """Return ``value`` as a :class:`ValueType`, raising a definition error naming ``field``.
+
+    ``where`` starts the message when given (``"feature conv_rate: value_type"``); ``field``
+    stays the dotted field name (``"feature.value_type"``).
+    """
     try:
         return ValueType.parse(value)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise DefinitionError(f"{field}: {exc}", field=field) from None
+        raise DefinitionError(f"{where or field}: {exc}", field=field) from None
 
 
-def check_labels(value: object, field: str) -> dict[str, str]:
-    """Return ``value`` as a fresh ``dict[str, str]``, raising if it is not one."""
+def check_labels(value: object, field: str, where: str | None = None) -> dict[str, str]:
+    """Return ``value`` as a fresh ``dict[str, str]``, raising if it is not one.
+
+    ``where`` starts the message when given; ``field`` stays the dotted field name.
+    """
     if value is None:
         return {}
+    where = where or field
     if not isinstance(value, Mapping):
-        raise DefinitionError(f"{field}: must be a mapping of strings, got {value!r}", field=field)
+        raise DefinitionError(f"{where}: must be a mapping of strings, got {value!r}", field=field)
     labels: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key or not isinstance(item, str):
             raise DefinitionError(
-                f"{field}: labels map non-empty strings to strings, got {key!r}: {item!r}",
+                f"{where}: labels map non-empty strings to strings, got {key!r}: {item!r}",
                 field=field,
             )
         labels[key] = item

@@ -42,7 +42,9 @@ class Entity:
     def __post_init__(self) -> None:
         check_name(self.name, "entity.name")
         check_not_reserved(self.name, "entity.name")
-        value_type = check_value_type(self.value_type, f"entity {self.name}: value_type")
+        value_type = check_value_type(
+            self.value_type, "entity.value_type", f"entity {self.name}: value_type"
+        )
         if value_type.is_list:
             raise DefinitionError(
                 f"entity {self.name}: value_type {value_type.name} is a list; entity keys "
@@ -51,4 +53,5 @@ class Entity:
             )
         set_frozen(self, "value_type", value_type)
         set_frozen(self, "description", check_str(self.description, "entity.description"))
-        set_frozen(self, "labels", check_labels(self.labels, f"entity {self.name}: labels"))
+        labels = check_labels(self.labels, "entity.labels", f"entity {self.name}: labels")
+        set_frozen(self, "labels", labels)

@@ -34,6 +34,9 @@ class Feature:
     def __post_init__(self) -> None:
         check_name(self.name, "feature.name")
         check_not_reserved(self.name, "feature.name")
-        value_type = check_value_type(self.value_type, f"feature {self.name}: value_type")
+        value_type = check_value_type(
+            self.value_type, "feature.value_type", f"feature {self.name}: value_type"
+        )
         set_frozen(self, "value_type", value_type)
-        set_frozen(self, "labels", check_labels(self.labels, f"feature {self.name}: labels"))
+        labels = check_labels(self.labels, "feature.labels", f"feature {self.name}: labels")
+        set_frozen(self, "labels", labels)

@@ -57,8 +57,10 @@ class FeatureTable:
                     field="feature_table.max_age",
                 )
             if self.max_age <= timedelta(0):
+                # str(timedelta(hours=-1)) is "-1 day, 23:00:00"; show "-1:00:00" instead.
+                shown = f"-{-self.max_age}" if self.max_age else str(self.max_age)
                 raise DefinitionError(
-                    f"{where}: max_age must be positive, got {self.max_age}; use None for "
+                    f"{where}: max_age must be positive, got {shown}; use None for "
                     "values that never age out",
                     field="feature_table.max_age",
                 )
@@ -72,7 +74,8 @@ class FeatureTable:
                 f"{where}: stream_source must be a KafkaSource, got {self.stream_source!r}",
                 field="feature_table.stream_source",
             )
-        set_frozen(self, "labels", check_labels(self.labels, f"{where}: labels"))
+        labels = check_labels(self.labels, "feature_table.labels", f"{where}: labels")
+        set_frozen(self, "labels", labels)
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -140,7 +140,7 @@ def feature_table_from_dict(data: Mapping[str, Any], revision: int | None = None
     """
     allowed = {"name", "entities", "features", "max_age", "batch_source", "stream_source", "labels"}
     d = _mapping(data, "feature_table", allowed, {"name", "entities", "features"})
-    where = f"feature table {d.get('name')!r}"
+    where = f"feature table {d['name']}"
     features = d["features"]
     if not isinstance(features, list):
         raise DefinitionError(f"{where}: features must be a list", field="feature_table.features")

@@ -94,7 +94,7 @@ class Registry(ABC):
                 in the registry.
             IncompatibleChangeError: If a change needs ``force``.
             ConflictError: If a table's ``revision`` is stale.
-            NotFoundError: If ``project`` is archived.
+            ValidationError: If ``project`` is archived.
         """
 
     @abstractmethod

@@ -9,46 +9,74 @@ fields, so :class:`~potluck.registry.remote.RemoteRegistry` raises the same erro
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
+from potluck._proto.potluck.core.v1 import definitions_pb2 as defs_pb
 from potluck.config import Settings
-from potluck.definitions import Entity, FeatureTable
-from potluck.definitions import serde
+from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
-from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.errors import PotluckError, UnavailableError
 from potluck.registry._errors import error_metadata, status_for
-from potluck.registry.base import Change, JobRecord, Project, Registry, Revision
-
-SERVICE_NAME = "potluck.core.v1.CoreService"
-"""The fully qualified gRPC service name (also the health-check service name)."""
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest request or response either side accepts (a registry listing can be large)."""
-
-GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+from potluck.registry._wire import (
+    GRPC_OPTIONS,
+    SERVICE_NAME,
+    change_to_proto,
+    definition_to_proto,
+    job_from_proto,
+    job_to_proto,
+    project_to_proto,
+    revision_to_proto,
 )
-"""Channel and server options shared by the Core server and its client."""
+from potluck.registry.base import Registry
+from potluck.registry.sql import SqlRegistry
 
 _log = logging.getLogger(__name__)
 
+_Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+_Spec = defs_pb.EntitySpec | defs_pb.FeatureTableSpec
+
+
+def _rpc(
+    method: Callable[[_CoreServicer, _Request], _Response],
+) -> Callable[[_CoreServicer, _Request, grpc.ServicerContext], _Response]:
+    """Turn ``method(self, request)`` into a gRPC handler that maps errors to statuses.
+
+    A PotluckError ends the call with its mapped status, its message as the details and its
+    code and fields as trailing metadata; anything else ends it with ``INTERNAL`` (and is
+    logged with its traceback, since it is a bug).
+    """
+
+    @functools.wraps(method)
+    def handler(
+        self: _CoreServicer, request: _Request, context: grpc.ServicerContext
+    ) -> _Response:
+        try:
+            return method(self, request)
+        except PotluckError as exc:
+            context.set_trailing_metadata(error_metadata(exc))
+            context.abort(status_for(exc), exc.message)
+        except Exception as exc:
+            _log.exception("Core service call %s failed", method.__name__)
+            error = PotluckError(f"internal error in the Core service: {type(exc).__name__}: {exc}")
+            context.set_trailing_metadata(error_metadata(error))
+            context.abort(grpc.StatusCode.INTERNAL, error.message)
+
+    return handler
 
 
 class CoreServer:
@@ -108,15 +136,26 @@ def start_core_server(
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(target)
-    except RuntimeError as exc:
+    except RuntimeError:
+        server.stop(None)
         raise UnavailableError(
-            f"the Core service cannot listen on {target}: {exc}; is the port already in use?",
+            f"the Core service cannot listen on {target}: {_bind_problem(host, port)}",
             address=target,
         ) from None
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return CoreServer(server, health_servicer, host, bound)
+
+
+def _bind_problem(host: str, port: int) -> str:
+    """Say why ``host:port`` cannot be listened on; gRPC's own error does not."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return "gRPC could not bind it"
 
 
 def run_core(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
@@ -131,22 +170,21 @@ def run_core(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
         host: The interface to listen on.
 
     Raises:
-        UnavailableError: If the port cannot be listened on or the registry cannot be opened.
+        UnavailableError: If the port cannot be listened on or the registry's database cannot
+            be reached.
+        ConfigError: If the registry URL or its credentials are wrong.
     """
-    from potluck.registry.sql import SqlRegistry
-
     registry = SqlRegistry(settings.registry_url)
     try:
+        registry.list_projects()  # fail now, not on the first call, if the database is unusable
         server = start_core_server(registry, host=host, port=port)
         stopping = threading.Event()
 
-        def _stop(signum: int, frame: FrameType | None) -> None:
-            if not stopping.is_set():
-                stopping.set()
-                threading.Thread(target=server.stop, args=(5.0,), daemon=True).start()
+        def _on_signal(signum: int, frame: FrameType | None) -> None:
+            stopping.set()
 
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
         _log.info(
@@ -154,78 +192,23 @@ def run_core(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
             server.address,
             make_url(settings.registry_url).render_as_string(hide_password=True),
         )
-        server.wait()
+        stopping.wait()
+        server.stop(grace=5.0)
     finally:
         registry.close()
 
 
 class _CoreServicer:
-    """The CoreService methods, named as the generated ``add_CoreServiceServicer_to_server``
-    expects; each is one registry call."""
+    """The CoreService methods, one registry call each.
+
+    Named as the generated ``add_CoreServiceServicer_to_server`` expects; :func:`_rpc` adds the
+    ``context`` argument and the error mapping.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def Apply(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: self._apply(request, dry_run=False))
-
-    def Plan(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: self._apply(request, dry_run=True))
-
-    def GetEntity(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: _definition_to_proto(
-            self._registry.get(request.project, KIND_ENTITY, request.name)))
-
-    def ListEntities(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: pb.ListEntitiesResponse(entities=[
-            _definition_to_proto(e) for e in self._list(request, KIND_ENTITY)]))
-
-    def DeleteEntity(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: self._delete(request, KIND_ENTITY))
-
-    def GetFeatureTable(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: _definition_to_proto(
-            self._registry.get(request.project, KIND_FEATURE_TABLE, request.name)))
-
-    def ListFeatureTables(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: pb.ListFeatureTablesResponse(feature_tables=[
-            _definition_to_proto(t) for t in self._list(request, KIND_FEATURE_TABLE)]))
-
-    def DeleteFeatureTable(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: self._delete(request, KIND_FEATURE_TABLE))
-
-    def GetFeatureTableHistory(  # noqa: N802
-        self, request: Any, context: grpc.ServicerContext
-    ) -> Any:
-        return _handle(context, lambda: pb.HistoryResponse(revisions=[
-            _revision_to_proto(r) for r in
-            self._registry.history(request.project, KIND_FEATURE_TABLE, request.name)]))
-
-    def ListProjects(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: pb.ListProjectsResponse(projects=[
-            project_to_proto(p) for p in
-            self._registry.list_projects(include_archived=request.include_archived)]))
-
-    def CreateProject(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: project_to_proto(
-            self._registry.create_project(request.name)))
-
-    def ArchiveProject(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: project_to_proto(
-            self._registry.archive_project(request.name)))
-
-    def PutJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: self._put_job(request))
-
-    def GetJob(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: job_to_proto(
-            self._registry.get_job(request.project, request.id)))
-
-    def ListJobs(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return _handle(context, lambda: pb.ListJobsResponse(jobs=[
-            job_to_proto(j) for j in self._registry.list_jobs(request.project)]))
-
-    def _apply(self, request: Any, *, dry_run: bool) -> Any:
+    def _apply(self, request: pb.ApplyRequest, *, dry_run: bool) -> pb.ApplyResponse:
         objects: list[Definition] = [serde.entity_from_proto(e) for e in request.entities]
         objects += [serde.feature_table_from_proto(t) for t in request.feature_tables]
         changes = self._registry.apply(
@@ -233,98 +216,90 @@ class _CoreServicer:
         )
         return pb.ApplyResponse(changes=[change_to_proto(c) for c in changes])
 
-    def _list(self, request: Any, kind: str) -> list[Definition]:
-        return self._registry.list(request.project, kind, dict(request.labels) or None)
+    @_rpc
+    def Apply(self, request: pb.ApplyRequest) -> pb.ApplyResponse:  # noqa: N802
+        return self._apply(request, dry_run=False)
 
-    def _delete(self, request: Any, kind: str) -> Any:
-        self._registry.delete(request.project, kind, request.name)
+    @_rpc
+    def Plan(self, request: pb.ApplyRequest) -> pb.ApplyResponse:  # noqa: N802
+        return self._apply(request, dry_run=True)
+
+    @_rpc
+    def GetEntity(self, request: pb.GetRequest) -> _Spec:  # noqa: N802
+        return definition_to_proto(self._registry.get(request.project, KIND_ENTITY, request.name))
+
+    @_rpc
+    def ListEntities(self, request: pb.ListRequest) -> pb.ListEntitiesResponse:  # noqa: N802
+        found = self._registry.list(request.project, KIND_ENTITY, dict(request.labels) or None)
+        return pb.ListEntitiesResponse(
+            entities=[serde.entity_to_proto(e) for e in found if isinstance(e, Entity)]
+        )
+
+    @_rpc
+    def DeleteEntity(self, request: pb.GetRequest) -> pb.DeleteResponse:  # noqa: N802
+        self._registry.delete(request.project, KIND_ENTITY, request.name)
         return pb.DeleteResponse()
 
-    def _put_job(self, request: Any) -> Any:
+    @_rpc
+    def GetEntityHistory(self, request: pb.GetRequest) -> pb.HistoryResponse:  # noqa: N802
+        history = self._registry.history(request.project, KIND_ENTITY, request.name)
+        return pb.HistoryResponse(revisions=[revision_to_proto(r) for r in history])
+
+    @_rpc
+    def GetFeatureTable(self, request: pb.GetRequest) -> _Spec:  # noqa: N802
+        return definition_to_proto(
+            self._registry.get(request.project, KIND_FEATURE_TABLE, request.name)
+        )
+
+    @_rpc
+    def ListFeatureTables(  # noqa: N802
+        self, request: pb.ListRequest
+    ) -> pb.ListFeatureTablesResponse:
+        found = self._registry.list(
+            request.project, KIND_FEATURE_TABLE, dict(request.labels) or None
+        )
+        return pb.ListFeatureTablesResponse(
+            feature_tables=[
+                serde.feature_table_to_proto(t) for t in found if isinstance(t, FeatureTable)
+            ]
+        )
+
+    @_rpc
+    def DeleteFeatureTable(self, request: pb.GetRequest) -> pb.DeleteResponse:  # noqa: N802
+        self._registry.delete(request.project, KIND_FEATURE_TABLE, request.name)
+        return pb.DeleteResponse()
+
+    @_rpc
+    def GetFeatureTableHistory(self, request: pb.GetRequest) -> pb.HistoryResponse:  # noqa: N802
+        history = self._registry.history(request.project, KIND_FEATURE_TABLE, request.name)
+        return pb.HistoryResponse(revisions=[revision_to_proto(r) for r in history])
+
+    @_rpc
+    def ListProjects(  # noqa: N802
+        self, request: pb.ListProjectsRequest
+    ) -> pb.ListProjectsResponse:
+        projects = self._registry.list_projects(include_archived=request.include_archived)
+        return pb.ListProjectsResponse(projects=[project_to_proto(p) for p in projects])
+
+    @_rpc
+    def CreateProject(self, request: pb.ProjectRequest) -> pb.Project:  # noqa: N802
+        return project_to_proto(self._registry.create_project(request.name))
+
+    @_rpc
+    def ArchiveProject(self, request: pb.ProjectRequest) -> pb.Project:  # noqa: N802
+        return project_to_proto(self._registry.archive_project(request.name))
+
+    @_rpc
+    def PutJob(self, request: pb.Job) -> pb.Job:  # noqa: N802
         self._registry.put_job(job_from_proto(request))
         return request
 
+    @_rpc
+    def GetJob(self, request: pb.GetJobRequest) -> pb.Job:  # noqa: N802
+        return job_to_proto(self._registry.get_job(request.project, request.id))
 
-def _handle(context: grpc.ServicerContext, call: Callable[[], _Response]) -> _Response:
-    """Run one registry call; end the RPC with the mapped status if it raises."""
-    try:
-        return call()
-    except PotluckError as exc:
-        context.set_trailing_metadata(error_metadata(exc))
-        context.abort(status_for(exc), exc.message)
-    except Exception as exc:
-        _log.exception("Core service call failed")
-        context.abort(
-            grpc.StatusCode.INTERNAL,
-            f"internal error in the Core service: {type(exc).__name__}: {exc}",
+    @_rpc
+    def ListJobs(self, request: pb.ListJobsRequest) -> pb.ListJobsResponse:  # noqa: N802
+        return pb.ListJobsResponse(
+            jobs=[job_to_proto(j) for j in self._registry.list_jobs(request.project)]
         )
-
-
-# ---- message mapping (shared with remote.py) ---------------------------------------------------
-
-
-def _definition_to_proto(obj: Definition) -> Any:
-    if isinstance(obj, Entity):
-        return serde.entity_to_proto(obj)
-    return serde.feature_table_to_proto(obj)
-
-
-def change_to_proto(change: Change) -> Any:
-    """Return the protobuf form of an apply-plan line."""
-    return pb.Change(
-        kind=change.kind,
-        name=change.name,
-        action=change.action,
-        revision=change.revision,
-        details=list(change.details),
-    )
-
-
-def _revision_to_proto(revision: Revision) -> Any:
-    spec = revision.spec
-    if not isinstance(spec, FeatureTable):
-        raise ValidationError(
-            f"history is kept for feature tables only, got a {type(spec).__name__}"
-        )
-    return pb.Revision(
-        revision=revision.revision,
-        applied_at=timestamp_to_proto(revision.applied_at),
-        spec=serde.feature_table_to_proto(spec),
-    )
-
-
-def project_to_proto(project: Project) -> Any:
-    """Return the protobuf form of a project."""
-    msg = pb.Project(name=project.name, archived=project.archived)
-    if project.created_at is not None:
-        msg.created_at.CopyFrom(timestamp_to_proto(project.created_at))
-    return msg
-
-
-def job_to_proto(job: JobRecord) -> Any:
-    """Return the protobuf form of a job record (its body as JSON)."""
-    return pb.Job(project=job.project, id=job.id, body_json=json.dumps(dict(job.body)))
-
-
-def job_from_proto(msg: Any) -> JobRecord:
-    """Build a job record from its protobuf form.
-
-    Raises:
-        ValidationError: If ``body_json`` is not a JSON object.
-    """
-    try:
-        body = json.loads(msg.body_json or "{}")
-    except ValueError as exc:
-        raise ValidationError(f"job {msg.id!r}: body_json is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValidationError(
-            f"job {msg.id!r}: body_json must be a JSON object, got {type(body).__name__}"
-        )
-    return JobRecord(project=msg.project, id=msg.id, body=body)
-
-
-def timestamp_to_proto(value: datetime) -> Timestamp:
-    """Return ``value`` as a Timestamp; a naive datetime is read as UTC."""
-    ts = Timestamp()
-    ts.FromDatetime(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
-    return ts

@@ -60,6 +60,11 @@ class CoreServiceStub:
                 request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.SerializeToString,
                 response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.GetEntityHistory = channel.unary_unary(
+                '/potluck.core.v1.CoreService/GetEntityHistory',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.HistoryResponse.FromString,
+                _registered_method=True)
         self.GetFeatureTable = channel.unary_unary(
                 '/potluck.core.v1.CoreService/GetFeatureTable',
                 request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.SerializeToString,
@@ -140,6 +145,12 @@ class CoreServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteEntity(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntityHistory(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -232,6 +243,11 @@ def add_CoreServiceServicer_to_server(servicer, server):
                     servicer.DeleteEntity,
                     request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.FromString,
                     response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.DeleteResponse.SerializeToString,
+            ),
+            'GetEntityHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntityHistory,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.HistoryResponse.SerializeToString,
             ),
             'GetFeatureTable': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFeatureTable,
@@ -419,6 +435,33 @@ class CoreService:
             '/potluck.core.v1.CoreService/DeleteEntity',
             potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.SerializeToString,
             potluck_dot_core_dot_v1_dot_core__service__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntityHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/GetEntityHistory',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.GetRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.HistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

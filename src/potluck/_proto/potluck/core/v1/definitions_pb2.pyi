@@ -370,22 +370,32 @@ class Revision(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     APPLIED_AT_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    ENTITY_SPEC_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     @_builtins.property
     def applied_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def spec(self) -> Global___FeatureTableSpec: ...
+    def spec(self) -> Global___FeatureTableSpec:
+        """a feature table's revision"""
+
+    @_builtins.property
+    def entity_spec(self) -> Global___EntitySpec:
+        """an entity's revision"""
+
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
         applied_at: _timestamp_pb2.Timestamp | None = ...,
         spec: Global___FeatureTableSpec | None = ...,
+        entity_spec: Global___EntitySpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "definition", b"definition", "entity_spec", b"entity_spec", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "revision", b"revision", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "definition", b"definition", "entity_spec", b"entity_spec", "revision", b"revision", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_definition: _TypeAlias = _typing.Literal["spec", "entity_spec"]  # noqa: Y015
+    _WhichOneofArgType_definition: _TypeAlias = _typing.Literal["definition", b"definition"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_definition) -> _WhichOneofReturnType_definition | None: ...
 
 Global___Revision: _TypeAlias = Revision  # noqa: Y015

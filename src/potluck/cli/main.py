@@ -1,0 +1,218 @@
+"""The ``potluck`` command: the typer app, its global options, and errors turned into exit codes.
+
+Every command lives in a command module listed in :data:`COMMAND_MODULES`; each exposes
+``register(app)``, called when ``app`` is first used. A :class:`~potluck.errors.PotluckError`
+escaping a command becomes one line ``error: <message>`` on stderr and exit code 2 (bad input) or
+1 (a failure), never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from potluck.client import Client
+from potluck.config import Settings, load_settings
+from potluck.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    DefinitionError,
+    IncompatibleChangeError,
+    NotFoundError,
+    PotluckError,
+    ValidationError,
+)
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+BAD_INPUT_ERRORS: tuple[type[PotluckError], ...] = (
+    DefinitionError,
+    ValidationError,
+    ConfigError,
+    NotFoundError,
+    IncompatibleChangeError,
+    AlreadyExistsError,
+)
+"""Errors that mean the input was wrong (exit code 2); ``ValidationError`` covers
+``FeatureRefError`` and ``DataValidationError``. Every other error is a failure (exit code 1)."""
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "potluck.cli.registry",
+    "potluck.cli.ingest",
+    "potluck.cli.serve",
+    "potluck.cli.online",
+)
+"""The modules whose ``register(app)`` adds commands, in help order."""
+
+
+def exit_code_for(error: PotluckError) -> int:
+    """Return the exit code the CLI ends with when ``error`` escapes a command."""
+    return EXIT_BAD_INPUT if isinstance(error, BAD_INPUT_ERRORS) else EXIT_FAILURE
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and exit with ``code``."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(code)
+
+
+# Typer raises click's usage errors (from its own copy of click in recent versions); find the
+# class through the public ``BadParameter`` rather than importing a private module.
+_USAGE_ERROR: type[Exception] = next(
+    cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"
+)
+
+
+def _is_help_request(exc: Exception) -> bool:
+    # Raised when a group runs without a command: typer has printed the help already.
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
+def _fail_usage(exc: Any) -> NoReturn:
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    fail(exc.format_message() + hint, int(getattr(exc, "exit_code", EXIT_BAD_INPUT)))
+
+
+class _PotluckGroup(TyperGroup):
+    """The root group: turns errors from any command into one stderr line and an exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _USAGE_ERROR as exc:
+            if _is_help_request(exc):
+                raise
+            _fail_usage(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PotluckError as exc:
+            fail(exc.message, exit_code_for(exc))
+        except _USAGE_ERROR as exc:
+            if _is_help_request(exc):
+                raise
+            _fail_usage(exc)
+        except typer.Abort:
+            fail("aborted", EXIT_FAILURE)
+
+
+_app = typer.Typer(
+    cls=_PotluckGroup,
+    name="potluck",
+    help=(
+        "potluck: a feature store. Define entities and feature tables, apply them to the "
+        "registry, load their history, build training sets and serve the latest values.\n\n"
+        "Settings come from potluck.yaml (--config, $POTLUCK_CONFIG or ./potluck.yaml) and "
+        "POTLUCK_* environment variables; without a file everything runs on embedded local "
+        "defaults under .potluck/.\n\n"
+        "Exit codes: 0 success, 1 failure (a service is unreachable, a job failed), 2 bad "
+        "input (an invalid definition, argument or setting); errors are one line on stderr."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options given before the command name."""
+
+    config: Path | None = None
+    project: str | None = None
+
+
+@_app.callback()
+def _global_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="The potluck.yaml to read (default: $POTLUCK_CONFIG, else ./potluck.yaml, "
+            "else embedded defaults).",
+            dir_okay=False,
+            metavar="PATH",
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            "-p",
+            help="The project to work in (overrides the 'project' setting).",
+            metavar="NAME",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = GlobalOptions(config=config, project=project)
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    """Return the global options of the command line ``ctx`` belongs to."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, GlobalOptions) else GlobalOptions()
+
+
+def load_cli_settings(ctx: typer.Context) -> Settings:
+    """Resolve the settings for this command line, honouring ``--config`` and ``--project``.
+
+    Raises:
+        ConfigError: If the config file or an environment variable is invalid.
+    """
+    options = global_options(ctx)
+    return load_settings(options.config, overrides={"project": options.project})
+
+
+def make_client(ctx: typer.Context) -> Client:
+    """Return a :class:`Client` for this command line; it is closed when the command ends.
+
+    Every command module builds its client here, so ``--config`` and ``--project`` mean the same
+    thing for every command.
+
+    Raises:
+        ConfigError: If the settings are invalid.
+        UnavailableError: If the registry or Core service cannot be reached.
+    """
+    client = Client(settings=load_cli_settings(ctx))
+    ctx.call_on_close(client.close)
+    return client
+
+
+_registered: set[str] = set()
+
+
+def _registered_app() -> typer.Typer:
+    for name in COMMAND_MODULES:
+        if name not in _registered:
+            importlib.import_module(name).register(_app)
+            _registered.add(name)
+    return _app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``app`` gets its commands on first access rather than at import, so a command module may
+    # import this module at top level (for make_client) and be imported first without a cycle.
+    if name == "app":
+        return _registered_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main() -> None:
+    """Run the ``potluck`` command (the console-script entry point)."""
+    _registered_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""The registry commands: init, plan, apply, entities, feature-tables and projects."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from potluck.cli import _render as render
+from potluck.cli._render import OutputFormat
+from potluck.cli.main import make_client
+from potluck.config import CONFIG_FILE_NAME, SETTING_NAMES, Settings
+from potluck.definitions import Entity, Feature, FeatureTable, FileSource
+from potluck.definitions.loader import load_definitions
+from potluck.definitions.serde import Definition, to_dict
+from potluck.errors import AlreadyExistsError, PotluckError, ValidationError
+from potluck.types import ValueType
+
+EXAMPLE_DEFINITIONS_FILE = "definitions.yaml"
+
+EXAMPLE_DEFINITIONS: tuple[Definition, ...] = (
+    Entity(name="driver_id", value_type=ValueType.INT64, description="A driver's id."),
+    FeatureTable(
+        name="driver_stats",
+        entities=("driver_id",),
+        features=(
+            Feature(name="conv_rate", value_type=ValueType.FLOAT),
+            Feature(name="acc_rate", value_type=ValueType.FLOAT),
+            Feature(name="avg_daily_trips", value_type=ValueType.INT64),
+        ),
+        max_age=timedelta(days=1),
+        batch_source=FileSource(
+            path="data/driver_stats",
+            event_timestamp_column="event_timestamp",
+            created_timestamp_column="created",
+        ),
+        labels={"team": "drivers"},
+    ),
+)
+"""What ``potluck init`` writes to ``definitions.yaml``."""
+
+FileOption = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        help="A definitions file: YAML (.yaml, .yml) or Python (.py).",
+        dir_okay=False,
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="Allow changing a table's entities or a feature's type."),
+]
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="Print a rich table or JSON.")
+]
+LabelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        "-l",
+        help="Only objects with this label, as key=value; repeat to AND them.",
+        metavar="KEY=VALUE",
+    ),
+]
+
+entities_app = typer.Typer(help="List and describe entities.", no_args_is_help=True)
+tables_app = typer.Typer(
+    help="List, describe and delete feature tables.", no_args_is_help=True
+)
+projects_app = typer.Typer(help="List, create and archive projects.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the registry commands to ``app``."""
+    app.command()(init)
+    app.command()(plan)
+    app.command()(apply)
+    app.add_typer(entities_app, name="entities")
+    app.add_typer(tables_app, name="feature-tables")
+    app.add_typer(projects_app, name="projects")
+
+
+def _labels(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise ValidationError(
+                f"--label: expected key=value, got {value!r}", field="label", value=value
+            )
+        labels[key] = item
+    return labels
+
+
+# ---- init --------------------------------------------------------------------------------------
+
+
+def default_config_yaml() -> str:
+    """Return a ``potluck.yaml`` with every setting at its embedded default, help as comments."""
+    defaults = Settings()
+    lines = [
+        "# potluck settings. Every key has an embedded default; see docs/configuration.md.",
+        "# Relative paths are relative to this file's folder.",
+    ]
+    for name in SETTING_NAMES:
+        description = Settings.model_fields[name].description or ""
+        lines.append("")
+        lines.extend(textwrap.wrap(description, 98, initial_indent="# ", subsequent_indent="# "))
+        value = getattr(defaults, name)
+        dumped = yaml.safe_dump({name: value}, default_flow_style=False, sort_keys=False)
+        lines.append(dumped.rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v not in (None, {}, "")}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def example_definitions_yaml() -> str:
+    """Return the example definitions file ``potluck init`` writes."""
+    data = {
+        "entities": [_compact(to_dict(d)) for d in EXAMPLE_DEFINITIONS if isinstance(d, Entity)],
+        "feature_tables": [
+            _compact(to_dict(d)) for d in EXAMPLE_DEFINITIONS if isinstance(d, FeatureTable)
+        ],
+    }
+    header = (
+        "# Example definitions. Preview with `potluck plan -f definitions.yaml`,\n"
+        "# then write them to the registry with `potluck apply -f definitions.yaml`.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def init(
+    directory: Annotated[
+        Path,
+        typer.Argument(help="The folder to set up (created if missing).", file_okay=False),
+    ] = Path("."),
+) -> None:
+    """Write a potluck.yaml with the embedded defaults and an example definitions.yaml.
+
+    Refuses to overwrite either file.
+    """
+    files = {
+        directory / CONFIG_FILE_NAME: default_config_yaml(),
+        directory / EXAMPLE_DEFINITIONS_FILE: example_definitions_yaml(),
+    }
+    for path in files:
+        if path.exists():
+            raise AlreadyExistsError(
+                f"{path} exists; init never overwrites files", kind="file", name=str(path)
+            )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise PotluckError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    render.show_message(
+        f"Wrote {directory / CONFIG_FILE_NAME} and {directory / EXAMPLE_DEFINITIONS_FILE}. "
+        f"Next: potluck apply -f {directory / EXAMPLE_DEFINITIONS_FILE}"
+    )
+
+
+# ---- plan and apply ----------------------------------------------------------------------------
+
+
+def _apply(
+    ctx: typer.Context, file: Path, *, force: bool, dry_run: bool, output: OutputFormat
+) -> None:
+    definitions = load_definitions(file)
+    client = make_client(ctx)
+    changes = client.apply(definitions, force=force, dry_run=dry_run)
+    if output is OutputFormat.JSON:
+        render.print_json([render.change_json(c) for c in changes])
+        return
+    if dry_run:
+        title = f"Plan for project {client.project!r} (nothing written)"
+    else:
+        title = f"Applied to project {client.project!r}"
+    render.show_changes(changes, title)
+
+
+def plan(
+    ctx: typer.Context,
+    file: FileOption,
+    force: ForceOption = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show what applying a definitions file would change, without writing anything."""
+    _apply(ctx, file, force=force, dry_run=True, output=output)
+
+
+def apply(
+    ctx: typer.Context,
+    file: FileOption,
+    force: ForceOption = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Apply the entities and feature tables of a definitions file in one transaction.
+
+    Applying the same file again changes nothing.
+
+    A changed table gets a new revision; its old spec stays in its history.
+    """
+    _apply(ctx, file, force=force, dry_run=False, output=output)
+
+
+# ---- entities ----------------------------------------------------------------------------------
+
+
+@entities_app.command("list")
+def list_entities(
+    ctx: typer.Context, label: LabelOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """List the project's entities."""
+    labels = _labels(label)
+    entities = make_client(ctx).list_entities(labels)
+    if output is OutputFormat.JSON:
+        render.print_json([to_dict(e) for e in entities])
+    else:
+        render.show_entities(entities)
+
+
+@entities_app.command("describe")
+def describe_entity(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The entity's name.")],
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show one entity."""
+    entity = make_client(ctx).get_entity(name)
+    if output is OutputFormat.JSON:
+        render.print_json(to_dict(entity))
+    else:
+        render.show_entity(entity)
+
+
+# ---- feature tables ----------------------------------------------------------------------------
+
+
+@tables_app.command("list")
+def list_feature_tables(
+    ctx: typer.Context, label: LabelOption = None, output: OutputOption = OutputFormat.TABLE
+) -> None:
+    """List the project's feature tables."""
+    labels = _labels(label)
+    tables = make_client(ctx).list_feature_tables(labels)
+    if output is OutputFormat.JSON:
+        render.print_json([render.table_json(t) for t in tables])
+    else:
+        render.show_feature_tables(tables)
+
+
+@tables_app.command("describe")
+def describe_feature_table(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The feature table's name.")],
+    history: Annotated[
+        bool, typer.Option("--history", help="Also show every stored revision, oldest first.")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show one feature table: fields, features, sources and, with --history, its revisions."""
+    client = make_client(ctx)
+    table = client.get_feature_table(name)
+    revisions = client.feature_table_history(name) if history else None
+    if output is OutputFormat.JSON:
+        data = render.table_json(table)
+        if revisions is not None:
+            data["history"] = [render.revision_json(r) for r in revisions]
+        render.print_json(data)
+        return
+    render.show_feature_table(table)
+    if revisions is not None:
+        render.show_history(revisions)
+
+
+@tables_app.command("delete")
+def delete_feature_table(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The feature table's name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a feature table from the registry (its history is kept)."""
+    client = make_client(ctx)
+    client.get_feature_table(name)
+    if not yes:
+        typer.confirm(
+            f"Delete feature table {name!r} from project {client.project!r}?", abort=True
+        )
+    client.delete_feature_table(name)
+    render.show_message(f"Deleted feature table {name!r} from project {client.project!r}.")
+
+
+# ---- projects ----------------------------------------------------------------------------------
+
+
+@projects_app.command("list")
+def list_projects(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Include archived projects.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List the projects."""
+    projects = make_client(ctx).list_projects(include_archived=all_)
+    if output is OutputFormat.JSON:
+        render.print_json([render.project_json(p) for p in projects])
+    else:
+        render.show_projects(projects)
+
+
+@projects_app.command("create")
+def create_project(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The new project's name.")]
+) -> None:
+    """Create a project."""
+    project = make_client(ctx).create_project(name)
+    render.show_message(f"Created project {project.name!r}.")
+
+
+@projects_app.command("archive")
+def archive_project(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project's name.")]
+) -> None:
+    """Archive a project: its definitions stay readable, applies to it are refused."""
+    project = make_client(ctx).archive_project(name)
+    render.show_message(f"Archived project {project.name!r}.")
