@@ -5,6 +5,7 @@ Every method checks its arguments and hands the work to one stage. No stage impo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -355,16 +356,31 @@ class Client:
             feature_refs, entity_columns(entity_rows), full_feature_names=full_feature_names
         )
 
-    def serving_service(self, *, refresh_interval: float | None = None) -> ServingService:
+    def serving_service(
+        self,
+        *,
+        refresh_interval: float | None = None,
+        max_entities_per_request: int | None = None,
+    ) -> ServingService:
         """Return a new ServingService over this client's registry and online store.
 
-        ``potluck serve`` serves it; ``refresh_interval`` overrides the default.
+        ``potluck serve`` serves it. Arguments left ``None`` keep the service's defaults.
         """
-        from potluck.serving.service import DEFAULT_REFRESH_INTERVAL, ServingService
+        from potluck.serving.service import (
+            DEFAULT_MAX_ENTITIES,
+            DEFAULT_REFRESH_INTERVAL,
+            ServingService,
+        )
 
         interval = DEFAULT_REFRESH_INTERVAL if refresh_interval is None else refresh_interval
+        limit = max_entities_per_request
+        limit = DEFAULT_MAX_ENTITIES if limit is None else limit
         return ServingService(
-            self._registry, self._online(), self._project, refresh_interval=interval
+            self._registry,
+            self._online(),
+            self._project,
+            refresh_interval=interval,
+            max_entities_per_request=limit,
         )
 
     def _reader(self) -> ServingService | RemoteServing:
@@ -407,9 +423,13 @@ class Client:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close connections to the registry and stores."""
+        """Wait for the ingestion jobs this client started, then close connections."""
+        from potluck.errors import JobError
         from potluck.serving.remote import RemoteServing
 
+        for job in self._jobs.values():
+            with contextlib.suppress(JobError):  # its record says it failed, and why
+                job.wait()
         for reader in self._readers.values():
             if isinstance(reader, RemoteServing):
                 reader.close()

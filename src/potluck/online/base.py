@@ -29,7 +29,9 @@ class WriteResult:
 
     Attributes:
         written: Rows that replaced the stored value or created it.
-        skipped: Rows not written because the store already held a newer or equal value.
+        skipped: Rows not written: the store already held a newer or equal value, a newer row
+            of the same key came in the same batch, or the row had expired already
+            (``event_timestamp + max_age <= now``). ``written + skipped`` is the batch size.
     """
 
     written: int
@@ -85,8 +87,9 @@ class OnlineStore(ABC):
     ) -> pa.Table:
         """Return one row per key, in order: the requested features and ``event_timestamp``.
 
-        A key with no live value (never written, or expired at ``now``) gives a row whose
-        ``event_timestamp`` is null.
+        A key with no live value (never written, or expired at ``now``, which defaults to the
+        current time) gives a row whose ``event_timestamp`` is null. A value expires at its
+        ``event_timestamp`` plus the ``max_age`` the table had when it was written.
 
         Raises:
             UnavailableError: If the store cannot be reached.

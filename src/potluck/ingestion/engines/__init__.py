@@ -1,0 +1,1 @@
+"""Where ingestion jobs run: the Engine interface and its built-in plug-ins."""

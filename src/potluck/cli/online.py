@@ -1,0 +1,307 @@
+"""The online commands: ingest-online, jobs, online get, and serve (Online Serving)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from potluck.cli.main import EXIT_FAILURE, fail, make_client
+from potluck.errors import ValidationError
+from potluck.ingestion.jobs import Job, JobStatus, describe
+from potluck.types import ValueType
+
+if TYPE_CHECKING:
+    from potluck.ingestion.engines.base import JobHandle
+
+PROGRESS_REFRESH = 0.1
+"""Seconds between two refreshes of the progress bar."""
+
+jobs_app = typer.Typer(help="List, describe and cancel ingestion jobs.", no_args_is_help=True)
+online_app = typer.Typer(help="Read online features.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the online commands to ``app``."""
+    app.command("ingest-online")(ingest_online)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(online_app, name="online")
+    app.command()(serve)
+    jobs_app.command("list")(jobs_list)
+    jobs_app.command("describe")(jobs_describe)
+    jobs_app.command("cancel")(jobs_cancel)
+    online_app.command("get")(online_get)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(
+            f"{value!r} is not a date or time; use ISO 8601 such as 2024-05-01 or "
+            "2024-05-01T12:00:00Z",
+            field="time",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def ingest_online(
+    ctx: typer.Context,
+    table: Annotated[str, typer.Argument(help="The feature table to load.")],
+    start: Annotated[
+        str | None,
+        typer.Option("--start", help="Copy rows with event time >= START (ISO 8601; UTC)."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--end", help="Copy rows with event time < END (ISO 8601; UTC)."),
+    ] = None,
+    since_last: Annotated[
+        bool,
+        typer.Option(
+            "--since-last",
+            help="Copy only rows ingested after those the previous successful run read.",
+        ),
+    ] = False,
+) -> None:
+    """Copy the latest row per key of TABLE's batch source into the online store.
+
+    Shows a progress bar; Ctrl-C cancels the job at its next batch.
+    """
+    client = make_client(ctx)
+    job = client.start_offline_to_online_ingestion(
+        table, _when(start), _when(end), since_last=since_last
+    )
+    record = _follow(job)
+    stats = record.stats
+    typer.echo(
+        f"job {record.id} {record.status.value}: {stats.rows_read} rows read, "
+        f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
+        f"{stats.rows_rejected} rejected"
+    )
+    if record.status is JobStatus.FAILED:
+        fail(f"job {record.id} failed: {record.error}", EXIT_FAILURE)
+    if record.status is JobStatus.CANCELLED:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _follow(job: JobHandle) -> Job:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.fields[status]}"),
+        TextColumn("read {task.fields[read]:,} · written {task.fields[written]:,}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        record = job.record()
+        task = bar.add_task(record.spec.table, status="", read=0, written=0, total=None)
+        try:
+            while not record.status.is_terminal:
+                bar.update(
+                    task,
+                    status=record.status.value,
+                    read=record.stats.rows_read,
+                    written=record.stats.rows_written,
+                )
+                time.sleep(PROGRESS_REFRESH)
+                record = job.record()
+        except KeyboardInterrupt:
+            job.cancel()
+            while not record.status.is_terminal:
+                time.sleep(PROGRESS_REFRESH)
+                record = job.record()
+    return record
+
+
+def jobs_list(
+    ctx: typer.Context,
+    table: Annotated[str | None, typer.Option("--table", help="Only this table's jobs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the project's ingestion jobs, newest first."""
+    jobs = make_client(ctx).list_jobs(table)
+    if as_json:
+        print(json.dumps([describe(j) for j in jobs], indent=2, default=str))
+        return
+    out = Table(title=None)
+    for name in (
+        "id",
+        "table",
+        "status",
+        "read",
+        "written",
+        "skipped",
+        "rejected",
+        "started",
+        "finished",
+    ):
+        out.add_column(name, overflow="fold")
+    for job in jobs:
+        out.add_row(
+            job.id,
+            job.spec.table,
+            job.status.value,
+            str(job.stats.rows_read),
+            str(job.stats.rows_written),
+            str(job.stats.rows_skipped),
+            str(job.stats.rows_rejected),
+            _fmt(job.started_at),
+            _fmt(job.finished_at),
+        )
+    Console(soft_wrap=False, highlight=False).print(out)
+
+
+def _fmt(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def jobs_describe(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show everything recorded about one job."""
+    data = describe(make_client(ctx).get_job(job_id).record())
+    if as_json:
+        print(json.dumps(data, indent=2, default=str))
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        typer.echo(f"{key:<{width}}  {'' if value is None else value}")
+
+
+def jobs_cancel(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+) -> None:
+    """Ask a running job to stop at its next batch."""
+    job = make_client(ctx).cancel_job(job_id)
+    typer.echo(f"cancel requested for job {job.id} (status {job.status.value})")
+
+
+def _parse_entity(text: str, value_type: ValueType, name: str) -> Any:
+    try:
+        if value_type in (ValueType.INT32, ValueType.INT64):
+            return int(text)
+        if value_type in (ValueType.DOUBLE, ValueType.FLOAT):
+            return float(text)
+        if value_type is ValueType.BOOL:
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if value_type is ValueType.BYTES:
+            return text.encode()
+        if value_type is ValueType.UNIX_TIMESTAMP:
+            return _when(text)
+    except ValueError:
+        raise ValidationError(
+            f"entity {name!r} has type {value_type.name}; {text!r} is not such a value",
+            field="entity",
+            entity=name,
+        ) from None
+    return text
+
+
+def online_get(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Feature references, e.g. driver_stats:*.")],
+    entity: Annotated[
+        list[str],
+        typer.Option(
+            "--entity",
+            "-e",
+            help="An entity value as name=value; repeat a name for more rows, give every "
+            "entity of a composite key.",
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Read the latest values of REFS for the given entity rows."""
+    client = make_client(ctx)
+    columns: dict[str, list[Any]] = {}
+    for item in entity:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ValidationError(
+                f"--entity {item!r} must be name=value, e.g. driver_id=1001", field="entity"
+            )
+        value_type = client.get_entity(name).value_type
+        columns.setdefault(name, []).append(_parse_entity(text, value_type, name))
+    response = client.get_online_features(refs, columns)
+    values, statuses = response.to_dict(), response.statuses()
+    times = response.event_timestamps()
+    if as_json:
+        data = {"values": values, "statuses": statuses, "event_timestamps": times}
+        print(json.dumps(data, indent=2, default=str))
+        return
+    out = Table()
+    for name in ("row", "column", "value", "status", "event time"):
+        out.add_column(name, overflow="fold")
+    for row in range(len(response)):
+        for name in response.names:
+            out.add_row(
+                str(row), name, repr(values[name][row]), statuses[name][row], _fmt(times[name][row])
+            )
+    Console(soft_wrap=False, highlight=False).print(out)
+
+
+def serve(
+    ctx: typer.Context,
+    grpc_port: Annotated[
+        int, typer.Option("--grpc-port", help="The gRPC port (0 picks a free one).", min=0)
+    ] = 6566,
+    http_port: Annotated[
+        int, typer.Option("--http-port", help="The HTTP port (0 picks a free one).", min=0)
+    ] = 6567,
+    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    refresh_interval: Annotated[
+        float,
+        typer.Option(
+            "--refresh-interval", help="Seconds between refreshes of cached definitions.", min=0.1
+        ),
+    ] = 10.0,
+    max_entities: Annotated[
+        int,
+        typer.Option(
+            "--max-entities-per-request", help="The most entity rows one request may carry.", min=1
+        ),
+    ] = 10_000,
+) -> None:
+    """Run Online Serving (gRPC and HTTP) over the configured online store until Ctrl-C.
+
+    gRPC speaks Feast's feast.serving.ServingService; HTTP serves POST /get-online-features,
+    GET /health and GET /metrics.
+    """
+    from potluck.serving.server import start_serving
+
+    client = make_client(ctx)
+    service = client.serving_service(
+        refresh_interval=refresh_interval, max_entities_per_request=max_entities
+    )
+    server = start_serving(service, host=host, grpc_port=grpc_port, http_port=http_port)
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    typer.echo(
+        f"potluck serving project {client.project!r}: gRPC on {server.grpc_address}, "
+        f"HTTP on {server.http_url}",
+        err=True,
+    )
+    server.wait()

@@ -1,0 +1,158 @@
+"""The Engine interface: where ingestion jobs run, and the handle a submitted job returns.
+
+An engine takes a :class:`~potluck.ingestion.jobs.JobSpec` and the parts the job needs
+(:class:`JobContext`) and returns a :class:`JobHandle`. Every engine keeps the job's record in
+the registry up to date, so :class:`RecordedJob` can follow any job from any process.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from potluck.config import PluginConfig
+from potluck.errors import JobError
+from potluck.ingestion.jobs import Job, JobSpec, JobStats, JobStatus, load_job, request_cancel
+from potluck.offline.base import OfflineStore
+from potluck.online.base import OnlineStore
+from potluck.registry.base import Registry
+
+POLL_INTERVAL = 0.2
+"""Seconds between two reads of a job's record while waiting on it from another process."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job works with.
+
+    Attributes:
+        registry: Where the table's definition is read and the job's record is kept.
+        offline_store: Reads the table's batch source.
+        online_store: Receives the latest values.
+    """
+
+    registry: Registry
+    offline_store: OfflineStore
+    online_store: OnlineStore
+
+
+class JobHandle(ABC):
+    """A submitted job: its id, live status and row counts, and ways to wait or cancel."""
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """The job's id."""
+
+    @abstractmethod
+    def record(self) -> Job:
+        """Return the job's current record."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job ends (or ``timeout`` seconds pass) and return its record.
+
+        Raises:
+            JobError: If the job failed; the message carries its error.
+            TimeoutError: If it is still running after ``timeout`` seconds.
+        """
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Ask the job to stop; it stops at its next batch and ends ``CANCELLED``."""
+
+    @property
+    def status(self) -> JobStatus:
+        """Where the job is now."""
+        return self.record().status
+
+    @property
+    def stats(self) -> JobStats:
+        """Rows read, written, skipped and rejected so far."""
+        return self.record().stats
+
+    def __repr__(self) -> str:
+        job = self.record()
+        name = type(self).__name__
+        return f"{name}(id={job.id!r}, table={job.spec.table!r}, status={job.status.value})"
+
+
+def raise_if_failed(job: Job) -> Job:
+    """Return ``job``, or raise :class:`JobError` if it failed.
+
+    Raises:
+        JobError: If the job's status is ``FAILED``; the message carries its error.
+    """
+    if job.status is JobStatus.FAILED:
+        raise JobError(f"job {job.id} failed: {job.error}", job_id=job.id)
+    return job
+
+
+class RecordedJob(JobHandle):
+    """A job followed through its record in the registry (it may run in another process).
+
+    Args:
+        registry: Where the job's record is.
+        project: The job's project.
+        job_id: The job's id.
+    """
+
+    def __init__(self, registry: Registry, project: str, job_id: str) -> None:
+        self._registry = registry
+        self._project = project
+        self._id = job_id
+
+    @property
+    def id(self) -> str:
+        """The job's id."""
+        return self._id
+
+    def record(self) -> Job:
+        """Return the job's record as stored now."""
+        return load_job(self._registry, self._project, self._id)
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Poll the record until the job ends; see :meth:`JobHandle.wait`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.record()
+            if job.status.is_terminal:
+                return raise_if_failed(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self._id} is still {job.status.value}")
+            time.sleep(POLL_INTERVAL)
+
+    def cancel(self) -> None:
+        """Write a cancel request; the process running the job stops it at its next batch."""
+        if not self.record().status.is_terminal:
+            request_cancel(self._registry, self._project, self._id)
+
+
+class Engine(ABC):
+    """Runs ingestion jobs. Built from its config by ``potluck.plugins.create(ENGINES, ...)``."""
+
+    config_class: ClassVar[type[PluginConfig]]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    @abstractmethod
+    def submit(self, spec: JobSpec, context: JobContext) -> JobHandle:
+        """Record and start a job; return at once with its handle.
+
+        Raises:
+            NotFoundError: If the spec's feature table does not exist.
+            ValidationError: If the table has no batch source.
+        """
+
+
+__all__ = [
+    "POLL_INTERVAL",
+    "Engine",
+    "JobContext",
+    "JobHandle",
+    "RecordedJob",
+    "raise_if_failed",
+]

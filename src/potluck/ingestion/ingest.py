@@ -1,0 +1,333 @@
+"""Batch ingestion: check rows against a feature table, then write them to its batch source.
+
+Every column of the whole input is converted to its definition's type without loss before
+anything is written; the rows then go to hidden temporary Parquet files that are renamed into
+place together. A bad row therefore leaves nothing behind, and readers never see part of an
+ingestion.
+
+Each ingestion resolves its own event-time ties as it writes: per partition folder, the rows
+that win their (keys, event time) group go to ``part-<id>-NNNNN.parquet`` and the rows they beat
+to ``part-<id>-NNNNN-superseded.parquet`` (see :func:`potluck.offline.files.part_file_name`), so a
+point-in-time join over ingestions that do not overlap in event time needs no tie-break at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from potluck.definitions.entity import Entity
+from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.sources import FileSource
+from potluck.errors import DataValidationError, ValidationError
+from potluck.offline.base import INGESTION_ID_COLUMN
+from potluck.offline.files import (
+    InputBatches,
+    InputData,
+    StagedParquetWriter,
+    convert,
+    open_input,
+    part_file_name,
+    resolve_path,
+)
+from potluck.types import TIMESTAMP_ARROW_TYPE, to_arrow_type
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""Called after each batch with (rows done, total rows or ``None`` when unknown)."""
+
+
+@dataclass(frozen=True)
+class IngestionReport:
+    """What one :func:`ingest` call wrote.
+
+    Attributes:
+        table: The feature table's name.
+        rows: Rows written.
+        files: The Parquet files written (paths within their filesystem).
+        ingestion_id: The id every written row carries in its ``ingestion_id`` column.
+        ingestion_time: When the ingestion started (UTC).
+    """
+
+    table: str
+    rows: int
+    files: tuple[str, ...]
+    ingestion_id: str
+    ingestion_time: datetime
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One column to write: where it comes from, what it must become, how errors name it."""
+
+    source: str
+    arrow_type: pa.DataType
+    expected: str
+    required: bool = True
+    not_null: bool = False
+    is_key: bool = False
+
+
+def new_ingestion_id(now: datetime) -> str:
+    """Return a new ingestion id for an ingestion at ``now``.
+
+    Ids sort by time (``20240101T120000123456Z-1a2b3c4d``), so "everything ingested after the
+    previous run" is ``ingestion_id > previous_max``.
+    """
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def ingest(
+    table: FeatureTable,
+    entities: Mapping[str, Entity],
+    data: InputData,
+    *,
+    root: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestionReport:
+    """Validate ``data`` against ``table`` and append it to the table's batch source.
+
+    The input's columns are the source's columns: each entity and feature under its
+    ``field_mapping`` name, the event timestamp column, and optionally the created timestamp
+    column (when the source has one and the input lacks it, every row gets the ingestion time,
+    so rows ingested later win event-time ties). Other columns are ignored. Naive timestamps are
+    read as UTC. Files go to ``<path>/part-<ingestion_id>-NNNNN.parquet`` (plus
+    ``...-NNNNN-superseded.parquet`` for rows another row of the input beats on the same keys
+    and event time), under ``<date_partition_column>=YYYY-MM-DD/`` folders (the UTC date of each
+    row's event time) when the source is partitioned; each row also gets the ``ingestion_id``
+    column. The whole input is held in memory while it is checked.
+
+    Args:
+        table: The feature table; it needs a batch source.
+        entities: The table's entities by name (for their value types).
+        data: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL.
+        root: The folder a relative source path is resolved against.
+        progress: Called after each batch with rows done and the total (if known).
+
+    Returns:
+        What was written.
+
+    Raises:
+        ValidationError: If the table has no batch source, an entity is missing from
+            ``entities``, or the input cannot be read.
+        DataValidationError: If a column is missing, a value does not convert to its type
+            without loss, an entity key or event timestamp is null, or a timestamp is outside
+            years 1-9999; ``column`` and ``row`` name the first problem. Nothing is written.
+    """
+    source = table.batch_source
+    if source is None:
+        raise ValidationError(
+            f"feature table {table.name!r} has no batch_source; give it a FileSource to ingest "
+            "into",
+            table=table.name,
+        )
+    now = datetime.now(timezone.utc)
+    ingestion_id = new_ingestion_id(now)
+    columns = _columns(table, source, entities)
+    opened = open_input(data)
+    _check_present(opened, columns, table.name)
+    schema = pa.schema(
+        [pa.field(c.source, c.arrow_type) for c in columns]
+        + [pa.field(INGESTION_ID_COLUMN, pa.string())]
+    )
+    converted: list[pa.Table] = []
+    done = 0
+    for batch in opened.batches:
+        converted.append(
+            _convert_batch(batch, columns, schema, opened.from_csv, done, now, ingestion_id)
+        )
+        done += batch.num_rows
+        if progress is not None:
+            progress(done, opened.num_rows)
+    rows = pa.concat_tables(converted) if converted else schema.empty_table()
+    keys = [c.source for c in columns if c.is_key]
+    winners = _winners(rows, keys, source)
+    writer = StagedParquetWriter(resolve_path(source.path, root))
+    try:
+        for number, (folder, part, won) in enumerate(_partitions(rows, winners, source)):
+            prefix = f"{folder}/" if folder else ""
+            for superseded, mask in ((False, won), (True, pc.invert(won))):
+                selected = part.filter(mask)
+                if selected.num_rows:
+                    name = part_file_name(ingestion_id, number, superseded=superseded)
+                    writer.write(prefix + name, selected)
+        files = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return IngestionReport(
+        table=table.name,
+        rows=rows.num_rows,
+        files=tuple(files),
+        ingestion_id=ingestion_id,
+        ingestion_time=now,
+    )
+
+
+def _columns(
+    table: FeatureTable, source: FileSource, entities: Mapping[str, Entity]
+) -> list[_Column]:
+    names = {name: column for column, name in source.field_mapping.items()}
+    columns: list[_Column] = []
+    for name in table.entities:
+        entity = entities.get(name)
+        if entity is None:
+            raise ValidationError(
+                f"feature table {table.name!r} is keyed by entity {name!r}, which was not given",
+                table=table.name,
+            )
+        columns.append(
+            _Column(
+                names.get(name, name),
+                to_arrow_type(entity.value_type),
+                f"entity {name} ({entity.value_type.name})",
+                not_null=True,
+                is_key=True,
+            )
+        )
+    columns += [
+        _Column(
+            names.get(f.name, f.name),
+            to_arrow_type(f.value_type),
+            f"feature {f.name} ({f.value_type.name})",
+        )
+        for f in table.features
+    ]
+    columns.append(
+        _Column(
+            source.event_timestamp_column, TIMESTAMP_ARROW_TYPE, "an event timestamp", not_null=True
+        )
+    )
+    if source.created_timestamp_column:
+        columns.append(
+            _Column(
+                source.created_timestamp_column,
+                TIMESTAMP_ARROW_TYPE,
+                "a created timestamp",
+                required=False,
+            )
+        )
+    return columns
+
+
+def _check_present(opened: InputBatches, columns: list[_Column], table: str) -> None:
+    present = set(opened.schema.names)
+    missing = [c.source for c in columns if c.required and c.source not in present]
+    if missing:
+        listed = ", ".join(repr(m) for m in missing)
+        raise DataValidationError(
+            f"the rows for feature table {table!r} lack column{'s' if len(missing) > 1 else ''} "
+            f"{listed}; their columns: {', '.join(opened.schema.names) or '(none)'}",
+            column=missing[0],
+            row=None,
+        )
+
+
+def _convert_batch(
+    batch: pa.RecordBatch,
+    columns: list[_Column],
+    schema: pa.Schema,
+    from_csv: bool,
+    offset: int,
+    now: datetime,
+    ingestion_id: str,
+) -> pa.Table:
+    arrays: list[pa.Array] = []
+    for column in columns:
+        if column.source not in batch.schema.names:
+            arrays.append(pa.repeat(pa.scalar(now, TIMESTAMP_ARROW_TYPE), batch.num_rows))
+            continue
+        values = convert(
+            batch.column(column.source),
+            column.arrow_type,
+            column=column.source,
+            expected=column.expected,
+            row_offset=offset,
+            from_csv=from_csv,
+        )
+        if column.not_null and values.null_count:
+            row = offset + pc.index(pc.is_null(values), True).as_py()
+            raise DataValidationError(
+                f"column {column.source!r} row {row}: is null; every row needs {column.expected}",
+                column=column.source,
+                row=row,
+            )
+        arrays.append(values)
+    arrays.append(pa.repeat(pa.scalar(ingestion_id, pa.string()), batch.num_rows))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _winners(rows: pa.Table, keys: list[str], source: FileSource) -> pa.Array:
+    """Mark the row that wins each (keys, event time) group of this ingestion.
+
+    The winner has the greatest created time (a null one sorts first); among equal created times
+    the row that comes last in the input wins. Groups are found by one sort on (keys, event
+    time); only the rows of groups with more than one row are then ranked by created time.
+    """
+    count = rows.num_rows
+    if count == 0:
+        return pa.array([], pa.bool_())
+    group_columns = [*keys, source.event_timestamp_column]
+    order = pc.sort_indices(
+        rows.select(group_columns), sort_keys=[(c, "ascending") for c in group_columns]
+    ).to_numpy()
+    starts = np.zeros(count, dtype=bool)
+    starts[0] = True
+    for column in group_columns:
+        ordered = rows.column(column).take(order).combine_chunks()
+        starts[1:] |= pc.not_equal(ordered[:-1], ordered[1:]).to_numpy(zero_copy_only=False)
+    group = np.cumsum(starts) - 1
+    tied = np.bincount(group)[group] > 1
+    won = np.zeros(count, dtype=bool)
+    won[order[~tied]] = True
+    if tied.any():
+        positions = order[tied]
+        created = (
+            rows.column(source.created_timestamp_column).take(positions)
+            if source.created_timestamp_column
+            else pa.nulls(len(positions), TIMESTAMP_ARROW_TYPE)
+        )
+        ranked = pa.table({"group": group[tied], "created": created, "position": positions})
+        rank = pc.sort_indices(
+            ranked,
+            sort_keys=[
+                ("group", "ascending"),
+                ("created", "ascending", "at_start"),
+                ("position", "ascending"),
+            ],
+        ).to_numpy()
+        ranked_groups = group[tied][rank]
+        last = np.append(ranked_groups[1:] != ranked_groups[:-1], True)
+        won[positions[rank][last]] = True
+    return pa.array(won)
+
+
+def _partitions(
+    rows: pa.Table, winners: pa.Array, source: FileSource
+) -> list[tuple[str, pa.Table, pa.Array]]:
+    """Split ``rows`` and their winner marks by the UTC date of their event time.
+
+    An unpartitioned source gets one part, in the folder ``""``.
+    """
+    if not source.date_partition_column or rows.num_rows == 0:
+        return [("", rows, winners)]
+    days = rows.column(source.event_timestamp_column).cast(pa.date32())
+    order = pc.sort_indices(days)
+    rows, days, winners = rows.take(order), days.take(order), winners.take(order)
+    runs = pc.run_end_encode(days.combine_chunks())
+    start = 0
+    parts: list[tuple[str, pa.Table, pa.Array]] = []
+    for end, day in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
+        folder = f"{source.date_partition_column}={day.isoformat()}"
+        parts.append((folder, rows.slice(start, end - start), winners.slice(start, end - start)))
+        start = end
+    return parts
+
+
+__all__ = ["IngestionReport", "ProgressCallback", "ingest", "new_ingestion_id"]

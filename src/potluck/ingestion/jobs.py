@@ -1,0 +1,329 @@
+"""Ingestion job specs and records: what a job was asked to do and what it did, as data.
+
+A job record is stored through the Registry (``put_job``/``get_job``/``list_jobs``) as a JSON
+body, so any process that reaches the registry sees every job: the CLI lists jobs another process
+runs, and serving reads ``table`` and ``max_event_timestamp_us`` from the bodies to report
+feature freshness.
+
+Only the process running a job writes its record. Another process asks it to stop by writing a
+separate *cancel request* record (id ``<job id>~cancel``), which the runner polls; so the two
+never overwrite each other's writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from potluck.errors import NotFoundError, ValidationError
+from potluck.registry.base import JobRecord, Registry
+
+JobKind = Literal["offline_to_online"]
+"""What a job does (stream-to-online jobs add their kind here)."""
+
+OFFLINE_TO_ONLINE: JobKind = "offline_to_online"
+
+CANCEL_SUFFIX = "~cancel"
+"""Suffix of the id of a job's cancel request record."""
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended (succeeded, failed or was cancelled)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """What a job is asked to do.
+
+    Attributes:
+        kind: The job's kind.
+        project: The feature table's project.
+        table: The feature table's name.
+        start: Read source rows with ``event_timestamp >= start`` (``None``: no lower bound).
+        end: Read source rows with ``event_timestamp < end`` (``None``: no upper bound).
+        since_last: Read only rows ingested after the newest ``ingestion_id`` the previous
+            successful job of this kind and table saw.
+        batch_size: Rows per Arrow batch read from the source (bounds the job's memory).
+    """
+
+    kind: JobKind = OFFLINE_TO_ONLINE
+    project: str
+    table: str
+    start: datetime | None = None
+    end: datetime | None = None
+    since_last: bool = False
+    batch_size: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, datetime):
+                raise ValidationError(
+                    f"{name} must be a datetime or None, got {value!r}", field=name
+                )
+            if isinstance(value, datetime) and value.tzinfo is None:
+                object.__setattr__(self, name, value.replace(tzinfo=timezone.utc))
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValidationError(
+                f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})",
+                field="start",
+            )
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValidationError(
+                f"batch_size must be a positive integer, got {self.batch_size!r}",
+                field="batch_size",
+            )
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """Row counts of a job; ``rows_read == rows_written + rows_skipped + rows_rejected``.
+
+    Attributes:
+        rows_read: Source rows read.
+        rows_written: Rows the online store took (they were newer than what it held).
+        rows_skipped: Rows not written: superseded by a newer row of the same key in the same
+            batch, or older than what the store already held.
+        rows_rejected: Rows that cannot be written (a null entity key or event time).
+    """
+
+    rows_read: int = 0
+    rows_written: int = 0
+    rows_skipped: int = 0
+    rows_rejected: int = 0
+
+    def __add__(self, other: JobStats) -> JobStats:
+        return JobStats(
+            self.rows_read + other.rows_read,
+            self.rows_written + other.rows_written,
+            self.rows_skipped + other.rows_skipped,
+            self.rows_rejected + other.rows_rejected,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """The record of one job.
+
+    Attributes:
+        id: The job's id (time-sortable).
+        spec: What the job was asked to do.
+        engine: The engine type that runs it.
+        status: Where it is.
+        stats: What it has read, written, skipped and rejected so far.
+        created_at: When it was submitted.
+        started_at: When it started running.
+        finished_at: When it ended.
+        updated_at: When its record was last written (a heartbeat while it runs).
+        error: Why it failed.
+        ingested_after: The ``ingestion_id`` it read after (``since_last`` runs).
+        max_ingestion_id: The greatest ``ingestion_id`` among the rows it read.
+        max_event_timestamp_us: The newest event time it sent to the online store, in
+            microseconds since the epoch.
+        cancel_requested: Its runner has seen a request to stop it (it stops at the next batch).
+    """
+
+    id: str
+    spec: JobSpec
+    engine: str
+    status: JobStatus = JobStatus.PENDING
+    stats: JobStats = field(default_factory=JobStats)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: str | None = None
+    ingested_after: str | None = None
+    max_ingestion_id: str | None = None
+    max_event_timestamp_us: int | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def new(cls, spec: JobSpec, engine: str) -> Job:
+        """Return the record of a job about to be submitted (``PENDING``, with a fresh id)."""
+        now = utc_now()
+        return cls(
+            id=f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}",
+            spec=spec,
+            engine=engine,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def evolve(self, **changes: Any) -> Job:
+        """Return a copy with ``changes`` applied and ``updated_at`` set to now."""
+        return replace(self, updated_at=utc_now(), **changes)
+
+    @property
+    def watermark(self) -> str | None:
+        """The ``ingestion_id`` the next ``since_last`` job reads after."""
+        return self.max_ingestion_id or self.ingested_after
+
+    def to_record(self) -> JobRecord:
+        """Return the registry record of this job."""
+        spec = self.spec
+        body: dict[str, Any] = {
+            "kind": spec.kind,
+            "table": spec.table,
+            "start": _iso(spec.start),
+            "end": _iso(spec.end),
+            "since_last": spec.since_last,
+            "batch_size": spec.batch_size,
+            "engine": self.engine,
+            "status": self.status.value,
+            "rows_read": self.stats.rows_read,
+            "rows_written": self.stats.rows_written,
+            "rows_skipped": self.stats.rows_skipped,
+            "rows_rejected": self.stats.rows_rejected,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "updated_at": _iso(self.updated_at),
+            "error": self.error,
+            "ingested_after": self.ingested_after,
+            "max_ingestion_id": self.max_ingestion_id,
+            "max_event_timestamp_us": self.max_event_timestamp_us,
+            "cancel_requested": self.cancel_requested,
+        }
+        return JobRecord(project=spec.project, id=self.id, body=body)
+
+    @classmethod
+    def from_record(cls, record: JobRecord) -> Job:
+        """Return the job a registry record holds."""
+        body = record.body
+        spec = JobSpec(
+            kind=body.get("kind", OFFLINE_TO_ONLINE),
+            project=record.project,
+            table=body["table"],
+            start=_dt(body.get("start")),
+            end=_dt(body.get("end")),
+            since_last=bool(body.get("since_last", False)),
+            batch_size=int(body.get("batch_size", 65_536)),
+        )
+        created = _dt(body.get("created_at"))
+        return cls(
+            id=record.id,
+            spec=spec,
+            engine=str(body.get("engine", "local")),
+            status=JobStatus(body.get("status", JobStatus.PENDING.value)),
+            stats=JobStats(
+                int(body.get("rows_read", 0)),
+                int(body.get("rows_written", 0)),
+                int(body.get("rows_skipped", 0)),
+                int(body.get("rows_rejected", 0)),
+            ),
+            created_at=created or datetime.fromtimestamp(0, tz=timezone.utc),
+            started_at=_dt(body.get("started_at")),
+            finished_at=_dt(body.get("finished_at")),
+            updated_at=_dt(body.get("updated_at")),
+            error=body.get("error"),
+            ingested_after=body.get("ingested_after"),
+            max_ingestion_id=body.get("max_ingestion_id"),
+            max_event_timestamp_us=body.get("max_event_timestamp_us"),
+            cancel_requested=bool(body.get("cancel_requested", False)),
+        )
+
+
+def utc_now() -> datetime:
+    """Return the current time, UTC."""
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _dt(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def save_job(registry: Registry, job: Job) -> None:
+    """Create or replace ``job``'s record."""
+    registry.put_job(job.to_record())
+
+
+def load_job(registry: Registry, project: str, job_id: str) -> Job:
+    """Return the job ``job_id`` of ``project``.
+
+    Raises:
+        NotFoundError: If there is no such job.
+    """
+    return Job.from_record(registry.get_job(project, job_id))
+
+
+def list_jobs(registry: Registry, project: str, *, table: str | None = None) -> list[Job]:
+    """Return the project's jobs, newest first, optionally only those of ``table``."""
+    records = registry.list_jobs(project)
+    jobs = [Job.from_record(r) for r in records if not r.id.endswith(CANCEL_SUFFIX)]
+    jobs.sort(key=lambda j: j.id, reverse=True)
+    return [j for j in jobs if table is None or j.spec.table == table]
+
+
+def request_cancel(registry: Registry, project: str, job_id: str) -> None:
+    """Ask the process running job ``job_id`` to stop it (it polls :func:`cancel_requested`)."""
+    registry.put_job(
+        JobRecord(
+            project=project,
+            id=job_id + CANCEL_SUFFIX,
+            body={"cancel_for": job_id, "requested_at": _iso(utc_now())},
+        )
+    )
+
+
+def cancel_requested(registry: Registry, project: str, job_id: str) -> bool:
+    """Return whether someone asked to stop job ``job_id``."""
+    try:
+        registry.get_job(project, job_id + CANCEL_SUFFIX)
+    except NotFoundError:
+        return False
+    return True
+
+
+def last_succeeded(registry: Registry, spec: JobSpec) -> Job | None:
+    """Return the newest successful job of ``spec``'s kind and table, if any."""
+    for job in list_jobs(registry, spec.project, table=spec.table):
+        if job.spec.kind == spec.kind and job.status is JobStatus.SUCCEEDED:
+            return job
+    return None
+
+
+def describe(job: Job) -> Mapping[str, Any]:
+    """Return the job as a flat mapping for display (the CLI's ``jobs describe``)."""
+    return {"id": job.id, "project": job.spec.project, **job.to_record().body}
+
+
+__all__ = [
+    "CANCEL_SUFFIX",
+    "OFFLINE_TO_ONLINE",
+    "Job",
+    "JobKind",
+    "JobSpec",
+    "JobStats",
+    "JobStatus",
+    "cancel_requested",
+    "describe",
+    "last_succeeded",
+    "list_jobs",
+    "load_job",
+    "request_cancel",
+    "save_job",
+    "utc_now",
+]

@@ -1,0 +1,242 @@
+"""The offline-to-online job body: copy the latest row per key of a source range to the store.
+
+It reads the table's batch source over ``[start, end)`` (optionally only rows ingested after an
+``ingestion_id``) in Arrow batches (small ones joined up to the batch size), keeps the newest row
+per entity key within each batch (the store's newer-wins makes the order across batches
+irrelevant), encodes keys with ``online.codec`` and writes each batch while the next one is read
+and prepared. Memory is bounded by the batch size, not by the range. Cancellation is checked
+between batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from potluck.definitions.feature_table import FeatureTable
+from potluck.ingestion.jobs import JobStats
+from potluck.offline.base import OfflineStore
+from potluck.online.base import (
+    CREATED_TIMESTAMP_COLUMN,
+    ENTITY_KEY_COLUMN,
+    EVENT_TIMESTAMP_COLUMN,
+    OnlineStore,
+    WriteResult,
+)
+from potluck.online.codec import encode_entity_keys
+from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
+
+INGESTION_ID_COLUMN = "ingestion_id"
+
+
+@dataclass
+class Progress:
+    """What the job has done so far.
+
+    Attributes:
+        stats: Rows read, written, skipped and rejected.
+        max_ingestion_id: The greatest ``ingestion_id`` read.
+        max_event_timestamp_us: The newest event time sent to the store (microseconds).
+        cancelled: Whether the job stopped early because it was asked to.
+    """
+
+    stats: JobStats = field(default_factory=JobStats)
+    max_ingestion_id: str | None = None
+    max_event_timestamp_us: int | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """One source batch made ready for the store.
+
+    Attributes:
+        rows: The rows to write (one per key), or ``None`` if no row survived.
+        stats: Rows read, rejected, and skipped as superseded within the batch.
+        max_ingestion_id: The greatest ``ingestion_id`` in the batch.
+        max_event_timestamp_us: The newest event time among ``rows``.
+    """
+
+    rows: pa.RecordBatch | None
+    stats: JobStats
+    max_ingestion_id: str | None
+    max_event_timestamp_us: int | None
+
+
+def prepare_batch(
+    project: str,
+    table: FeatureTable,
+    entity_types: Mapping[str, ValueType],
+    batch: pa.RecordBatch,
+) -> PreparedBatch:
+    """Reject unwritable rows, keep the newest row per key, and encode the keys.
+
+    Rows with a null entity value or a null event time are rejected. Of the rows sharing a key,
+    the one with the greatest ``(event_timestamp, created_timestamp)`` is kept (a null created
+    time sorts first).
+    """
+    read = batch.num_rows
+    ingestion_ids = batch.column(INGESTION_ID_COLUMN)
+    max_ingestion = pc.max(ingestion_ids).as_py() if read else None
+    checked = (*table.entities, EVENT_TIMESTAMP_COLUMN)
+    if any(batch.column(name).null_count for name in checked):
+        batch = batch.filter(
+            functools.reduce(pc.and_, [pc.is_valid(batch.column(name)) for name in checked])
+        )
+    rejected = read - batch.num_rows
+    if batch.num_rows == 0:
+        return PreparedBatch(None, JobStats(read, 0, 0, rejected), max_ingestion, None)
+    keys = encode_entity_keys(
+        project,
+        table.name,
+        {e: batch.column(e).cast(to_arrow_type(entity_types[e])) for e in table.entities},
+        entity_types,
+    )
+    columns: dict[str, pa.Array] = {
+        ENTITY_KEY_COLUMN: keys,
+        EVENT_TIMESTAMP_COLUMN: batch.column(EVENT_TIMESTAMP_COLUMN).cast(TIMESTAMP_ARROW_TYPE),
+        CREATED_TIMESTAMP_COLUMN: batch.column(CREATED_TIMESTAMP_COLUMN).cast(TIMESTAMP_ARROW_TYPE),
+    }
+    for feature in table.features:
+        columns[feature.name] = batch.column(feature.name).cast(to_arrow_type(feature.value_type))
+    rows = pa.table(columns)
+    order = pc.sort_indices(
+        rows,
+        sort_keys=[
+            (ENTITY_KEY_COLUMN, "ascending", "at_start"),
+            (EVENT_TIMESTAMP_COLUMN, "ascending", "at_start"),
+            (CREATED_TIMESTAMP_COLUMN, "ascending", "at_start"),
+        ],
+    )
+    rows = rows.take(order)
+    sorted_keys = rows.column(ENTITY_KEY_COLUMN).combine_chunks()
+    last_of_key = pa.concat_arrays(
+        [pc.not_equal(sorted_keys[:-1], sorted_keys[1:]), pa.array([True])]
+    )
+    newest = rows.filter(last_of_key).combine_chunks()
+    out = newest.to_batches()[0]
+    max_event = pc.max(out.column(EVENT_TIMESTAMP_COLUMN).cast(pa.int64())).as_py()
+    skipped = batch.num_rows - out.num_rows
+    return PreparedBatch(out, JobStats(read, 0, skipped, rejected), max_ingestion, max_event)
+
+
+def run_offline_to_online(
+    project: str,
+    table: FeatureTable,
+    entity_types: Mapping[str, ValueType],
+    offline_store: OfflineStore,
+    online_store: OnlineStore,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    ingested_after: str | None = None,
+    batch_size: int = 65_536,
+    on_progress: Callable[[Progress], None] = lambda _: None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Progress:
+    """Copy the newest row per key of ``table``'s source range into ``online_store``.
+
+    Args:
+        project: The table's project.
+        table: The feature table.
+        entity_types: The value type of each of the table's entities.
+        offline_store: Reads the batch source.
+        online_store: Receives the rows (newer wins).
+        start: Lower bound on event time (inclusive), or ``None``.
+        end: Upper bound on event time (exclusive), or ``None``.
+        ingested_after: Read only rows whose ``ingestion_id`` is greater.
+        batch_size: Rows per batch read.
+        on_progress: Called after each batch is written, with the progress so far.
+        cancelled: Checked before each batch; when it returns true the job stops.
+
+    Returns:
+        What the job did; ``cancelled`` says whether it stopped early.
+
+    Raises:
+        UnavailableError: If a store cannot be reached.
+    """
+    progress = Progress()
+    online_store.ensure_table(project, table)
+    batches = offline_store.read_range(
+        table, start, end, ingested_after=ingested_after, batch_size=batch_size
+    )
+    with _closing(batches), ThreadPoolExecutor(1, thread_name_prefix="potluck-write") as writer:
+        pending: Future[WriteResult] | None = None
+        for batch in _rebatch(batches, batch_size):
+            if cancelled():
+                progress.cancelled = True
+                break
+            prepared = prepare_batch(project, table, entity_types, batch)
+            _add(progress, prepared)
+            if pending is not None:
+                _written(progress, pending.result())
+                on_progress(progress)
+            pending = (
+                None
+                if prepared.rows is None
+                else writer.submit(online_store.write, project, table, prepared.rows)
+            )
+        if pending is not None:
+            _written(progress, pending.result())
+    on_progress(progress)
+    return progress
+
+
+def _add(progress: Progress, prepared: PreparedBatch) -> None:
+    progress.stats = progress.stats + prepared.stats
+    if prepared.max_ingestion_id is not None and (
+        progress.max_ingestion_id is None or prepared.max_ingestion_id > progress.max_ingestion_id
+    ):
+        progress.max_ingestion_id = prepared.max_ingestion_id
+    if prepared.max_event_timestamp_us is not None:
+        progress.max_event_timestamp_us = max(
+            prepared.max_event_timestamp_us, progress.max_event_timestamp_us or -1
+        )
+
+
+def _written(progress: Progress, result: WriteResult) -> None:
+    progress.stats = progress.stats + JobStats(0, result.written, result.skipped, 0)
+
+
+def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Cut the reader's batches, whatever their sizes, into batches of exactly ``size`` rows.
+
+    The last batch may be smaller. Readers may yield many small batches; joined, the
+    newest-row-per-key step sees as many rows of a key at once as memory allows.
+    """
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        while rows >= size:
+            joined = pa.Table.from_batches(pending)
+            yield _one_batch(joined.slice(0, size))
+            rest = joined.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if rows:
+        yield _one_batch(pa.Table.from_batches(pending))
+
+
+def _one_batch(table: pa.Table) -> pa.RecordBatch:
+    return table.combine_chunks().to_batches()[0]
+
+
+@contextlib.contextmanager
+def _closing(batches: Iterator[pa.RecordBatch]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        close = getattr(batches, "close", None)
+        if callable(close):
+            close()
+
+
+__all__ = ["PreparedBatch", "Progress", "prepare_batch", "run_offline_to_online"]

@@ -1,0 +1,510 @@
+"""The DuckDB offline store: point-in-time plans and range reads rendered to SQL over Parquet.
+
+Local files are read by DuckDB's own Parquet reader (``read_parquet`` over the listed files,
+columns matched by name across files); files on any other pyarrow filesystem are scanned as a
+pyarrow dataset. Results come back as Arrow.
+
+The point-in-time join is one ``ASOF LEFT JOIN`` per feature table. ASOF picks the greatest
+event time ``<= ts`` but leaves ties among equal event times to chance. The join never reads the
+rows each ingestion marked superseded (they cannot win), and when the remaining files cannot tie
+(ingestions that do not overlap in event time, see :func:`potluck.offline.files.may_tie`) it
+orders on event time alone. Otherwise, when the source has a created-timestamp column, it orders
+on one 128-bit key, ``event_us * 2**64 + created rank`` (a null created time ranks lowest), which
+makes the winner exact at some cost in speed. The
+``max_age`` lower bound is applied to the match afterwards: if the newest row at or before
+``ts`` is too old, so is every other candidate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from potluck.config import PluginConfig
+from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.sources import FileSource
+from potluck.errors import DataValidationError, UnavailableError, ValidationError
+from potluck.offline.base import (
+    CREATED_TIMESTAMP_COLUMN,
+    EVENT_TIMESTAMP_COLUMN,
+    INGESTION_ID_COLUMN,
+    OfflineStore,
+)
+from potluck.offline.files import (
+    InputData,
+    SourceFiles,
+    convert,
+    list_source_files,
+    may_tie,
+    resolve_path,
+    without_superseded,
+)
+from potluck.offline.pit import (
+    ENTITY_TIMESTAMP_COLUMN,
+    FeatureRequest,
+    PitPlan,
+    PreparedRetrieval,
+    TableJoin,
+    prepare,
+)
+from potluck.offline.retrieval import RetrievalJob
+from potluck.types import ValueType, to_arrow_type
+
+try:
+    import duckdb
+except ImportError as exc:  # pragma: no cover - duckdb is a core dependency
+    from potluck.errors import PluginDependencyError
+
+    raise PluginDependencyError(
+        "the duckdb offline store needs duckdb; run: pip install duckdb", plugin="duckdb"
+    ) from exc
+
+# Internal names contain ":", which no entity or feature name can, so they never collide.
+_ROW_NAME = "potluck:row"
+_TS_NAME = "potluck:ts"
+_ENTITIES_NAME = "potluck:entities"
+_ROW = f'"{_ROW_NAME}"'
+_TS = f'"{_TS_NAME}"'
+_ENTITIES = f'"{_ENTITIES_NAME}"'
+_ORDER = '"potluck:order"'
+_EVENT = '"potluck:event"'
+_TOP_RANK = (1 << 64) - 1
+"""The created-rank part of an entity row's order key: above every feature row's."""
+_CREATED_SHIFT = 1 << 63
+"""Added to a created time's microseconds so every rank is positive; a null created time is 0."""
+_NO_LOWER_BOUND_US = 10**18
+"""A max_age at least this long (31,700 years) cannot exclude any row: skip the bound."""
+
+_DUCKDB_TYPES: dict[ValueType, str] = {
+    ValueType.BYTES: "BLOB",
+    ValueType.STRING: "VARCHAR",
+    ValueType.INT32: "INTEGER",
+    ValueType.INT64: "BIGINT",
+    ValueType.DOUBLE: "DOUBLE",
+    ValueType.FLOAT: "FLOAT",
+    ValueType.BOOL: "BOOLEAN",
+    ValueType.UNIX_TIMESTAMP: "TIMESTAMPTZ",
+}
+
+
+class DuckDBConfig(PluginConfig):
+    """Settings of the DuckDB offline store (``offline_store: {type: duckdb}``)."""
+
+    type: Literal["duckdb"] = "duckdb"
+    """The plug-in's name."""
+    threads: int | None = None
+    """Worker threads per query; ``None`` uses one per core."""
+    memory_limit: str | None = None
+    """DuckDB's memory limit, such as ``"4GB"``; ``None`` keeps DuckDB's default (80% of RAM)."""
+    native_local_reads: bool = True
+    """Read local files with DuckDB's own Parquet reader (fastest); ``False`` scans them as
+    pyarrow datasets, the way files on other filesystems (``s3://``, ``gs://``, ``hdfs://``) are
+    always read."""
+
+
+class DuckDBOfflineStore(OfflineStore):
+    """Reads batch sources with an in-process DuckDB database.
+
+    Args:
+        config: The store's settings.
+        root: The folder relative source paths are resolved against.
+    """
+
+    config_class = DuckDBConfig
+
+    config: DuckDBConfig
+
+    def __init__(self, config: DuckDBConfig, *, root: Path | None = None) -> None:
+        super().__init__(config, root=root)
+        self._db = duckdb.connect(":memory:")
+        settings = {
+            "TimeZone": "'UTC'",
+            "parquet_metadata_cache": "true",
+            "preserve_insertion_order": "false",
+        }
+        if config.threads is not None:
+            settings["threads"] = str(int(config.threads))
+        if config.memory_limit is not None:
+            settings["memory_limit"] = _literal(config.memory_limit)
+        for name, value in settings.items():
+            self._db.execute(f"SET GLOBAL {name} = {value}")
+
+    # ---- range reads ---------------------------------------------------------------------------
+
+    def read_range(
+        self,
+        table: FeatureTable,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        ingested_after: str | None = None,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream rows of ``table``'s batch source in ``[start, end)``; see the base class."""
+        source = table.batch_source
+        if source is None:
+            raise ValidationError(
+                f"feature table {table.name!r} has no batch_source to read", table=table.name
+            )
+        start, end = _utc(start), _utc(end)
+        if start is not None and end is not None and start >= end:
+            raise ValidationError(
+                f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
+                table=table.name,
+            )
+        files = list_source_files(
+            resolve_path(source.path, self.root),
+            partition_column=source.date_partition_column,
+            first_day=start.date() if start else None,
+            last_day=end.date() if end else None,
+            ingested_after=ingested_after,
+        )
+        return self._read_range(table, source, files, start, end, ingested_after, batch_size)
+
+    def _read_range(
+        self,
+        table: FeatureTable,
+        source: FileSource,
+        files: SourceFiles,
+        start: datetime | None,
+        end: datetime | None,
+        ingested_after: str | None,
+        batch_size: int,
+    ) -> Iterator[pa.RecordBatch]:
+        if not files.paths:
+            return
+        names = {name: column for column, name in source.field_mapping.items()}
+        cursor = self._cursor()
+        try:
+            relation, available = self._scan(cursor, files, "potluck:source")
+            event = _require(available, source.event_timestamp_column, table.name)
+            selects = [
+                f"{_require(available, names.get(e, e), table.name)} AS {_quote(e)}"
+                for e in table.entities
+            ]
+            selects += [
+                f"{_column_or_null(available, names.get(f.name, f.name), f.value_type)} "
+                f"AS {_quote(f.name)}"
+                for f in table.features
+            ]
+            created = _column_or_null(
+                available, source.created_timestamp_column, ValueType.UNIX_TIMESTAMP
+            )
+            ingestion = _column_or_null(available, INGESTION_ID_COLUMN, ValueType.STRING)
+            selects += [
+                f"{event} AS {EVENT_TIMESTAMP_COLUMN}",
+                f"{created} AS {CREATED_TIMESTAMP_COLUMN}",
+                f"{ingestion} AS {INGESTION_ID_COLUMN}",
+            ]
+            where: list[str] = []
+            params: list[Any] = []
+            if start is not None:
+                where.append(f"{event} >= ?::TIMESTAMPTZ")
+                params.append(start)
+            if end is not None:
+                where.append(f"{event} < ?::TIMESTAMPTZ")
+                params.append(end)
+            if ingested_after is not None:
+                where.append(f"{ingestion} > ?")
+                params.append(ingested_after)
+            sql = f"SELECT {', '.join(selects)} FROM {relation}"
+            if where:
+                sql += f" WHERE {' AND '.join(where)}"
+            types = {f.name: f.value_type for f in table.features}
+            types[EVENT_TIMESTAMP_COLUMN] = types[CREATED_TIMESTAMP_COLUMN] = (
+                ValueType.UNIX_TIMESTAMP
+            )
+            types[INGESTION_ID_COLUMN] = ValueType.STRING
+            with _wrap_errors(f"reading feature table {table.name!r}"):
+                reader = cursor.sql(sql, params=params).to_arrow_reader(batch_size)
+                for batch in reader:
+                    yield _typed(batch, types)
+        finally:
+            cursor.close()
+
+    # ---- historical retrieval ------------------------------------------------------------------
+
+    def get_historical_features(
+        self, entity_source: InputData, requests: Sequence[FeatureRequest]
+    ) -> RetrievalJob:
+        """Return the point-in-time join of ``entity_source`` with ``requests``.
+
+        See the base class and :mod:`potluck.offline.pit` for the exact semantics.
+        """
+        prepared = prepare(entity_source, requests, root=self.root)
+        return RetrievalJob(lambda: self._retrieve(prepared))
+
+    def _retrieve(self, prepared: PreparedRetrieval) -> pa.Table:
+        plan, entities = prepared.plan, prepared.entities
+        outputs = plan.output_columns
+        if entities.num_rows == 0:
+            columns = [pa.nulls(0, to_arrow_type(c.value_type)) for c in outputs]
+        else:
+            cursor = self._cursor()
+            try:
+                joined = self._join(cursor, prepared)
+            finally:
+                cursor.close()
+            if joined.num_rows != entities.num_rows:
+                raise AssertionError(
+                    f"the join returned {joined.num_rows} rows for {entities.num_rows} entity rows"
+                )
+            columns = [
+                convert(
+                    joined.column(c.output),
+                    to_arrow_type(c.value_type),
+                    column=c.output,
+                    expected=f"feature {c.feature} ({c.value_type.name})",
+                )
+                for c in outputs
+            ]
+        return pa.Table.from_arrays(
+            [*entities.columns, *columns],
+            names=[*entities.column_names, *(c.output for c in outputs)],
+        )
+
+    def _join(self, cursor: duckdb.DuckDBPyConnection, prepared: PreparedRetrieval) -> pa.Table:
+        plan = prepared.plan
+        rows = prepared.join_rows
+        numbered = rows.rename_columns(
+            [_TS_NAME if n == ENTITY_TIMESTAMP_COLUMN else n for n in rows.column_names]
+        ).append_column(_ROW_NAME, pa.array(np.arange(rows.num_rows, dtype=np.int64)))
+        cursor.register(_ENTITIES_NAME, numbered)
+        sources: list[ScannedSource] = []
+        for number, join in enumerate(plan.joins):
+            first_day, last_day = join.event_range(plan.earliest, plan.latest)
+            files = list_source_files(
+                join.path,
+                partition_column=join.date_partition_column,
+                first_day=first_day.date() if first_day else None,
+                last_day=last_day.date() if last_day else None,
+            )
+            files = without_superseded(files)
+            relation, columns = self._scan(cursor, files, f"potluck:source{number}", join=join)
+            tie_break = join.created_timestamp_column is not None and may_tie(
+                files, join.event_timestamp_column, join.date_partition_column
+            )
+            sources.append(ScannedSource(relation, columns, tie_break))
+        sql = render_pit_sql(plan, sources)
+        with _wrap_errors("joining the entity rows with " + ", ".join(j.table for j in plan.joins)):
+            result: pa.Table = cursor.sql(sql).to_arrow_table()
+        return result
+
+    def _scan(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        files: SourceFiles,
+        name: str,
+        *,
+        join: TableJoin | None = None,
+    ) -> tuple[str, set[str]]:
+        """Return a SQL relation over ``files`` and the set of its column names."""
+        if not files.paths:
+            return _empty_relation(join), set()
+        if files.is_local and self.config.native_local_reads:
+            listed = ", ".join(_literal(p) for p in files.paths)
+            relation = f"read_parquet([{listed}], union_by_name = true)"
+            with _wrap_errors(f"reading {files.paths[0]}"):
+                described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+            return relation, {row[0] for row in described}
+        schemas = [pq.read_schema(p, filesystem=files.filesystem) for p in files.paths]
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        dataset = pads.dataset(list(files.paths), schema=schema, filesystem=files.filesystem)
+        cursor.register(name, dataset)
+        return _quote(name), set(schema.names)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        return self._db.cursor()
+
+    def close(self) -> None:
+        """Close the DuckDB database."""
+        self._db.close()
+
+
+@dataclass(frozen=True)
+class ScannedSource:
+    """How the query reads one join's source.
+
+    Attributes:
+        relation: The SQL relation that reads its files.
+        columns: The names of the columns it has.
+        tie_break: Whether rows may tie on keys and event time, so the join must order on the
+            created time too (see :func:`potluck.offline.files.may_tie`).
+    """
+
+    relation: str
+    columns: set[str]
+    tie_break: bool
+
+
+def render_pit_sql(plan: PitPlan, sources: Sequence[ScannedSource]) -> str:
+    """Render ``plan`` as one DuckDB query.
+
+    Args:
+        plan: The join.
+        sources: Per join, how its source is read.
+
+    Returns:
+        A query over the registered entity rows (``"potluck:entities"``: the join columns,
+        ``"potluck:ts"`` and ``"potluck:row"``) that returns ``"potluck:row"`` and one column per
+        output feature, ordered by ``"potluck:row"``.
+    """
+    any_tie_break = any(source.tie_break for source in sources)
+    entity_order = f", {_order_key(_TS, None, top=True)} AS {_ORDER}" if any_tie_break else ""
+    sql = [f"FROM (SELECT *{entity_order} FROM {_ENTITIES}) AS e"]
+    selects = [f"e.{_ROW}"]
+    for number, (join, source) in enumerate(zip(plan.joins, sources, strict=True)):
+        alias = f"t{number}"
+        sql.append(
+            f"ASOF LEFT JOIN ({_source_sql(join, source, plan)}) AS {alias} ON "
+            + " AND ".join(
+                [f"e.{_quote(k.entity)} = {alias}.k{i}" for i, k in enumerate(join.keys)]
+                + [
+                    f"e.{_ORDER} >= {alias}.{_ORDER}"
+                    if source.tie_break
+                    else f"e.{_TS} >= {alias}.{_EVENT}"
+                ]
+            )
+        )
+        lower = _max_age_us(join)
+        for i, feature in enumerate(join.features):
+            value = f"{alias}.f{i}"
+            if lower is not None:
+                value = (
+                    f"CASE WHEN epoch_us({alias}.{_EVENT}) >= epoch_us(e.{_TS}) - {lower} "
+                    f"THEN {value} END"
+                )
+            selects.append(f"{value} AS {_quote(feature.output)}")
+    return f"SELECT {', '.join(selects)} {' '.join(sql)} ORDER BY e.{_ROW}"
+
+
+def _source_sql(join: TableJoin, source: ScannedSource, plan: PitPlan) -> str:
+    relation, available = source.relation, source.columns
+    event = _require(available, join.event_timestamp_column, join.table)
+    columns = [
+        f"{_require(available, k.source, join.table)} AS k{i}" for i, k in enumerate(join.keys)
+    ]
+    columns.append(f"{event} AS {_EVENT}")
+    if source.tie_break:
+        created = _column_or_null(
+            available, join.created_timestamp_column, ValueType.UNIX_TIMESTAMP
+        )
+        columns.append(f"{_order_key(event, created, top=False)} AS {_ORDER}")
+    columns += [
+        f"{_column_or_null(available, f.source, f.value_type)} AS f{i}"
+        for i, f in enumerate(join.features)
+    ]
+    first, last = join.event_range(plan.earliest, plan.latest)
+    where = [f"{event} <= {_timestamp(last)}"] if last else []
+    if first:
+        where.append(f"{event} >= {_timestamp(first)}")
+    return f"SELECT {', '.join(columns)} FROM {relation}" + (
+        f" WHERE {' AND '.join(where)}" if where else ""
+    )
+
+
+def _order_key(event: str, created: str | None, *, top: bool) -> str:
+    """Return the 128-bit key that orders rows by (event time, created time), nulls first."""
+    rank = (
+        str(_TOP_RANK) if top else f"COALESCE(epoch_us({created})::HUGEINT + {_CREATED_SHIFT}, 0)"
+    )
+    return f"((epoch_us({event})::HUGEINT << 64) + {rank})"
+
+
+def _max_age_us(join: TableJoin) -> int | None:
+    if join.max_age is None:
+        return None
+    micros = (join.max_age.days * 86_400 + join.max_age.seconds) * 1_000_000
+    micros += join.max_age.microseconds
+    return None if micros >= _NO_LOWER_BOUND_US else micros
+
+
+def _empty_relation(join: TableJoin | None) -> str:
+    # A source without files yet: no rows, but the columns the join reads.
+    if join is None:
+        return "(SELECT 1 WHERE false)"
+    columns = [f"NULL::{_sql_type(k.value_type)} AS {_quote(k.source)}" for k in join.keys]
+    columns.append(f"NULL::TIMESTAMPTZ AS {_quote(join.event_timestamp_column)}")
+    return f"(SELECT {', '.join(columns)} WHERE false)"
+
+
+def _require(available: set[str], column: str, table: str) -> str:
+    if available and column not in available:
+        raise DataValidationError(
+            f"the batch source of feature table {table!r} has no column {column!r}; its "
+            f"columns: {', '.join(sorted(available))}",
+            column=column,
+            row=None,
+        )
+    return _quote(column)
+
+
+def _column_or_null(available: set[str], column: str | None, value_type: ValueType) -> str:
+    if column is None or column not in available:
+        return f"NULL::{_sql_type(value_type)}"
+    return _quote(column)
+
+
+def _sql_type(value_type: ValueType) -> str:
+    if value_type.is_list:
+        return _DUCKDB_TYPES[value_type.element_type] + "[]"
+    return _DUCKDB_TYPES[value_type]
+
+
+def _typed(batch: pa.RecordBatch, types: dict[str, ValueType]) -> pa.RecordBatch:
+    arrays = [
+        convert(
+            column,
+            to_arrow_type(types[name]),
+            column=name,
+            expected=f"{name} ({types[name].name})",
+        )
+        if name in types
+        else column
+        for name, column in zip(batch.schema.names, batch.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _timestamp(value: datetime) -> str:
+    return f"TIMESTAMPTZ {_literal(value.astimezone(timezone.utc).isoformat())}"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextlib.contextmanager
+def _wrap_errors(doing: str) -> Iterator[None]:
+    """Turn DuckDB errors into potluck errors at the plug-in boundary."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        message = f"{doing} failed in DuckDB: {' '.join(str(exc).split())}"
+        if isinstance(exc, (duckdb.IOException, duckdb.HTTPException)):
+            raise UnavailableError(message) from exc
+        raise ValidationError(message) from exc
+
+
+__all__ = ["DuckDBConfig", "DuckDBOfflineStore", "ScannedSource", "render_pit_sql"]
