@@ -48,4 +48,4 @@ benchmarks: $(VENV)/.installed-dev
 	set -a; . .services/env; set +a; for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .services .potluck examples/quickstart/.potluck
+	rm -rf $(VENV) .services .potluck examples/quickstart/.potluck examples/quickstart/data

@@ -1,30 +1,37 @@
 """Online Serving benchmark: gRPC and HTTP, 1 and 100 entities, 1 and 4 concurrent clients.
 
-The server is a real ``potluck serve`` process over Redis (POTLUCK_TEST_REDIS_URL) with a
-SQLite registry; 1,000 drivers with 3 features each are written first. Each scenario runs a load
-generator in its own process (``benchmarks/serving.py --loadgen ...``): N client threads send
-requests back to back (closed loop) for a fixed time after a warm-up, recording each request's
-latency. Reported: p50, p99, requests/s, and the CPU used by the server and by the load
-generator (user + system time from /proc/<pid>/stat over the measured window, in % of one core;
-the machine has 2 cores shared with other work). Everything runs on 127.0.0.1.
+The server is a real ``potluck serve [--workers N]`` process (and its worker processes) over
+Redis (POTLUCK_TEST_REDIS_URL) with a SQLite registry; 1,000 drivers with 3 features each are
+written first. Each scenario runs a load generator in its own process (``benchmarks/serving.py
+--loadgen ...``): N client threads send requests back to back (closed loop) for a fixed time
+after a warm-up, recording each request's latency. Reported: p50, p99, requests/s, and the CPU
+used over the measured window (user + system time from /proc, in % of one core) by the server
+(all its processes), the load generator and Redis, and by everything else on the machine
+("other": the machine's busy time from /proc/stat minus those three; the 2 cores are shared with
+other engineers' work). Each scenario runs ``--runs`` times; every figure is the median of the
+runs. Everything runs on 127.0.0.1.
 
-Usage: python benchmarks/serving.py [--seconds 5] [--warmup 1] [--transport grpc,http]
+Usage: python benchmarks/serving.py [--seconds 5] [--warmup 1] [--runs 3] [--workers 1,2]
+       [--transport grpc,http] [--entities 1,100] [--clients 1,4]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +50,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (a serving parent and its workers)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            out.extend(tree_pids(int(child)))
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
 # ---- load generator (runs in its own process) --------------------------------------------------
 
 
@@ -53,7 +76,9 @@ def _grpc_caller(address: str, entities: int) -> Any:
     from potluck._proto.feast.serving import ServingService_pb2_grpc as pb_grpc
     from potluck._proto.feast.types import Value_pb2 as value_pb
 
-    channel = grpc.insecure_channel(address)
+    # A channel of its own (not the process-wide subchannel pool), so each client thread has
+    # its own connection, as separate client processes would, and SO_REUSEPORT can spread them.
+    channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
     stub = pb_grpc.ServingServiceStub(channel)
 
     def call(i: int) -> None:
@@ -115,20 +140,36 @@ def loadgen(args: argparse.Namespace) -> None:
     threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
     for t in threads:
         t.start()
+    server_pids = tree_pids(args.server_pid)
     barrier.wait()
-    cpu0, wall0 = cpu_seconds(os.getpid()), time.perf_counter()
+
+    def sample() -> tuple[float, ...]:
+        return (
+            time.perf_counter(),
+            cpu_seconds(os.getpid()),
+            sum(cpu_seconds(pid) for pid in server_pids),
+            cpu_seconds(args.redis_pid),
+            machine_busy_seconds(),
+        )
+
+    start = sample()
     for t in threads:
         t.join()
-    cpu1, wall1 = cpu_seconds(os.getpid()), time.perf_counter()
+    end = sample()
+    wall, mine, server, redis, busy = (b - a for a, b in zip(start, end, strict=True))
     merged = sorted(x for lat in latencies for x in lat)
     print(
         json.dumps(
             {
                 "count": len(merged),
-                "seconds": wall1 - wall0,
+                "seconds": wall,
                 "p50": merged[len(merged) // 2],
                 "p99": merged[int(len(merged) * 0.99)],
-                "cpu": (cpu1 - cpu0) / (wall1 - wall0),
+                "cpu": mine / wall,
+                "server_cpu": server / wall,
+                "redis_cpu": redis / wall,
+                "other_cpu": (busy - mine - server - redis) / wall,
+                "server_processes": len(server_pids),
             }
         )
     )
@@ -207,68 +248,98 @@ def _setup(folder: Path, redis_url: str) -> Path:
     return config
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (medians)")
+    parser.add_argument("--workers", default="1,2", help="serving processes, e.g. 1,2")
     parser.add_argument("--transport", default="grpc,http")
+    parser.add_argument("--entities", default="1,100")
+    parser.add_argument("--clients", default="1,4")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--clients", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--entities", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--redis-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
+        args.clients, args.entities = int(args.clients), int(args.entities)
         loadgen(args)
         return
     redis_url = os.environ.get("POTLUCK_TEST_REDIS_URL")
     if not redis_url:
         sys.exit("POTLUCK_TEST_REDIS_URL is not set (run scripts/services.sh start)")
+    import redis
+
+    redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        config = _setup(folder, redis_url)
-        grpc_port, http_port = _free_port(), _free_port()
-        potluck = Path(sys.executable).parent / "potluck"
-        server = subprocess.Popen(
-            [
-                str(potluck),
-                "--config",
-                str(config),
-                "serve",
-                "--grpc-port",
-                str(grpc_port),
-                "--http-port",
-                str(http_port),
-            ],
-            stderr=subprocess.DEVNULL,
+        config = _setup(Path(tmp), redis_url)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Redis at {redis_url}")
+        print(f"load average at the start: {Path('/proc/loadavg').read_text().split()[:3]}")
+        print()
+        print(
+            "| workers | transport | entities | clients | p50 | p99 | req/s | server CPU "
+            "| loadgen CPU | Redis CPU | other CPU | server µs/req | loadgen µs/req |"
         )
-        try:
-            _wait_port(grpc_port, server)
-            _wait_port(http_port, server)
-            print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Redis at {redis_url}")
-            print()
-            print(
-                "| transport | entities | clients | p50 | p99 | req/s | server CPU | loadgen CPU |"
-            )
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
-            for transport in args.transport.split(","):
-                port = grpc_port if transport == "grpc" else http_port
-                for entities in (1, 100):
-                    for clients in (1, 4):
-                        row = _scenario(args, server.pid, transport, port, entities, clients)
-                        print(row, flush=True)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for workers in _ints(args.workers):
+            with _server(config, workers) as (server_pid, grpc_port, http_port):
+                for transport in args.transport.split(","):
+                    port = grpc_port if transport == "grpc" else http_port
+                    for entities in _ints(args.entities):
+                        for clients in _ints(args.clients):
+                            runs = [
+                                _scenario(
+                                    args, server_pid, redis_pid, transport, port, entities, clients
+                                )
+                                for _ in range(args.runs)
+                            ]
+                            print(_row(workers, transport, entities, clients, runs), flush=True)
+        print()
+        print(f"load average at the end: {Path('/proc/loadavg').read_text().split()[:3]}")
+
+
+@contextlib.contextmanager
+def _server(config: Path, workers: int) -> Iterator[tuple[int, int, int]]:
+    grpc_port, http_port = _free_port(), _free_port()
+    potluck = Path(sys.executable).parent / "potluck"
+    server = subprocess.Popen(
+        [
+            str(potluck),
+            "--config",
+            str(config),
+            "serve",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            *(["--workers", str(workers)] if workers != 1 else []),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_port(grpc_port, server)
+        _wait_port(http_port, server)
+        time.sleep(1.0)  # every worker listens once the parent has printed; let them settle
+        yield server.pid, grpc_port, http_port
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def _scenario(
     args: argparse.Namespace,
     server_pid: int,
+    redis_pid: int,
     transport: str,
     port: int,
     entities: int,
     clients: int,
-) -> str:
+) -> dict[str, Any]:
     command = [
         sys.executable,
         __file__,
@@ -285,20 +356,33 @@ def _scenario(
         str(args.seconds),
         "--warmup",
         str(args.warmup),
+        "--server-pid",
+        str(server_pid),
+        "--redis-pid",
+        str(redis_pid),
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    time.sleep(args.warmup + 0.3)  # measure the server over (about) the measured window
-    cpu0, wall0 = cpu_seconds(server_pid), time.perf_counter()
-    out, _ = proc.communicate()
-    cpu1, wall1 = cpu_seconds(server_pid), time.perf_counter()
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed for {transport} {entities}x{clients}")
-    result = json.loads(out)
-    server_cpu = (cpu1 - cpu0) / (wall1 - wall0)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    result["rate"] = result["count"] / result["seconds"]
+    return result
+
+
+def _row(
+    workers: int, transport: str, entities: int, clients: int, runs: list[dict[str, Any]]
+) -> str:
+    def median(key: str) -> float:
+        return float(statistics.median(run[key] for run in runs))
+
+    rate = median("rate")
+    server_us = statistics.median(r["server_cpu"] / r["rate"] for r in runs) * 1e6
+    loadgen_us = statistics.median(r["cpu"] / r["rate"] for r in runs) * 1e6
     return (
-        f"| {transport} | {entities} | {clients} | {result['p50'] * 1e3:.2f} ms "
-        f"| {result['p99'] * 1e3:.2f} ms | {result['count'] / result['seconds']:,.0f} "
-        f"| {server_cpu:.0%} | {result['cpu']:.0%} |"
+        f"| {workers} | {transport} | {entities} | {clients} | {median('p50') * 1e3:.2f} ms "
+        f"| {median('p99') * 1e3:.2f} ms | {rate:,.0f} | {median('server_cpu'):.0%} "
+        f"| {median('cpu'):.0%} | {median('redis_cpu'):.0%} | {median('other_cpu'):.0%} "
+        f"| {server_us:.0f} | {loadgen_us:.0f} |"
     )
 
 

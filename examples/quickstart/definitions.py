@@ -1,7 +1,9 @@
 """The quickstart's definitions: a driver entity and the driver_stats feature table.
 
 `quickstart.py` imports these objects; `potluck apply -f definitions.py` collects them too.
-`definitions.yaml` holds the same definitions in YAML.
+`definitions.yaml` holds the same definitions in YAML, and `potluck init` writes them too. The
+batch source (the Parquet files `client.ingest` writes) is the folder `data/driver_stats`, relative
+to the working folder.
 """
 
 from datetime import timedelta

@@ -20,11 +20,11 @@ from potluck.registry.base import Change, Project, Registry, Revision
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from potluck.ingestion.engines.base import Engine, JobHandle
+    from potluck.ingestion.engines.base import Engine, IngestionJob
     from potluck.ingestion.ingest import IngestionReport, ProgressCallback
     from potluck.ingestion.jobs import Job
     from potluck.offline.base import OfflineStore
-    from potluck.offline.files import InputData
+    from potluck.offline.inputs import InputData
     from potluck.offline.retrieval import RetrievalJob
     from potluck.online.base import OnlineStore
     from potluck.serving.remote import RemoteServing
@@ -85,7 +85,7 @@ class Client:
         self._offline_store: OfflineStore | None = None
         self._engine: Engine | None = None
         self._readers: dict[str, ServingService | RemoteServing] = {}
-        self._jobs: dict[str, JobHandle] = {}
+        self._jobs: dict[str, IngestionJob] = {}
 
     # ---- projects ------------------------------------------------------------------------------
 
@@ -265,7 +265,7 @@ class Client:
         end: datetime | None = None,
         *,
         since_last: bool = False,
-    ) -> JobHandle:
+    ) -> IngestionJob:
         """Start copying the latest row per key of ``table``'s batch source to the online store.
 
         The job runs on the configured engine and returns at once; ``job.wait()`` blocks until
@@ -300,7 +300,7 @@ class Client:
 
         return list_jobs(self._registry, self._project, table=table)
 
-    def get_job(self, job_id: str) -> JobHandle:
+    def get_job(self, job_id: str) -> IngestionJob:
         """Return a handle on job ``job_id`` (live if this client started it).
 
         Raises:
@@ -315,7 +315,7 @@ class Client:
         job.record()
         return job
 
-    def cancel_job(self, job_id: str) -> JobHandle:
+    def cancel_job(self, job_id: str) -> IngestionJob:
         """Ask job ``job_id`` to stop at its next batch; return its handle.
 
         Raises:

@@ -52,11 +52,11 @@ class Settings(BaseModel):
     )
     offline_store: dict[str, Any] = Field(
         default_factory=lambda: {"type": "duckdb"},
-        description="The engine for historical retrieval: {type: duckdb} or {type: spark}.",
+        description="The engine for historical retrieval: {type: duckdb} (Spark is planned).",
     )
     engine: dict[str, Any] = Field(
         default_factory=lambda: {"type": "local"},
-        description="Where ingestion jobs run: {type: local} or {type: spark, master, conf}.",
+        description="Where ingestion jobs run: {type: local} (Spark is planned).",
     )
     core_url: str | None = Field(
         default=None,

@@ -48,9 +48,8 @@ OFFLINE_STORES = Interface(
     group="potluck.offline_stores",
     builtins={
         "duckdb": "potluck.offline.duckdb:DuckDBOfflineStore",
-        "spark": "potluck.offline.spark:SparkOfflineStore",
     },
-    extras={"spark": "spark"},
+    extras={},
 )
 ENGINES = Interface(
     name="engine",
@@ -58,9 +57,8 @@ ENGINES = Interface(
     group="potluck.engines",
     builtins={
         "local": "potluck.ingestion.engines.local:LocalEngine",
-        "spark": "potluck.ingestion.engines.spark:SparkEngine",
     },
-    extras={"spark": "spark"},
+    extras={},
 )
 INTERFACES = (ONLINE_STORES, OFFLINE_STORES, ENGINES)
 

@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from typer.main import get_command
 
-from potluck.cli import registry as registry_commands
-from potluck.cli import serve as serve_commands
-from potluck.cli.main import app
+from potluck.cli.main import COMMAND_MODULES, app
 from potluck.config import SETTING_NAMES
-from potluck.plugins import INTERFACES
+from potluck.plugins import INTERFACES, Interface, plugin_class
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -31,6 +28,34 @@ def _slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def _section(text: str, heading: str, level: int) -> str:
+    """Return the text under the markdown heading line ``heading`` (``level`` #s) up to the next
+    heading of that level or higher; empty if there is no such heading."""
+    pattern = rf"^{'#' * level} {re.escape(heading)}\n(.*?)(?=^#{{1,{level}}} |\Z)"
+    match = re.search(pattern, text, re.M | re.S)
+    return match.group(1) if match else ""
+
+
+LEAF_COMMANDS = {
+    " ".join(path): command
+    for path, command in _walk(get_command(app))
+    if path and not getattr(command, "commands", None)
+}
+"""Every command a user can run, by its name (``jobs list``), from the registered typer app."""
+
+CLI_HEADING = re.compile(r"^### `potluck ([a-z][a-z\- ]*?)(?=`| [A-Z\[-])(.*)`$", re.M)
+"""A command's heading in docs/cli.md: the command name, then its synopsis."""
+
+
+def _cli_sections() -> dict[str, tuple[str, str]]:
+    """docs/cli.md's command sections: name -> (synopsis in the heading, the section's text)."""
+    text = (DOCS / "cli.md").read_text()
+    return {
+        m.group(1): (m.group(2), _section(text, m.group(0)[4:], 3))
+        for m in CLI_HEADING.finditer(text)
+    }
+
+
 @pytest.mark.parametrize("name", SETTING_NAMES)
 def test_every_setting_has_a_section_in_configuration_md(name: str) -> None:
     text = (DOCS / "configuration.md").read_text()
@@ -39,11 +64,17 @@ def test_every_setting_has_a_section_in_configuration_md(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("interface", "name"),
-    [(i.name, n) for i in INTERFACES for n in i.builtins],
+    [(i, n) for i in INTERFACES for n in i.builtins],
+    ids=lambda v: v.name if isinstance(v, Interface) else v,
 )
-def test_every_builtin_plugin_is_documented(interface: str, name: str) -> None:
+def test_every_builtin_plugin_and_config_key_is_documented(interface: Interface, name: str) -> None:
     text = (DOCS / "configuration.md").read_text()
-    assert f"`type: {name}`" in text, f"docs/configuration.md lacks the {interface} {name!r}"
+    plugins = _section(text, f"`{interface.name}` plug-ins", 3)
+    section = _section(plugins, f"`type: {name}`", 4)
+    assert section.strip(), f"configuration.md lacks #### `type: {name}` under {interface.name}"
+    fields = set(plugin_class(interface, name).config_class.model_fields) - {"type"}
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+    assert documented == fields, f"{interface.name} {name}: keys in the docs != config fields"
 
 
 def test_every_command_and_parameter_has_help() -> None:
@@ -57,19 +88,39 @@ def test_every_command_and_parameter_has_help() -> None:
     assert missing == []
 
 
-def test_every_registry_and_service_command_is_in_cli_md() -> None:
-    ours = typer.Typer()
-    registry_commands.register(ours)
-    serve_commands.register(ours)
-    text = (DOCS / "cli.md").read_text()
-    headings = set(re.findall(r"^### `potluck ([a-z\- ]+?)(?: \[| [A-Z-]|`)", text, re.M))
-    leaves = {
-        " ".join(path)
-        for path, command in _walk(get_command(ours))
-        if path and not getattr(command, "commands", None)
+def test_the_command_walk_sees_every_command_module() -> None:
+    modules = {
+        getattr(command.callback, "__wrapped__", command.callback).__module__
+        for command in LEAF_COMMANDS.values()
     }
-    assert len(leaves) == 12
-    assert sorted(leaves - headings) == []
+    assert modules == set(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("name", sorted(LEAF_COMMANDS))
+def test_every_command_has_a_section_in_cli_md_naming_its_parameters(name: str) -> None:
+    sections = _cli_sections()
+    assert name in sections, f"docs/cli.md lacks ### `potluck {name} ...`"
+    synopsis, body = sections[name]
+    assert body.strip(), f"docs/cli.md: the section of potluck {name} is empty"
+    for param in LEAF_COMMANDS[name].params:
+        if param.param_type_name == "option" and param.name != "help":
+            flag = max(param.opts, key=len)
+            mentioned = re.search(rf"{re.escape(flag)}(?![\w-])", synopsis + body)
+            assert mentioned, f"docs/cli.md: potluck {name} lacks {flag}"
+        elif param.param_type_name == "argument":
+            metavar = param.metavar or param.name.upper()
+            assert metavar in synopsis, f"docs/cli.md: potluck {name} lacks {metavar}"
+
+
+def test_every_command_section_in_cli_md_is_a_real_command() -> None:
+    assert sorted(set(_cli_sections()) - set(LEAF_COMMANDS)) == []
+
+
+def test_every_global_option_is_in_cli_md() -> None:
+    options = _section((DOCS / "cli.md").read_text(), "Global options", 2)
+    for param in get_command(app).params:
+        if param.name != "help":
+            assert all(f"`{opt}" in options for opt in param.opts), param.name
 
 
 def test_readme_starts_with_make_quickstart_and_make_test() -> None:

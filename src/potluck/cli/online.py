@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import threading
@@ -15,13 +16,18 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from potluck.cli.main import EXIT_FAILURE, fail, make_client
+from potluck.cli.main import EXIT_FAILURE, fail, load_cli_settings, make_client
+from potluck.client import Client
+from potluck.config import Settings
 from potluck.errors import ValidationError
 from potluck.ingestion.jobs import Job, JobStatus, describe
 from potluck.types import ValueType
 
 if TYPE_CHECKING:
-    from potluck.ingestion.engines.base import JobHandle
+    from potluck.ingestion.engines.base import IngestionJob
+    from potluck.serving.server import ServingServer
+    from potluck.serving.service import ServingService
+    from potluck.serving.workers import ServingWorkers
 
 PROGRESS_REFRESH = 0.1
 """Seconds between two refreshes of the progress bar."""
@@ -98,7 +104,7 @@ def ingest_online(
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _follow(job: JobHandle) -> Job:
+def _follow(job: IngestionJob) -> Job:
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
@@ -280,28 +286,61 @@ def serve(
             "--max-entities-per-request", help="The most entity rows one request may carry.", min=1
         ),
     ] = 10_000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Serving processes sharing the two ports (SO_REUSEPORT), each with its own "
+            "store connections; about one per core.",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Run Online Serving (gRPC and HTTP) over the configured online store until Ctrl-C.
 
     gRPC speaks Feast's feast.serving.ServingService; HTTP serves POST /get-online-features,
     GET /health and GET /metrics.
     """
-    from potluck.serving.server import start_serving
+    settings = load_cli_settings(ctx)
+    factory = functools.partial(_serving_service, settings, refresh_interval, max_entities)
+    single: ServingServer | None = None
+    group: ServingWorkers | None = None
+    server: ServingServer | ServingWorkers
+    if workers == 1:
+        from potluck.serving.server import freeze_heap, start_serving
 
-    client = make_client(ctx)
-    service = client.serving_service(
-        refresh_interval=refresh_interval, max_entities_per_request=max_entities
-    )
-    server = start_serving(service, host=host, grpc_port=grpc_port, http_port=http_port)
+        server = single = start_serving(
+            factory(), host=host, grpc_port=grpc_port, http_port=http_port
+        )
+        freeze_heap()
+    else:
+        from potluck.serving.workers import start_workers
+
+        server = group = start_workers(
+            factory, workers=workers, host=host, grpc_port=grpc_port, http_port=http_port
+        )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    processes = "" if group is None else f" ({workers} processes)"
     typer.echo(
-        f"potluck serving project {client.project!r}: gRPC on {server.grpc_address}, "
-        f"HTTP on {server.http_url}",
+        f"potluck serving project {settings.project!r}{processes}: gRPC on "
+        f"{server.grpc_address}, HTTP on {server.http_url}",
         err=True,
     )
-    server.wait()
+    if single is not None:
+        single.wait()
+    elif group is not None and group.wait():
+        fail("a serving worker exited on its own; the others were stopped", EXIT_FAILURE)
+
+
+def _serving_service(
+    settings: Settings, refresh_interval: float, max_entities: int
+) -> ServingService:
+    """Build a serving process's service from ``settings`` (also run in each worker)."""
+    return Client(settings=settings).serving_service(
+        refresh_interval=refresh_interval, max_entities_per_request=max_entities
+    )

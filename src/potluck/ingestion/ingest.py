@@ -28,15 +28,9 @@ from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import DataValidationError, ValidationError
 from potluck.offline.base import INGESTION_ID_COLUMN
-from potluck.offline.files import (
-    InputBatches,
-    InputData,
-    StagedParquetWriter,
-    convert,
-    open_input,
-    part_file_name,
-    resolve_path,
-)
+from potluck.offline.convert import convert
+from potluck.offline.files import StagedParquetWriter, part_file_name, resolve_path
+from potluck.offline.inputs import InputBatches, InputData, open_input
 from potluck.types import TIMESTAMP_ARROW_TYPE, to_arrow_type
 
 ProgressCallback = Callable[[int, "int | None"], None]

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
-from potluck.offline.files import InputData
+from potluck.offline.inputs import InputData
 from potluck.offline.pit import FeatureRequest
 from potluck.offline.retrieval import RetrievalJob
 

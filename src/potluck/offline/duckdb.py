@@ -39,15 +39,15 @@ from potluck.offline.base import (
     INGESTION_ID_COLUMN,
     OfflineStore,
 )
+from potluck.offline.convert import convert
 from potluck.offline.files import (
-    InputData,
     SourceFiles,
-    convert,
     list_source_files,
     may_tie,
     resolve_path,
     without_superseded,
 )
+from potluck.offline.inputs import InputData
 from potluck.offline.pit import (
     ENTITY_TIMESTAMP_COLUMN,
     FeatureRequest,

@@ -35,7 +35,9 @@ from potluck.errors import (
     NotFoundError,
     ValidationError,
 )
-from potluck.offline.files import InputData, convert, read_table, resolve_path
+from potluck.offline.convert import convert
+from potluck.offline.files import resolve_path
+from potluck.offline.inputs import InputData, read_table
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 ENTITY_TIMESTAMP_COLUMN = "event_timestamp"

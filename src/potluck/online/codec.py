@@ -29,26 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from potluck.errors import ValidationError
-from potluck.online._values import concat_elementwise, fixed_width_binary, u32_prefixed
+from potluck.online._binary import (
+    STRUCT_FORMATS,
+    concat_elementwise,
+    fixed_width_binary,
+    fixed_width_values,
+    u32_prefixed,
+    valid_mask,
+)
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, from_arrow_type
 
 _U32 = struct.Struct("<I")
-_SCALAR_FORMAT: dict[ValueType, str] = {
-    ValueType.INT32: "<i",
-    ValueType.INT64: "<q",
-    ValueType.UNIX_TIMESTAMP: "<q",
-    ValueType.BOOL: "<B",
-    ValueType.FLOAT: "<f",
-    ValueType.DOUBLE: "<d",
-}
-_NUMPY_FORMAT: dict[ValueType, str] = {
-    ValueType.INT32: "<i4",
-    ValueType.INT64: "<i8",
-    ValueType.UNIX_TIMESTAMP: "<i8",
-    ValueType.BOOL: "u1",
-    ValueType.FLOAT: "<f4",
-    ValueType.DOUBLE: "<f8",
-}
 _INT_RANGE: dict[ValueType, tuple[int, int]] = {
     ValueType.INT32: (-(2**31), 2**31 - 1),
     ValueType.INT64: (-(2**63), 2**63 - 1),
@@ -155,7 +146,7 @@ def _encode_scalar(name: str, value_type: ValueType, value: object) -> bytes:
                 entity=name,
                 value=value,
             )
-        return struct.pack(_SCALAR_FORMAT[value_type], int(value))
+        return struct.pack(STRUCT_FORMATS[value_type], int(value))
     if is_bool or not isinstance(value, numbers.Real):
         raise _wrong_type(name, value_type, value)
     number = float(value)
@@ -163,7 +154,7 @@ def _encode_scalar(name: str, value_type: ValueType, value: object) -> bytes:
         raise ValidationError(
             f"entity {name}: NaN is not a valid {value_type.name} key", entity=name, value=value
         )
-    return struct.pack(_SCALAR_FORMAT[value_type], number + 0.0)
+    return struct.pack(STRUCT_FORMATS[value_type], number + 0.0)
 
 
 def encode_entity_keys(
@@ -217,7 +208,7 @@ def encode_entity_keys(
 def _encode_column(name: str, value_type: ValueType, column: pa.Array) -> pa.Array:
     column = _cast_column(name, value_type, column)
     if column.null_count:
-        row = int(np.argmin(np.asarray(column.is_valid().to_numpy(zero_copy_only=False))))
+        row = int(np.argmin(valid_mask(column)))
         raise ValidationError(
             f"entity {name}: row {row} is null; entity keys must not be null",
             entity=name,
@@ -225,11 +216,7 @@ def _encode_column(name: str, value_type: ValueType, column: pa.Array) -> pa.Arr
         )
     if value_type in (ValueType.STRING, ValueType.BYTES):
         return u32_prefixed(column)
-    if value_type is ValueType.UNIX_TIMESTAMP:
-        column = column.cast(pa.int64())
-    elif value_type is ValueType.BOOL:
-        column = column.cast(pa.uint8())
-    values = np.asarray(column.to_numpy(zero_copy_only=False)).astype(_NUMPY_FORMAT[value_type])
+    values = fixed_width_values(column, value_type)
     if value_type in (ValueType.FLOAT, ValueType.DOUBLE):
         if np.isnan(values).any():
             row = int(np.argmax(np.isnan(values)))

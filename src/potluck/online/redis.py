@@ -1,6 +1,8 @@
 r"""Redis online stores: standalone and Cluster, sharing everything but how keys reach a node.
 
 :class:`RedisOnlineStore` talks to one server, :class:`RedisClusterOnlineStore` to a Cluster.
+Writes go through ``online/_redis_writer.py``; this module holds the stores, their config, and
+how each reaches its nodes.
 
 **Key layout.** The Redis key *is* the entity key from ``online/codec.py``
 (``str(project) str(table) entities...``), so every key of a table starts with
@@ -20,18 +22,9 @@ key (value and expiry together, ``PXAT``) and a read one ``MGET`` for all keys: 
 machine, a Lua script doing ``HMGET`` + ``HSET`` + ``PEXPIREAT`` per key spends 4.2 µs per key in
 Redis, one doing ``MGET`` + ``SET PXAT`` about 2.2 µs (``benchmarks/RESULTS.md``).
 
-**Newer wins, on the server.** Writes go through one Lua script (``EVALSHA``, loaded again by
-itself on ``NOSCRIPT`` after a restart): it reads the current values of its keys with one
-``MGET`` and sets only the rows whose ``(event, created)`` is greater, so concurrent writers and
-any write order end with the newest row. Timestamps are compared as Lua doubles, exact within
-2**53 µs of the epoch, the range ``online/_values.py`` accepts.
-
-**Batching.** A write is validated whole, then encoded piece by piece (10,000 rows standalone)
-and streamed: each script call carries up to 500 keys (consecutive rows standalone; in a Cluster
-the rows of one hash slot, since a script's keys must share a slot, sent to that slot's master),
-every call is sent before any reply is read, so Redis runs one piece while the next is encoded.
-Calls that fail in a way a retry can fix (a dropped connection, ``NOSCRIPT``, a moved slot) are
-sent again, which is safe because a write is idempotent.
+**Writes** are validated whole, then streamed to a newer-wins Lua script in calls of up to 500
+keys (10,000 rows encoded at a time standalone, 100,000 in a Cluster, whose calls each hold the
+keys of one hash slot); see ``online/_redis_writer.py``.
 
 **Expiry.** A value expires at ``event time + max_age``: ``SET ... PXAT`` with that instant
 rounded up to the millisecond (Redis deletes it then), and reads also hide a value whose header
@@ -44,36 +37,22 @@ next call, so a store works again by itself when Redis is back.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import struct
 import threading
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import field_validator
 
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
-from potluck.errors import PluginDependencyError, UnavailableError
-from potluck.online._values import (
-    NEVER,
-    PreparedRows,
-    concat_elementwise,
-    decode_records,
-    fixed_width_binary,
-    now_micros,
-    prepare_rows,
-    requested_features,
-)
+from potluck.errors import PluginDependencyError
+from potluck.online._inputs import prepare_rows, requested_features
+from potluck.online._values import decode_records, now_micros
 from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteResult
 from potluck.online.codec import table_key_prefix
 from potluck.types import TIMESTAMP_ARROW_TYPE
@@ -83,7 +62,6 @@ try:
     from redis.backoff import ExponentialBackoff
     from redis.cluster import ClusterNode, RedisCluster
     from redis.crc import key_slot
-    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides redis
     raise PluginDependencyError(
@@ -93,49 +71,22 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         extra="redis",
     ) from exc
 
-WRITE_SCRIPT = """
-local call, unpack_i8 = redis.call, struct.unpack
-local keys = KEYS
-local n = #keys
-local current = call('MGET', unpack(keys))
-local written = 0
-for i = 1, n do
-  local new, old = ARGV[i], current[i]
-  local newer = true
-  if old then
-    local old_event, old_created = unpack_i8('<i8i8', old)
-    local new_event, new_created = unpack_i8('<i8i8', new)
-    newer = new_event > old_event or (new_event == old_event and new_created > old_created)
-  end
-  if newer then
-    local at = ARGV[n + i]
-    if at == '' then call('SET', keys[i], new) else call('SET', keys[i], new, 'PXAT', at) end
-    written = written + 1
-  end
-end
-return written
-"""
-"""KEYS: entity keys (one slot). ARGV: one value per key, then one PXAT (ms, '' = never) per key.
-Returns how many keys it wrote."""
-WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
-KEYS_PER_CALL = 500
-"""Keys per script call: large enough that the call overhead vanishes, small enough that one
-call never blocks Redis for long (about 1 ms)."""
-HEADER = np.dtype([("event", "<i8"), ("created", "<i8"), ("expire", "<i8")])
-"""The 24 bytes before each stored record: event, created and expiry times in µs."""
-_HEADER = struct.Struct("<qqq")
-_ATTEMPTS = 3
+# Imported after the check above: the writer imports redis too.
+from potluck.online._redis_writer import (
+    HEADER_STRUCT,
+    KEYS_PER_CALL,
+    WRITE_SCRIPT,
+    WRITE_SCRIPT_SHA,
+    Plan,
+    Routing,
+    load_script,
+    unavailable,
+    write_rows,
+)
+
 _CONNECT_TIMEOUT = 2.0
 _SOCKET_TIMEOUT = 10.0
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One script call, ready to send: its first key (for routing) and its RESP bytes."""
-
-    first_key: bytes
-    command: bytes
 
 
 class RedisConfig(PluginConfig):
@@ -165,17 +116,6 @@ class RedisClusterConfig(PluginConfig):
         return nodes
 
 
-@contextmanager
-def _unavailable(address: str) -> Iterator[None]:
-    """Translate redis-py failures into :class:`UnavailableError` naming ``address``."""
-    try:
-        yield
-    except (redis.RedisError, RedisClusterException) as exc:
-        raise UnavailableError(
-            f"online store Redis at {address} is unavailable: {exc}", address=address
-        ) from exc
-
-
 class _RedisStore(OnlineStore):
     """Everything the standalone and Cluster stores share; subclasses say how to reach nodes."""
 
@@ -189,11 +129,8 @@ class _RedisStore(OnlineStore):
         """Return ``(address, client)`` of every master node."""
 
     @abstractmethod
-    def _plan(self, keys: pa.BinaryArray) -> tuple[pa.Array | None, list[tuple[int, int]]]:
-        """Return a row order (``None``: as given) and the calls over rows in that order.
-
-        Each call is ``[start, end)``: at most :data:`KEYS_PER_CALL` keys, all of one slot.
-        """
+    def _plan(self, keys: pa.BinaryArray) -> Plan:
+        """Cut a piece's keys into script calls; see :data:`Plan`."""
 
     @abstractmethod
     def _node(self, key: bytes) -> tuple[str, redis.Redis]:
@@ -214,8 +151,7 @@ class _RedisStore(OnlineStore):
             UnavailableError: If a node cannot be reached.
         """
         for address, client in self._masters():
-            with _unavailable(address):
-                client.script_load(WRITE_SCRIPT)
+            load_script(address, client)
 
     def drop_table(self, project: str, table: FeatureTable) -> None:
         """UNLINK every key that starts with the table's prefix, on every master.
@@ -225,7 +161,7 @@ class _RedisStore(OnlineStore):
         """
         pattern = _GLOB_SPECIAL.sub(rb"\\\1", table_key_prefix(project, table.name)) + b"*"
         for address, client in self._masters():
-            with _unavailable(address):
+            with unavailable(address):
                 batch: list[bytes] = []
                 for key in client.scan_iter(match=pattern, count=1000):
                     batch.append(key)
@@ -245,75 +181,9 @@ class _RedisStore(OnlineStore):
             UnavailableError: If a node cannot be reached (after re-sending twice).
         """
         prepared = prepare_rows(table, rows, now_micros(None))
-        stream = _Stream(self)
-        try:
-            for start in range(0, len(prepared), self.rows_per_piece):
-                stop = start + self.rows_per_piece
-                stream.send(self._calls(prepared, start, stop))
-            written, failures = stream.finish()
-        finally:
-            stream.release()
-        written += self._resend(failures)
+        routing = Routing(plan=self._plan, node=self._node, refresh=self._refresh)
+        written = write_rows(prepared, routing, self.rows_per_piece)
         return WriteResult(written=written, skipped=prepared.skipped + len(prepared) - written)
-
-    def _calls(self, prepared: PreparedRows, start: int, stop: int) -> list[_Call]:
-        """Encode rows ``[start, stop)`` as script calls, vectorised.
-
-        Each argument is framed as a RESP bulk string in Arrow; a call's keys (and values,
-        and expiries) are then consecutive bytes of one buffer, so building a call's command
-        is joining four slices, with no Python work per row.
-        """
-        keys, frames = _frames(prepared, start, stop)
-        order, bounds = self._plan(keys)
-        if order is not None:
-            keys = keys.take(order)
-            frames = [frame.take(order) for frame in frames]
-        views = [_view(frame) for frame in frames]
-        calls = []
-        for begin, end in bounds:
-            parts: list[bytes | memoryview] = [_command_head(end - begin)]
-            parts.extend(data[offsets[begin] : offsets[end]] for data, offsets in views)
-            calls.append(_Call(keys[begin].as_py(), b"".join(parts)))
-        return calls
-
-    def _resend(self, failures: list[_Failure]) -> int:
-        """Re-send failed calls after fixing what a retry can fix; return rows they wrote.
-
-        Re-sending is safe: a call that did run finds its rows stored and skips them.
-        """
-        written = 0
-        for _ in range(_ATTEMPTS - 1):
-            if not failures:
-                return written
-            refresh = False
-            loaded: set[str] = set()
-            for failure in failures:
-                if isinstance(failure.error, redis.exceptions.NoScriptError):
-                    if failure.address not in loaded:
-                        with _unavailable(failure.address):
-                            failure.client.script_load(WRITE_SCRIPT)
-                        loaded.add(failure.address)
-                elif isinstance(failure.error, _TRANSIENT):
-                    refresh = True
-                else:
-                    with _unavailable(failure.address):
-                        raise failure.error
-            if refresh:
-                self._refresh()
-            stream = _Stream(self)
-            try:
-                stream.send([failure.call for failure in failures])
-                more, failures = stream.finish()
-            finally:
-                stream.release()
-            written += more
-        if not failures:
-            return written
-        first = failures[0]
-        raise UnavailableError(
-            f"online store Redis at {first.address} is unavailable: {first.error}",
-            address=first.address,
-        ) from first.error
 
     def read(
         self,
@@ -336,165 +206,15 @@ class _RedisStore(OnlineStore):
         events: list[int | None] = []
         for i, value in enumerate(stored):
             if value is not None:
-                event, _, expire = _HEADER.unpack_from(value)
+                event, _, expire = HEADER_STRUCT.unpack_from(value)
                 if expire > now_us:
                     events.append(event)
                     continue
                 stored[i] = None
             events.append(None)
-        columns = decode_records(stored, _HEADER.size, wanted)
+        columns = decode_records(stored, HEADER_STRUCT.size, wanted)
         names = [*features, EVENT_TIMESTAMP_COLUMN]
         return pa.Table.from_arrays([*columns, pa.array(events, TIMESTAMP_ARROW_TYPE)], names=names)
-
-
-_TRANSIENT = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-)
-"""Failures a refresh and a re-send can fix: a dropped connection, a moved slot, a cluster
-that is settling."""
-
-
-def _frames(prepared: PreparedRows, start: int, stop: int) -> tuple[pa.BinaryArray, list[pa.Array]]:
-    """Return the keys of rows ``[start, stop)`` and the RESP frames of the script arguments.
-
-    The frames are of the keys, the values (header + record) and the PXAT milliseconds ('' when
-    the value never expires).
-    """
-    event = prepared.event_us[start:stop]
-    header = np.empty(len(event), dtype=HEADER)
-    header["event"] = event
-    header["created"] = prepared.created_us[start:stop]
-    expire = prepared.expire_us[start:stop]
-    header["expire"] = expire
-    values = prepared.records(start, stop, prefix=fixed_width_binary(header))
-    never = expire == NEVER
-    millis = pa.array(-(-np.where(never, 0, expire) // 1000)).cast(pa.string())
-    expire_at = pc.if_else(pa.array(never), "", millis).cast(pa.binary())
-    keys = prepared.keys.slice(start, len(event))
-    return keys, [_bulk_strings(keys), _bulk_strings(values), _bulk_strings(expire_at)]
-
-
-_DOLLAR = pa.scalar(b"$", pa.binary())
-_CRLF = pa.scalar(b"\r\n", pa.binary())
-
-
-def _bulk_strings(values: pa.Array) -> pa.BinaryArray:
-    """Frame each element as a RESP bulk string: ``$``, length, CRLF, bytes, CRLF."""
-    lengths = pc.binary_length(values).cast(pa.string()).cast(pa.binary())
-    return concat_elementwise([_DOLLAR, lengths, _CRLF, values, _CRLF])
-
-
-def _view(frames: pa.BinaryArray) -> tuple[memoryview, npt.NDArray[np.int32]]:
-    """The data buffer of a binary array and each element's start offset in it (and the end)."""
-    _, offsets_buffer, data = frames.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int32, len(frames) + 1, 4 * frames.offset)
-    return memoryview(data), offsets
-
-
-def _command_head(keys: int) -> bytes:
-    """RESP for ``EVALSHA <sha> <keys>``, the start of a call with ``keys`` keys."""
-    count = str(keys).encode()
-    return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
-        3 + 3 * keys,
-        WRITE_SCRIPT_SHA.encode(),
-        len(count),
-        count,
-    )
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A script call that failed, where, and why."""
-
-    call: _Call
-    address: str
-    client: redis.Redis
-    error: Exception
-
-
-@dataclass
-class _Node:
-    """One node's connection in a stream and the calls sent on it, in order."""
-
-    client: redis.Redis
-    connection: Any
-    calls: list[_Call] = field(default_factory=list)
-    error: Exception | None = None
-    """Why the connection was given up, if it was."""
-
-
-class _Stream:
-    """Script calls streamed on one connection per node; :meth:`finish` reads every reply.
-
-    Sending everything before reading lets Redis run the first calls while the rest are
-    encoded and packed; the replies are small integers, so nothing blocks.
-    """
-
-    def __init__(self, store: _RedisStore) -> None:
-        self._store = store
-        self._nodes: dict[str, _Node] = {}
-        self._failures: list[_Failure] = []
-
-    def send(self, calls: list[_Call]) -> None:
-        """Send ``calls``, each to the master of its slot, without waiting for replies."""
-        for call in calls:
-            address, client = self._store._node(call.first_key)
-            node = self._nodes.get(address)
-            if node is not None and node.error is not None:
-                self._failures.append(_Failure(call, address, client, node.error))
-                continue
-            try:
-                if node is None:
-                    connection = client.connection_pool.get_connection()
-                    node = self._nodes[address] = _Node(client, connection)
-                node.connection.send_packed_command([call.command], check_health=False)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self._broken(address, client, exc)
-                self._failures.append(_Failure(call, address, client, exc))
-                continue
-            node.calls.append(call)
-
-    def _broken(self, address: str, client: redis.Redis, error: Exception) -> None:
-        """Give up on a node's connection: every call sent on it and still unread failed."""
-        node = self._nodes.setdefault(address, _Node(client, None))
-        if node.connection is not None:
-            node.connection.disconnect()
-            client.connection_pool.release(node.connection)
-            node.connection = None
-        node.error = error
-        self._failures.extend(_Failure(call, address, client, error) for call in node.calls)
-        node.calls = []
-
-    def finish(self) -> tuple[int, list[_Failure]]:
-        """Read every reply; return rows written and the calls that failed."""
-        written = 0
-        for address, node in self._nodes.items():
-            for i, call in enumerate(node.calls):
-                try:
-                    reply = node.connection.read_response()
-                except redis.ResponseError as exc:
-                    self._failures.append(_Failure(call, address, node.client, exc))
-                    continue
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    node.calls = node.calls[i:]
-                    self._broken(address, node.client, exc)
-                    break
-                written += int(reply)
-            node.calls = []
-        return written, self._failures
-
-    def release(self) -> None:
-        """Return the connections to their pools (closing any left with unread replies)."""
-        for node in self._nodes.values():
-            if node.connection is not None:
-                if node.calls:
-                    node.connection.disconnect()
-                node.client.connection_pool.release(node.connection)
-                node.connection = None
 
 
 def _unlink(client: redis.Redis, keys: list[bytes]) -> None:
@@ -536,7 +256,7 @@ class RedisOnlineStore(_RedisStore):
     def _masters(self) -> list[tuple[str, redis.Redis]]:
         return [(self.address, self._client)]
 
-    def _plan(self, keys: pa.BinaryArray) -> tuple[pa.Array | None, list[tuple[int, int]]]:
+    def _plan(self, keys: pa.BinaryArray) -> Plan:
         n = len(keys)
         return None, [(s, min(s + KEYS_PER_CALL, n)) for s in range(0, n, KEYS_PER_CALL)]
 
@@ -544,7 +264,7 @@ class RedisOnlineStore(_RedisStore):
         return self.address, self._client
 
     def _mget(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        with _unavailable(self.address):
+        with unavailable(self.address):
             return cast(list[bytes | None], self._client.mget(keys))
 
     def _refresh(self) -> None:
@@ -579,7 +299,7 @@ class RedisClusterOnlineStore(_RedisStore):
         """The cluster client, created on first use (typed ``Any``: redis-py's is not typed)."""
         with self._lock:
             if self._cluster_client is None:
-                with _unavailable(self.address):
+                with unavailable(self.address):
                     self._cluster_client = RedisCluster(
                         startup_nodes=self._nodes,
                         socket_connect_timeout=_CONNECT_TIMEOUT,
@@ -592,7 +312,7 @@ class RedisClusterOnlineStore(_RedisStore):
         cluster = self._cluster
         return [(node.name, cluster.get_redis_connection(node)) for node in cluster.get_primaries()]
 
-    def _plan(self, keys: pa.BinaryArray) -> tuple[pa.Array | None, list[tuple[int, int]]]:
+    def _plan(self, keys: pa.BinaryArray) -> Plan:
         slots = np.fromiter(map(key_slot, keys.to_pylist()), dtype=np.int64, count=len(keys))
         order = np.argsort(slots, kind="stable")
         ordered = slots[order]
@@ -607,18 +327,18 @@ class RedisClusterOnlineStore(_RedisStore):
 
     def _node(self, key: bytes) -> tuple[str, redis.Redis]:
         cluster = self._cluster
-        with _unavailable(self.address):
+        with unavailable(self.address):
             node = cluster.get_node_from_key(key)
             return node.name, cluster.get_redis_connection(node)
 
     def _mget(self, keys: Sequence[bytes]) -> list[bytes | None]:
         cluster = self._cluster
-        with _unavailable(self.address):
+        with unavailable(self.address):
             return list(cluster.mget_nonatomic(list(keys)))
 
     def _refresh(self) -> None:
         cluster = self._cluster
-        with _unavailable(self.address):
+        with unavailable(self.address):
             cluster.nodes_manager.initialize()
 
     def close(self) -> None:
@@ -641,4 +361,5 @@ __all__ = [
     "RedisConfig",
     "RedisOnlineStore",
     "WRITE_SCRIPT",
+    "WRITE_SCRIPT_SHA",
 ]

@@ -29,14 +29,8 @@ import pyarrow as pa
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.errors import UnavailableError
-from potluck.online._values import (
-    NEVER,
-    NULL_CREATED,
-    decode_records,
-    now_micros,
-    prepare_rows,
-    requested_features,
-)
+from potluck.online._inputs import prepare_rows, requested_features
+from potluck.online._values import NEVER, NULL_CREATED, decode_records, now_micros
 from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteResult
 from potluck.online.codec import table_key_prefix
 from potluck.types import TIMESTAMP_ARROW_TYPE

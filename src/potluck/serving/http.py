@@ -7,6 +7,11 @@
 
 Every error has one JSON shape, ``{"error": {"code": ..., "message": ...}}``, with the HTTP
 status from :data:`HTTP_STATUS_BY_CODE`. The adapter only converts and maps errors.
+
+``POST /get-online-features`` is answered by a plain ASGI layer in front of FastAPI's routing
+(:class:`_ReadEndpoint`): routing, the request object and dependency solving cost about 75 µs a
+request, as much as the Redis read of one key. Everything else (other routes, other methods on
+that path, unknown routes) goes through FastAPI as usual.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,13 +47,83 @@ HTTP_STATUS_BY_CODE: Mapping[str, int] = {
 """Error code to HTTP status; any other code is 500."""
 
 _JSON = "application/json"
+_READ_PATH = "/get-online-features"
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _error_body(code: str, message: str) -> tuple[int, bytes]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return HTTP_STATUS_BY_CODE.get(code, 500), body
 
 
 def error_response(code: str, message: str) -> Response:
     """Return the canonical error envelope for ``code`` with its mapped HTTP status."""
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=HTTP_STATUS_BY_CODE.get(code, 500), media_type=_JSON)
+    status, body = _error_body(code, message)
+    return Response(body, status_code=status, media_type=_JSON)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _ReadEndpoint:
+    """``/get-online-features`` as plain ASGI (POST, else 405); other paths go on to ``app``."""
+
+    def __init__(self, app: ASGIApp, service: ServingService, metrics: ServingMetrics) -> None:
+        self.app = app
+        self._service = service
+        self._metrics = metrics
+        self._latency = metrics.latency(f"http:{_READ_PATH}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != _READ_PATH:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            status, body = _error_body("method_not_allowed", "Method Not Allowed")
+            await _send(send, status, body, [(b"allow", b"POST")])
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        start = time.perf_counter()
+        status, body = self._answer(b"".join(chunks))
+        self._latency.observe(time.perf_counter() - start)
+        await _send(send, status, body, [])
+
+    def _answer(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            request = parse_request(_loads(body))
+            response = self._service.get_online_features(
+                request.features,
+                request.entities,
+                full_feature_names=request.full_feature_names,
+            )
+            return 200, json.dumps(response_to_json(response), separators=(",", ":")).encode()
+        except PotluckError as exc:
+            self._metrics.error(f"http:{_READ_PATH}", exc.code)
+            return _error_body(exc.code, exc.message)
+        except Exception as exc:
+            logger.exception("get-online-features failed")
+            self._metrics.error(f"http:{_READ_PATH}", "internal")
+            return _error_body("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
 def create_app(service: ServingService, metrics: ServingMetrics, *, version: str) -> FastAPI:
@@ -60,7 +135,7 @@ def create_app(service: ServingService, metrics: ServingMetrics, *, version: str
         version: What ``/health`` reports.
     """
     app = FastAPI(title="potluck online serving", version=version, docs_url=None, redoc_url=None)
-    read_latency = metrics.latency("http:/get-online-features")
+    app.add_middleware(_ReadEndpoint, service=service, metrics=metrics)
     health_latency = metrics.latency("http:/health")
     metrics_latency = metrics.latency("http:/metrics")
     health_body = json.dumps({"status": "ok", "version": version})
@@ -68,28 +143,6 @@ def create_app(service: ServingService, metrics: ServingMetrics, *, version: str
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
         return error_response(_STARLETTE_CODES.get(exc.status_code, "internal"), str(exc.detail))
-
-    @app.post("/get-online-features")
-    async def get_online_features(http_request: Request) -> Response:
-        start = time.perf_counter()
-        try:
-            request = parse_request(_loads(await http_request.body()))
-            response = service.get_online_features(
-                request.features,
-                request.entities,
-                full_feature_names=request.full_feature_names,
-            )
-            payload = json.dumps(response_to_json(response), separators=(",", ":"))
-            return Response(payload, media_type=_JSON)
-        except PotluckError as exc:
-            metrics.error("http:/get-online-features", exc.code)
-            return error_response(exc.code, exc.message)
-        except Exception as exc:
-            logger.exception("get-online-features failed")
-            metrics.error("http:/get-online-features", "internal")
-            return error_response("internal", f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            read_latency.observe(time.perf_counter() - start)
 
     @app.get("/health")
     async def health() -> Response:

@@ -1,8 +1,8 @@
 """The Engine interface: where ingestion jobs run, and the handle a submitted job returns.
 
 An engine takes a :class:`~potluck.ingestion.jobs.JobSpec` and the parts the job needs
-(:class:`JobContext`) and returns a :class:`JobHandle`. Every engine keeps the job's record in
-the registry up to date, so :class:`RecordedJob` can follow any job from any process.
+(:class:`JobContext`) and returns an :class:`IngestionJob`. Every engine keeps the job's record
+in the registry up to date, so :class:`RecordedJob` can follow any job from any process.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class JobContext:
     online_store: OnlineStore
 
 
-class JobHandle(ABC):
+class IngestionJob(ABC):
     """A submitted job: its id, live status and row counts, and ways to wait or cancel."""
 
     @property
@@ -90,7 +90,7 @@ def raise_if_failed(job: Job) -> Job:
     return job
 
 
-class RecordedJob(JobHandle):
+class RecordedJob(IngestionJob):
     """A job followed through its record in the registry (it may run in another process).
 
     Args:
@@ -114,7 +114,7 @@ class RecordedJob(JobHandle):
         return load_job(self._registry, self._project, self._id)
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Poll the record until the job ends; see :meth:`JobHandle.wait`."""
+        """Poll the record until the job ends; see :meth:`IngestionJob.wait`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.record()
@@ -139,7 +139,7 @@ class Engine(ABC):
         self.config = config
 
     @abstractmethod
-    def submit(self, spec: JobSpec, context: JobContext) -> JobHandle:
+    def submit(self, spec: JobSpec, context: JobContext) -> IngestionJob:
         """Record and start a job; return at once with its handle.
 
         Raises:
@@ -151,8 +151,8 @@ class Engine(ABC):
 __all__ = [
     "POLL_INTERVAL",
     "Engine",
+    "IngestionJob",
     "JobContext",
-    "JobHandle",
     "RecordedJob",
     "raise_if_failed",
 ]

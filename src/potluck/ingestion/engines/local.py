@@ -18,7 +18,7 @@ from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
 from potluck.errors import ValidationError
-from potluck.ingestion.engines.base import Engine, JobContext, JobHandle, raise_if_failed
+from potluck.ingestion.engines.base import Engine, IngestionJob, JobContext, raise_if_failed
 from potluck.ingestion.jobs import (
     Job,
     JobSpec,
@@ -44,7 +44,7 @@ class LocalEngineConfig(PluginConfig):
     """Seconds between two writes of a running job's record (and checks for a cancel)."""
 
 
-class LocalJob(JobHandle):
+class LocalJob(IngestionJob):
     """A job running in a thread of this process."""
 
     def __init__(
@@ -77,7 +77,7 @@ class LocalJob(JobHandle):
             return self._job
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job ends; see :meth:`JobHandle.wait`."""
+        """Block until the job ends; see :meth:`IngestionJob.wait`."""
         if not self._done.wait(timeout):
             raise TimeoutError(f"job {self.id} is still {self.record().status.value}")
         return raise_if_failed(self.record())
