@@ -134,7 +134,7 @@ def freeze_heap() -> None:
 
     A serving process allocates its modules, definitions and connections once and then only
     short-lived objects per request; without this, each full collection walks all of the former
-    (about 73 ms for the 130,000 objects a serving process holds, measured) and stalls every
+    (measured: 73 ms for the ~130,000 objects of a process set up for serving) and stalls every
     request in flight. After :func:`gc.freeze` a full collection takes about 0.1 ms. Call it
     once the servers are up; only whole-process entry points (``potluck serve``, its workers)
     should, not code that embeds a server.
