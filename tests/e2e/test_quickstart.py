@@ -202,7 +202,7 @@ def test_quickstart_runs_again_and_its_hints_work(quickstart: Path) -> None:
 
     online = _run(
         [str(POTLUCK), "online", "get", "driver_stats:conv_rate", "--entity", "driver_id=1001",
-         "--json"],
+         "--output", "json"],
         quickstart,
     )
     assert (online.returncode, online.stderr) == (0, "")
@@ -215,7 +215,7 @@ def test_quickstart_runs_again_and_its_hints_work(quickstart: Path) -> None:
     }
     assert got["statuses"] == {"driver_id": ["PRESENT"], "driver_stats__conv_rate": ["PRESENT"]}
 
-    jobs = _run([str(POTLUCK), "jobs", "list", "--json"], quickstart)
+    jobs = _run([str(POTLUCK), "jobs", "list", "--output", "json"], quickstart)
     assert (jobs.returncode, jobs.stderr) == (0, "")
     assert [(j["table"], j["status"]) for j in json.loads(jobs.stdout)] == [
         ("driver_stats", "SUCCEEDED")

@@ -285,7 +285,7 @@ def test_cli(client: Client, tmp_path: Path) -> None:
     assert result.stdout.strip().splitlines()[-1] == (
         f"job {job_id} SUCCEEDED: 4 rows read, 2 written, 2 skipped, 0 rejected"
     )
-    listed = runner.invoke(app, ["--config", config, "jobs", "list", "--json"])
+    listed = runner.invoke(app, ["--config", config, "jobs", "list", "--output", "json"])
     assert listed.exit_code == 0
     assert [(j["id"], j["status"], j["rows_written"]) for j in json.loads(listed.stdout)] == [
         (job_id, "SUCCEEDED", 2)
@@ -305,7 +305,7 @@ def test_cli(client: Client, tmp_path: Path) -> None:
             "driver_id=2",
             "-e",
             "driver_id=3",
-            "--json",
+            "--output", "json",
         ],
     )
     assert got.exit_code == 0, got.output

@@ -6,8 +6,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +22,12 @@ class OutputFormat(str, Enum):
 
     TABLE = "table"
     JSON = "json"
+
+
+OutputOption = Annotated[
+    OutputFormat, typer.Option("--output", "-o", help="Print a rich table or JSON.")
+]
+"""The ``--output/-o`` option every listing and description command takes."""
 
 
 def console() -> Console:

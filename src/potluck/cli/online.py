@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from potluck.cli._render import OutputFormat, OutputOption
 from potluck.cli.main import EXIT_FAILURE, fail, load_cli_settings, make_client
 from potluck.client import Client
 from potluck.config import Settings
@@ -35,7 +36,6 @@ PROGRESS_REFRESH = 0.1
 jobs_app = typer.Typer(help="List, describe and cancel ingestion jobs.", no_args_is_help=True)
 online_app = typer.Typer(help="Read online features.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -112,7 +112,10 @@ def _follow(job: IngestionJob) -> Job:
         TextColumn("read {task.fields[read]:,} · written {task.fields[written]:,}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    console = Console(stderr=True)
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
         record = job.record()
         task = bar.add_task(record.spec.table, status="", read=0, written=0, total=None)
         try:
@@ -136,11 +139,11 @@ def _follow(job: IngestionJob) -> Job:
 def jobs_list(
     ctx: typer.Context,
     table: Annotated[str | None, typer.Option("--table", help="Only this table's jobs.")] = None,
-    as_json: JsonOption = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List the project's ingestion jobs, newest first."""
     jobs = make_client(ctx).list_jobs(table)
-    if as_json:
+    if output is OutputFormat.JSON:
         print(json.dumps([describe(j) for j in jobs], indent=2, default=str))
         return
     out = Table(title=None)
@@ -178,11 +181,11 @@ def _fmt(moment: datetime | None) -> str:
 def jobs_describe(
     ctx: typer.Context,
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
-    as_json: JsonOption = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Show everything recorded about one job."""
     data = describe(make_client(ctx).get_job(job_id).record())
-    if as_json:
+    if output is OutputFormat.JSON:
         print(json.dumps(data, indent=2, default=str))
         return
     width = max(len(k) for k in data)
@@ -234,7 +237,7 @@ def online_get(
             "entity of a composite key.",
         ),
     ],
-    as_json: JsonOption = False,
+    output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Read the latest values of REFS for the given entity rows."""
     client = make_client(ctx)
@@ -250,7 +253,7 @@ def online_get(
     response = client.get_online_features(refs, columns)
     values, statuses = response.to_dict(), response.statuses()
     times = response.event_timestamps()
-    if as_json:
+    if output is OutputFormat.JSON:
         data = {"values": values, "statuses": statuses, "event_timestamps": times}
         print(json.dumps(data, indent=2, default=str))
         return

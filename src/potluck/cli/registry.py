@@ -11,7 +11,7 @@ import typer
 import yaml
 
 from potluck.cli import _render as render
-from potluck.cli._render import OutputFormat
+from potluck.cli._render import OutputFormat, OutputOption
 from potluck.cli.main import make_client
 from potluck.config import CONFIG_FILE_NAME, SETTING_NAMES, Settings
 from potluck.definitions import Entity, Feature, FeatureTable, FileSource
@@ -55,9 +55,6 @@ FileOption = Annotated[
 ForceOption = Annotated[
     bool,
     typer.Option("--force", help="Allow changing a table's entities or a feature's type."),
-]
-OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="Print a rich table or JSON.")
 ]
 LabelOption = Annotated[
     list[str] | None,
