@@ -6,6 +6,7 @@ Every method checks its arguments and hands the work to one stage. No stage impo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -14,16 +15,18 @@ from potluck.config import Settings, load_settings
 from potluck.definitions import Entity, FeatureTable
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
+from potluck.definitions.sources import resolve_source_path
 from potluck.errors import ValidationError
 from potluck.registry.base import Change, Project, Registry, Revision
 
 if TYPE_CHECKING:
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from potluck.ingestion.engines.base import Engine, IngestionJob
     from potluck.ingestion.ingest import IngestionReport, ProgressCallback
     from potluck.ingestion.jobs import Job
     from potluck.offline.base import OfflineStore
+    from potluck.offline.commits import GarbageReport
     from potluck.offline.inputs import InputData
     from potluck.offline.retrieval import RetrievalJob
     from potluck.online.base import OnlineStore
@@ -44,6 +47,23 @@ def open_registry(settings: Settings) -> Registry:
     from potluck.registry.sql import SqlRegistry
 
     return SqlRegistry(settings.registry_url)
+
+
+def _raises_max_age(old: timedelta | None, new: timedelta | None) -> bool:
+    """Whether a table's ``max_age`` going from ``old`` to ``new`` lets values live longer."""
+    return old is not None and (new is None or new > old)
+
+
+def _with_absolute_source(obj: Definition, root: str | Path) -> Definition:
+    """Return ``obj`` with its batch source path resolved against ``root`` (a table), or as is."""
+    if not isinstance(obj, FeatureTable) or obj.batch_source is None:
+        return obj
+    path = resolve_source_path(obj.batch_source.path, root)
+    if path == obj.batch_source.path:
+        return obj
+    return dataclasses.replace(
+        obj, batch_source=dataclasses.replace(obj.batch_source, path=path)
+    )
 
 
 class Client:
@@ -118,18 +138,36 @@ class Client:
         *,
         force: bool = False,
         dry_run: bool = False,
+        root: str | Path | None = None,
     ) -> list[Change]:
         """Apply entities and feature tables in one transaction; return what changed.
+
+        Each table's batch source path is resolved here, once, and stored absolute (URLs as
+        given), so every client of the registry, local or through Core, reads the same folder;
+        see :func:`potluck.definitions.sources.resolve_source_path`. Applying the same
+        definitions from the same root again changes nothing.
+
+        Values in the online store follow the new definitions: before a table whose
+        ``max_age`` is raised or removed is stored, the online store extends the expiry of its
+        live values (:meth:`OnlineStore.extend_expiry`), and this client's own online reads
+        use the new definitions at once. Changes stored values cannot follow are ``warning:``
+        lines in the changes' details (``docs/serving.md``).
 
         Args:
             objects: One definition or a list of them, in any order.
             force: Allow changing a table's entities or a feature's type.
             dry_run: Return the plan without writing (``potluck plan``).
+            root: The folder relative batch source paths are relative to. Default: the project
+                root, ``settings.root`` (the folder of ``potluck.yaml``, else the working folder
+                when the settings were read).
 
         Raises:
-            DefinitionError: If a table references an unknown entity.
+            DefinitionError: If a table references an unknown entity, or its batch source is a
+                ``file://`` URL of another host.
             IncompatibleChangeError: If a change needs ``force=True``.
             ConflictError: If a table read earlier was changed by someone else since.
+            UnavailableError: If ``max_age`` is raised and the online store cannot be reached
+                (nothing is applied).
         """
         items = [objects] if isinstance(objects, (Entity, FeatureTable)) else list(objects)
         for item in items:
@@ -137,7 +175,56 @@ class Client:
                 raise ValidationError(
                     f"apply takes Entity and FeatureTable objects, got {type(item).__name__}"
                 )
-        return self._registry.apply(self._project, items, force=force, dry_run=dry_run)
+        folder = self.settings.root if root is None else root
+        resolved = [_with_absolute_source(item, folder) for item in items]
+        if not dry_run:
+            self._follow_max_age(resolved, force=force)
+        changes = self._registry.apply(self._project, resolved, force=force, dry_run=dry_run)
+        if not dry_run:
+            self._refresh_readers()
+            self._provision_sources([t for t in resolved if isinstance(t, FeatureTable)])
+        return changes
+
+    def _follow_max_age(self, objects: Sequence[Definition], *, force: bool) -> None:
+        """Extend online expiry for the tables whose ``max_age`` this apply raises or removes.
+
+        It runs after a dry run has checked that the apply goes through and before the new
+        definitions are stored, so no value expires in between (extending early is harmless:
+        reads still judge age by the stored definition). An unreachable online store fails the
+        apply with nothing changed.
+        """
+        stored = {t.name: t.max_age for t in self.list_feature_tables()}
+        raised = [
+            t
+            for t in objects
+            if isinstance(t, FeatureTable)
+            and t.name in stored
+            and _raises_max_age(stored[t.name], t.max_age)
+        ]
+        if not raised:
+            return
+        self._registry.apply(self._project, list(objects), force=force, dry_run=True)
+        store = self._online()
+        for table in raised:
+            store.extend_expiry(self._project, table)
+
+    def _refresh_readers(self) -> None:
+        """Make this client's own online reads use the definitions just applied."""
+        from potluck.serving.service import ServingService
+
+        for reader in self._readers.values():
+            if isinstance(reader, ServingService):
+                reader.refresh()
+
+    def _provision_sources(self, tables: list[FeatureTable]) -> None:
+        """Create each applied table's batch source when nothing is at its location yet."""
+        from potluck.ingestion.ingest import provision_source
+
+        for table in tables:
+            if table.batch_source is None:
+                continue
+            entities = {name: self.get_entity(name) for name in table.entities}
+            provision_source(table, entities, root=self.settings.root)
 
     def apply_entity(self, entity: Entity) -> list[Change]:
         """Apply one entity."""
@@ -223,7 +310,11 @@ class Client:
         return ingest(resolved, entities, data, root=self.settings.root, progress=progress)
 
     def get_historical_features(
-        self, feature_refs: Sequence[str], entity_source: InputData
+        self,
+        feature_refs: Sequence[str],
+        entity_source: InputData,
+        *,
+        versions: Mapping[str, int] | None = None,
     ) -> RetrievalJob:
         """Build a point-in-time-correct training set.
 
@@ -236,9 +327,13 @@ class Client:
             feature_refs: ``"table:feature"``, ``"project/table:feature"`` or ``"table:*"``.
             entity_source: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL
                 with ``event_timestamp`` and a column per entity joined on.
+            versions: The batch-source version to read per table name; by default each
+                table's latest, pinned now. A job's ``source_versions`` given back here
+                rebuilds the same training set later.
 
         Returns:
-            A job: ``to_arrow()``, ``to_pandas()`` or ``to_parquet(path)`` runs the join.
+            A job: ``to_arrow()``, ``to_pandas()`` or ``to_parquet(path)`` runs the join;
+            ``source_versions`` names the version of each table it reads.
 
         Raises:
             FeatureRefError: If a reference is malformed or names an unknown table or feature.
@@ -254,7 +349,52 @@ class Client:
             ),
             lambda project, name: cast(Entity, self._registry.get(project, KIND_ENTITY, name)),
         )
-        return self._offline().get_historical_features(entity_source, requests)
+        return self._offline().get_historical_features(entity_source, requests, versions=versions)
+
+    def collect_garbage(
+        self,
+        tables: Sequence[str] | None = None,
+        *,
+        grace: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> list[GarbageReport]:
+        """Delete what ingestions that died before committing left in batch sources.
+
+        Files of an ingestion known dead (its lock is free: local folders) go at once; other
+        uncommitted potluck files older than ``grace`` go too (object stores, older
+        versions). Committed files and files of other tools are never touched; every
+        ``ingest()`` already does the first part for its own table.
+
+        Args:
+            tables: Feature table names; default: every table of the project with a batch
+                source.
+            grace: How old an uncommitted file with no live owner must be to go; default
+                :data:`potluck.offline.commits.DEFAULT_GRACE` (6 hours).
+            dry_run: Report what would go without deleting.
+
+        Returns:
+            One report per table, in order.
+
+        Raises:
+            NotFoundError: If a table does not exist.
+        """
+        from potluck.offline.commits import DEFAULT_GRACE, collect_garbage
+        from potluck.offline.files import resolve_path
+
+        chosen = (
+            [self.get_feature_table(name) for name in tables]
+            if tables
+            else self.list_feature_tables()
+        )
+        return [
+            collect_garbage(
+                resolve_path(table.batch_source.path, self.settings.root),
+                grace=DEFAULT_GRACE if grace is None else grace,
+                dry_run=dry_run,
+            )
+            for table in chosen
+            if table.batch_source is not None
+        ]
 
     # ---- online: ingestion jobs and reads ------------------------------------------------------
 
@@ -265,6 +405,7 @@ class Client:
         end: datetime | None = None,
         *,
         since_last: bool = False,
+        full: bool = False,
     ) -> IngestionJob:
         """Start copying the latest row per key of ``table``'s batch source to the online store.
 
@@ -277,17 +418,27 @@ class Client:
             end: Copy rows with event time ``< end`` (``None``: no bound).
             since_last: Copy only rows ingested after the rows the previous successful run of
                 this table read, so late-arriving rows are picked up.
+            full: Reload (``ingest-online --full``): rewrite stored values even when the rows
+                read are not newer, so values stored under an older definition (a type change,
+                a raised ``max_age``) follow the current one; a strictly newer stored value
+                still wins. Not with ``since_last``.
 
         Raises:
             NotFoundError: If the table does not exist.
-            ValidationError: If the range is empty or the table has no batch source.
+            ValidationError: If the range is empty, the table has no batch source, or ``full``
+                and ``since_last`` are both set.
         """
         from potluck.ingestion.engines.base import JobContext
         from potluck.ingestion.jobs import JobSpec
 
         name = table.name if isinstance(table, FeatureTable) else table
         spec = JobSpec(
-            project=self._project, table=name, start=start, end=end, since_last=since_last
+            project=self._project,
+            table=name,
+            start=start,
+            end=end,
+            since_last=since_last,
+            full=full,
         )
         context = JobContext(self._registry, self._offline(), self._online())
         job = self._job_engine().submit(spec, context)
@@ -324,6 +475,25 @@ class Client:
         job = self.get_job(job_id)
         job.cancel()
         return job
+
+    def purge_online(self, table: FeatureTable | str) -> int:
+        """Delete every value of ``table`` from the online store (``potluck online purge``).
+
+        The table's definition and its batch source are left alone; a later
+        ``start_offline_to_online_ingestion`` loads it again.
+
+        Args:
+            table: The feature table or its name in the current project.
+
+        Returns:
+            How many values were removed that a read would have returned.
+
+        Raises:
+            NotFoundError: If the table does not exist.
+            UnavailableError: If the online store cannot be reached.
+        """
+        resolved = table if isinstance(table, FeatureTable) else self.get_feature_table(table)
+        return self._online().drop_table(self._project, resolved)
 
     def get_online_features(
         self,

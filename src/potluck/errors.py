@@ -27,6 +27,8 @@ Hierarchy::
         ├── ConflictError              conflict             a concurrent writer won
         └── UnavailableError           unavailable          a server is unreachable
 
+Warnings, where the operation goes on, live in :mod:`potluck.notices`.
+
 ``TerminalError`` and ``TransientError`` are the retry markers that ingestion and stream jobs use to
 decide between retrying, dead-lettering and failing; both are ordinary ``Exception`` subclasses.
 """

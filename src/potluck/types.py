@@ -108,4 +108,29 @@ def from_arrow_type(arrow_type: pa.DataType) -> ValueType:
     raise ValueError(f"no potluck value type for Arrow type {arrow_type}")
 
 
-__all__ = ["TIMESTAMP_ARROW_TYPE", "ValueType", "from_arrow_type", "to_arrow_type"]
+_WIDER: dict[ValueType, frozenset[ValueType]] = {
+    ValueType.INT32: frozenset({ValueType.INT64, ValueType.DOUBLE}),
+    ValueType.FLOAT: frozenset({ValueType.DOUBLE}),
+    ValueType.STRING: frozenset({ValueType.BYTES}),
+}
+
+
+def is_lossless_widening(old: ValueType, new: ValueType) -> bool:
+    """Return whether every value of type ``old`` is exactly one value of type ``new``.
+
+    These are the type changes stored values follow: INT32 -> INT64, INT32 -> DOUBLE,
+    FLOAT -> DOUBLE, STRING -> BYTES (its UTF-8 bytes), and the same between the ``_LIST``
+    forms. A type is not a widening of itself.
+    """
+    if old.is_list != new.is_list:
+        return False
+    return new.element_type in _WIDER.get(old.element_type, frozenset())
+
+
+__all__ = [
+    "TIMESTAMP_ARROW_TYPE",
+    "ValueType",
+    "from_arrow_type",
+    "is_lossless_widening",
+    "to_arrow_type",
+]

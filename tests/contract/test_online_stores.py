@@ -97,6 +97,24 @@ class TestSqliteOnlineStore(OnlineStoreContract):
             stats_value(2, now - timedelta(minutes=10)),
         ]
 
+    def test_extend_expiry_sets_expire_at(self, session: Session) -> None:
+        store = session.store
+        assert isinstance(store, SqliteOnlineStore)
+        event = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        session.write(stats_table(max_age=timedelta(hours=1)), [stats_row(1, event, 1)])
+        event_us = int(event.timestamp()) * 1_000_000
+
+        def expire_at() -> int | None:
+            with sqlite3.connect(store.path) as connection:
+                (value,) = connection.execute("SELECT expire_at FROM potluck_online").fetchone()
+            return value  # type: ignore[no-any-return]
+
+        assert expire_at() == event_us + 3_600_000_000
+        assert store.extend_expiry(session.project, stats_table(max_age=timedelta(hours=3))) == 1
+        assert expire_at() == event_us + 3 * 3_600_000_000
+        assert store.extend_expiry(session.project, stats_table(max_age=timedelta.max)) == 1
+        assert expire_at() is None
+
     def test_processes_writing_the_same_file_end_with_the_newest_rows(self, tmp_path: Path) -> None:
         path = tmp_path / "shared.db"
         script = (
@@ -155,6 +173,39 @@ class TestRedisOnlineStore(OnlineStoreContract):
         )
         assert value[24:28] == len(b"conv_rate,trips,city").to_bytes(4, "little")
         assert client.pexpiretime(key) == -(-expire_us // 1000)
+        client.close()
+
+    def test_extend_expiry_moves_the_header_and_the_key_expiry(
+        self, session: Session, redis_url: str
+    ) -> None:
+        table = stats_table(max_age=timedelta(hours=1))
+        event = datetime.now(UTC).replace(microsecond=250_500)
+        session.write(table, [stats_row(7, event, 7, event)])
+        key = encode_entity_key(session.project, table.name, {"driver_id": 7}, DRIVER)
+        client = redis.Redis.from_url(redis_url)
+        before = client.get(key)
+        assert before is not None
+        raised = stats_table(max_age=timedelta(hours=2, microseconds=1))
+        assert session.store.extend_expiry(session.project, raised) == 1
+        event_us = int(event.timestamp()) * 1_000_000 + 250_500
+        expire_us = event_us + 7_200_000_001
+        after = client.get(key)
+        assert after == before[:16] + expire_us.to_bytes(8, "little") + before[24:]
+        assert client.pexpiretime(key) == -(-expire_us // 1000)
+        assert session.store.extend_expiry(session.project, stats_table(max_age=timedelta.max)) == 1
+        assert client.pexpiretime(key) == -1
+        assert client.get(key) == before[:16] + NEVER.to_bytes(8, "little") + before[24:]
+        client.close()
+
+    def test_a_max_age_beyond_the_timestamp_range_gives_no_expiry(
+        self, session: Session, redis_url: str
+    ) -> None:
+        table = stats_table(max_age=timedelta.max)
+        assert session.write(table, [stats_row(1, T, 1)]) == WriteResult(1, 0)
+        key = encode_entity_key(session.project, table.name, {"driver_id": 1}, DRIVER)
+        client = redis.Redis.from_url(redis_url)
+        assert client.pexpiretime(key) == -1
+        assert client.get(key)[16:24] == NEVER.to_bytes(8, "little")  # type: ignore[index]
         client.close()
 
     def test_a_table_without_max_age_gets_no_expiry(self, session: Session, redis_url: str) -> None:

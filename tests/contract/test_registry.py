@@ -160,6 +160,9 @@ def test_a_changed_table_gets_the_next_revision_and_its_old_spec_goes_to_history
             "+ feature acc_rate INT64",
             "max_age 2h -> 3h",
             "labels {'team': 'rides'} -> {'team': 'rides', 'tier': 'gold'}",
+            "warning: raising max_age of driver_stats: values that already expired from the "
+            "online store are not restored; run `potluck ingest-online driver_stats --full` to "
+            "reload them",
         )),
     ]
     assert get_table(registry).revision == 2
@@ -204,6 +207,9 @@ def test_changing_a_feature_type_needs_force(registry: Registry) -> None:
     (change,) = registry.apply("p", [retyped], force=True)
     assert change == Change(TABLE, "driver_stats", "update", 2, (
         "~ feature conv_rate DOUBLE -> INT64 (forced)",
+        "warning: feature conv_rate of driver_stats changes type DOUBLE -> INT64, which is not a "
+        "lossless widening: values stored online as DOUBLE read as NULL_VALUE; run "
+        "`potluck ingest-online driver_stats --full` to reload them",
         "~ feature conv_rate labels {'unit': 'ratio'} -> {}",
     ))
     assert get_table(registry).feature("conv_rate").value_type is ValueType.INT64
@@ -218,7 +224,12 @@ def test_changing_a_tables_entities_needs_force(registry: Registry) -> None:
         "pass force=True (CLI --force) to allow it"
     )
     (change,) = registry.apply("p", [rekeyed], force=True)
-    assert change.details == ("entities [driver_id] -> [driver_id, city] (forced)",)
+    assert change.details == (
+        "entities [driver_id] -> [driver_id, city] (forced)",
+        "warning: feature table driver_stats: its entities change, so values stored online under "
+        "the old keys are no longer read (NOT_FOUND); run `potluck online purge driver_stats` to "
+        "remove them and `potluck ingest-online driver_stats --full` to reload",
+    )
     assert get_table(registry).entities == ("driver_id", "city")
 
 
@@ -250,7 +261,12 @@ def test_an_archived_feature_comes_back_with_another_type_when_forced(registry: 
     registry.apply("p", [stats(features=[feature("a")])])
     forced = stats(features=[feature("a"), feature("b", ValueType.STRING)])
     (change,) = registry.apply("p", [forced], force=True)
-    assert change.details == ("+ feature b STRING (archived as INT64; forced)",)
+    assert change.details == (
+        "+ feature b STRING (archived as INT64; forced)",
+        "warning: feature b of driver_stats changes type INT64 -> STRING, which is not a lossless "
+        "widening: values stored online as INT64 read as NULL_VALUE; run "
+        "`potluck ingest-online driver_stats --full` to reload them",
+    )
     # Once back, the archive no longer holds it: removing and re-adding as STRING is fine.
     registry.apply("p", [stats(features=[feature("a")])])
     (change,) = registry.apply("p", [forced])
@@ -285,7 +301,13 @@ def test_changing_the_type_of_an_entity_in_use_needs_force(registry: Registry) -
         "pass force=True (CLI --force) to allow it"
     )
     (change,) = registry.apply("p", [as_string], force=True)
-    assert change == Change(ENTITY, "driver_id", "update", 0, ("value_type INT64 -> STRING",))
+    assert change == Change(ENTITY, "driver_id", "update", 0, (
+        "value_type INT64 -> STRING",
+        "warning: feature table driver_stats: entity driver_id changes type, so values stored "
+        "online under the old keys are no longer read (NOT_FOUND); run "
+        "`potluck online purge driver_stats` to remove them and "
+        "`potluck ingest-online driver_stats --full` to reload",
+    ))
     # An entity no table uses changes type freely.
     (change,) = registry.apply("p", [Entity(name="city", value_type=ValueType.INT64)])
     assert change == Change(ENTITY, "city", "update", 0, ("value_type STRING -> INT64",))
@@ -308,7 +330,11 @@ def test_dry_run_returns_the_plan_and_writes_nothing(registry: Registry) -> None
     assert registry.list("p", TABLE) == []
     registry.apply("p", [DRIVER, stats()])
     planned = registry.apply("p", [stats(max_age=timedelta(hours=3))], dry_run=True)
-    assert planned == [Change(TABLE, "driver_stats", "update", 2, ("max_age 2h -> 3h",))]
+    assert planned == [Change(TABLE, "driver_stats", "update", 2, (
+        "max_age 2h -> 3h",
+        "warning: raising max_age of driver_stats: values that already expired from the online "
+        "store are not restored; run `potluck ingest-online driver_stats --full` to reload them",
+    ))]
     assert get_table(registry).revision == 1
     assert get_table(registry).max_age == timedelta(hours=2)
 

@@ -74,14 +74,19 @@ def test_ingest_then_historical_through_the_entry_point(workdir: Path) -> None:
 
     ingested = _run(workdir, "ingest", "driver_stats", "rows.csv")
     assert (ingested.returncode, ingested.stderr) == (0, "")
-    parts = sorted(p.name for p in (workdir / "data" / "driver_stats").iterdir())
+    source = workdir / "data" / "driver_stats"
+    assert sorted(p.name for p in source.iterdir() if p.name.startswith("_")) == [
+        "_delta_log",
+        "_potluck",
+    ]
+    parts = sorted(p.name for p in source.iterdir() if not p.name.startswith("_"))
     ingestion_id = parts[0].removeprefix("part-").removesuffix("-00000-superseded.parquet")
     assert parts == [
         f"part-{ingestion_id}-00000-superseded.parquet",
         f"part-{ingestion_id}-00000.parquet",
     ]
     assert ingested.stdout == (
-        f"ingested 3 rows into driver_stats (2 files, ingestion id {ingestion_id})\n"
+        f"ingested 3 rows into driver_stats (2 files, ingestion id {ingestion_id}, version 1)\n"
     )
 
     built = _run(
@@ -95,7 +100,9 @@ def test_ingest_then_historical_through_the_entry_point(workdir: Path) -> None:
         "out/training.parquet",
     )
     assert (built.returncode, built.stderr) == (0, "")
-    assert built.stdout == "wrote 3 rows x 5 columns to out/training.parquet\n"
+    assert built.stdout == (
+        "wrote 3 rows x 5 columns to out/training.parquet (source versions: driver_stats@1)\n"
+    )
     training = pq.read_table(workdir / "out" / "training.parquet")
     assert training.column_names == [
         "driver_id",
@@ -114,9 +121,9 @@ def test_ingest_then_historical_through_the_entry_point(workdir: Path) -> None:
     assert (as_csv.returncode, as_csv.stderr) == (0, "")
     assert (workdir / "t.csv").read_text().splitlines() == [
         '"driver_id","event_timestamp","label","driver_stats__trips"',
-        '1002,2024-01-01 11:00:00Z,"a",20',
-        '1001,2024-01-01 10:30:00Z,"b",11',
-        '1001,2024-01-01 09:59:59Z,"c",',
+        '1002,2024-01-01 11:00:00.000000Z,"a",20',
+        '1001,2024-01-01 10:30:00.000000Z,"b",11',
+        '1001,2024-01-01 09:59:59.000000Z,"c",',
     ]
 
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from potluck import Client
+from potluck import Client, FeatureTable
 from potluck.config import Settings
 from potluck.definitions.loader import load_definitions
 
@@ -161,7 +162,13 @@ def test_quickstart_applies_ingests_trains_and_serves(quickstart: Path) -> None:
 
     with Client(settings=Settings(root=quickstart)) as client:
         stored = [*client.list_entities(), *client.list_feature_tables()]
-    assert stored == load_definitions(quickstart / "definitions.py")
+    defined = [
+        replace(d, batch_source=replace(d.batch_source, path=f"{quickstart}/{d.batch_source.path}"))
+        if isinstance(d, FeatureTable) and d.batch_source is not None
+        else d
+        for d in load_definitions(quickstart / "definitions.py")
+    ]
+    assert stored == defined  # batch source paths are stored absolute, resolved at apply
     assert (quickstart / ".potluck" / "registry.db").is_file()
     assert (quickstart / ".potluck" / "online.db").is_file()
     assert sorted(p.name for p in quickstart.iterdir()) == [

@@ -129,20 +129,19 @@ def test_range_keeps_the_newest_row_per_key(client: Client) -> None:
 
 
 def test_since_last_picks_up_late_rows(client: Client) -> None:
-    client.ingest("driver_stats", _frame(ROWS))
+    first_version = client.ingest("driver_stats", _frame(ROWS)).version
     first = client.start_offline_to_online_ingestion("driver_stats", since_last=True).wait(60)
-    assert first.ingested_after is None
+    assert (first.since_version, first.source_version) == (None, first_version)
     assert first.stats.rows_read == len(ROWS)
     late = [(3, T[6], None, 0.6, 6), (1, T[7], None, 0.7, 7)]  # 1's T7 is older than its T8
-    client.ingest("driver_stats", _frame(late))
+    late_version = client.ingest("driver_stats", _frame(late)).version
     second = client.start_offline_to_online_ingestion("driver_stats", since_last=True).wait(60)
-    assert second.ingested_after == first.max_ingestion_id
+    assert (second.since_version, second.source_version) == (first_version, late_version)
     assert second.stats == JobStats(rows_read=2, rows_written=1, rows_skipped=1, rows_rejected=0)
     assert _online(client, [1, 3])[0]["driver_stats__trips"] == [8, 6]
     third = client.start_offline_to_online_ingestion("driver_stats", since_last=True).wait(60)
     assert third.stats == JobStats()
-    assert third.ingested_after == second.max_ingestion_id
-    assert third.watermark == second.max_ingestion_id
+    assert (third.since_version, third.source_version) == (late_version, late_version)
 
 
 def test_job_records(client: Client, tmp_path: Path) -> None:

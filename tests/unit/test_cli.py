@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -457,9 +458,13 @@ def test_python_and_yaml_definitions_are_the_same_objects(workdir: Path) -> None
     from_yaml = load_definitions(quickstart / "definitions.yaml")
     from_python = load_definitions(quickstart / "definitions.py")
     assert from_yaml == from_python == list(EXAMPLE_DEFINITIONS)
-    changes = ok_json("apply", "-f", str(quickstart / "definitions.py"))
+    # Copies: relative source paths resolve against the definitions file's folder, and applying
+    # creates the batch source there, so applying the originals would write into the repository.
+    for name in ("definitions.py", "definitions.yaml"):
+        shutil.copy(quickstart / name, workdir / name)
+    changes = ok_json("apply", "-f", "definitions.py")
     assert [c["action"] for c in changes] == ["create", "create"]
-    changes = ok_json("apply", "-f", str(quickstart / "definitions.yaml"))
+    changes = ok_json("apply", "-f", "definitions.yaml")
     assert [c["action"] for c in changes] == ["unchanged", "unchanged"]
 
 

@@ -16,6 +16,7 @@ import pytest
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
 from potluck.config import Settings
 from potluck.errors import DataValidationError, FeatureRefError, ValidationError
+from potluck.notices import NoDataWarning
 from potluck.offline.duckdb import DuckDBConfig, DuckDBOfflineStore
 from potluck.offline.pit import resolve_refs
 from potluck.testing.reference import ReferenceTable, point_in_time_join
@@ -257,7 +258,9 @@ def test_sources_without_files_and_features_added_later(client: Client) -> None:
         )
     )
     entities = pd.DataFrame({"driver_id": [1, 3], "event_timestamp": [at(13), at(13)]})
-    result = client.get_historical_features(["driver_stats:*", "empty:x"], entities).to_arrow()
+    with pytest.warns(NoDataWarning, match="^feature table 'empty' has no data yet"):
+        job = client.get_historical_features(["driver_stats:*", "empty:x"], entities)
+    result = job.to_arrow()
     assert result.column("driver_stats__rank").to_pylist() == [None, 7]
     assert result.column("driver_stats__trips").to_pylist() == [35, 9]
     assert result.column("empty__x").type == pa.list_(pa.string())
@@ -498,12 +501,10 @@ def test_read_range_renames_types_and_bounds_rows(
     store.close()
 
 
-def test_read_range_since_an_ingestion_id_and_in_small_batches(
-    client: Client, tmp_path: Path
-) -> None:
+def test_read_range_since_a_version_and_in_small_batches(client: Client, tmp_path: Path) -> None:
     store = DuckDBOfflineStore(DuckDBConfig(), root=tmp_path)
     table = client.get_feature_table("driver_stats")
-    first = {r["ingestion_id"] for r in _rows(store.read_range(table, None, None))}
+    before = store.source_version(table)
     report = client.ingest(
         "driver_stats",
         pd.DataFrame(
@@ -515,8 +516,8 @@ def test_read_range_since_an_ingestion_id_and_in_small_batches(
             }
         ),
     )
-    (previous,) = first
-    batches = list(store.read_range(table, None, None, ingested_after=previous, batch_size=2))
+    assert report.version == store.source_version(table) == (before or 0) + 1
+    batches = list(store.read_range(table, None, None, since_version=before, batch_size=2))
     assert [b.num_rows for b in batches] in ([2, 1], [1, 2], [1, 1, 1])
     rows = _rows(iter(batches))
     assert [(r["driver_id"], r["ingestion_id"]) for r in rows] == [
@@ -525,7 +526,10 @@ def test_read_range_since_an_ingestion_id_and_in_small_batches(
         (9, report.ingestion_id),
     ]
     assert rows[0]["created_timestamp"] == report.ingestion_time
-    assert list(store.read_range(table, None, None, ingested_after=report.ingestion_id)) == []
+    assert list(store.read_range(table, None, None, since_version=report.version)) == []
+    # The version before the ingestion still reads as it was (time travel).
+    old = _rows(store.read_range(table, None, None, version=before))
+    assert report.ingestion_id not in {r["ingestion_id"] for r in old}
     store.close()
 
 
@@ -537,6 +541,13 @@ def test_read_range_of_an_empty_source_and_a_file_url(tmp_path: Path) -> None:
         features=[Feature(name="v", value_type=ValueType.INT64)],
         batch_source=FileSource(path=f"file://{tmp_path}/t", event_timestamp_column="ts"),
     )
+    with pytest.raises(ValidationError) as missing:
+        list(store.read_range(table, None, None))
+    assert missing.value.message == (
+        f"the batch source of feature table 't' does not exist: nothing at 'file://{tmp_path}/t'; "
+        "ingest rows into it (potluck ingest t FILE) or fix its batch_source.path"
+    )
+    (tmp_path / "t").mkdir()
     assert list(store.read_range(table, None, None)) == []
     from potluck.ingestion.ingest import ingest
 

@@ -64,7 +64,18 @@ def _frame(**overrides: list[object]) -> pd.DataFrame:
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The data files under ``folder`` (not the table log nor potluck's locks)."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not str(p.relative_to(folder)).startswith(("_delta_log", "_potluck"))
+    )
+
+
+def _committed(folder: Path) -> int:
+    """The number of versions committed to the table at ``folder`` (the first is the empty one
+    ``apply`` creates)."""
+    return len(list((folder / "_delta_log").glob("*.json")))
 
 
 def _read(report: IngestionReport) -> pa.Table:
@@ -203,8 +214,9 @@ def test_missing_created_column_gets_the_ingestion_time(client: Client) -> None:
 
 def test_empty_input_writes_nothing(client: Client, tmp_path: Path) -> None:
     report = client.ingest("driver_stats", _frame().iloc[:0])
-    assert (report.rows, report.files) == (0, ())
-    assert not (tmp_path / "data" / "driver_stats").exists()
+    assert (report.rows, report.files, report.version) == (0, (), None)
+    assert _files(tmp_path / "data" / "driver_stats") == []
+    assert _committed(tmp_path / "data" / "driver_stats") == 1
 
 
 def test_progress_is_reported_per_batch(client: Client) -> None:
@@ -286,8 +298,7 @@ def test_ties_within_an_ingestion_go_to_a_superseded_file(client: Client, tmp_pa
         ),
         (
             {"conv_rate": [0.5, "x", 0.25]},
-            "column 'conv_rate' row 1: 'x' does not fit the column's type (Could not convert "
-            "'x' with type str: tried to convert to double)",
+            "column 'conv_rate' row 1: 'x' (str) cannot be stored as feature conv_rate (DOUBLE)",
             "conv_rate",
             1,
         ),
@@ -305,7 +316,8 @@ def test_bad_values_name_column_and_first_bad_row_and_write_nothing(
         client.ingest("driver_stats", _frame(**overrides))
     assert caught.value.message == message
     assert caught.value.attrs() == {"column": column, "row": row}
-    assert not (tmp_path / "data").exists()
+    assert _files(tmp_path / "data" / "driver_stats") == []
+    assert _committed(tmp_path / "data" / "driver_stats") == 1
 
 
 def test_missing_event_timestamp_column(client: Client, tmp_path: Path) -> None:
@@ -315,7 +327,8 @@ def test_missing_event_timestamp_column(client: Client, tmp_path: Path) -> None:
     assert caught.value.message.startswith(
         "the rows for feature table 'driver_stats' lack column 'event_timestamp'; their columns: "
     )
-    assert not (tmp_path / "data").exists()
+    assert _files(tmp_path / "data" / "driver_stats") == []
+    assert _committed(tmp_path / "data" / "driver_stats") == 1
 
 
 def test_timestamps_outside_years_1_to_9999_are_rejected(client: Client) -> None:

@@ -1,4 +1,4 @@
-"""The batch commands: ``potluck ingest TABLE FILE`` and ``potluck historical``."""
+"""The batch commands: ``potluck ingest TABLE FILE``, ``potluck historical`` and ``potluck gc``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from potluck.cli._render import OutputFormat, OutputOption, print_json
 from potluck.cli.main import make_client
+from potluck.definitions.serde import parse_duration
 from potluck.errors import ValidationError
 from potluck.offline.files import write_atomically
 
@@ -27,6 +29,7 @@ def register(app: typer.Typer) -> None:
     """Add the batch commands to ``app``."""
     app.command("ingest")(ingest)
     app.command("historical")(historical)
+    app.command("gc")(gc)
 
 
 def ingest(
@@ -63,9 +66,11 @@ def ingest(
                 bar.update(task, completed=done, total=total)
 
         report = client.ingest(table, file, progress=advance)
+    version = "nothing committed" if report.version is None else f"version {report.version}"
     typer.echo(
         f"ingested {report.rows} rows into {report.table} ({len(report.files)} "
-        f"file{'s' if len(report.files) != 1 else ''}, ingestion id {report.ingestion_id})"
+        f"file{'s' if len(report.files) != 1 else ''}, ingestion id {report.ingestion_id}, "
+        f"{version})"
     )
 
 
@@ -93,6 +98,14 @@ def historical(
         str,
         typer.Option("--out", "-o", help="Where to write the training set: .parquet or .csv."),
     ],
+    source_version: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source-version",
+            help="TABLE=VERSION: read that table's batch source at that version (as printed "
+            "by an earlier run) to rebuild a training set exactly; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Build a point-in-time-correct training set and write it to --out.
 
@@ -101,9 +114,10 @@ def historical(
     """
     refs = [ref.strip() for value in features for ref in value.split(",") if ref.strip()]
     file_format = _format_of(out)
+    versions = _versions(source_version or [])
     client = make_client(ctx)
     console = Console(stderr=True)
-    job = client.get_historical_features(refs, entities)
+    job = client.get_historical_features(refs, entities, versions=versions)
     with Progress(
         SpinnerColumn(),
         TextColumn("building the training set"),
@@ -115,7 +129,75 @@ def historical(
         spinner.add_task("join", total=None)
         training = job.to_arrow()
         write_atomically(training, out, file_format=file_format)
-    typer.echo(f"wrote {training.num_rows} rows x {training.num_columns} columns to {out}")
+    read = ", ".join(
+        f"{name}@{'all' if version is None else version}"
+        for name, version in job.source_versions.items()
+    )
+    typer.echo(
+        f"wrote {training.num_rows} rows x {training.num_columns} columns to {out} "
+        f"(source versions: {read})"
+    )
+
+
+def _versions(values: list[str]) -> dict[str, int]:
+    versions: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not name.strip() or not number.strip().isdigit():
+            raise ValidationError(
+                f"--source-version must be TABLE=VERSION with a whole number, got {value!r}",
+                field="source_version",
+            )
+        versions[name.strip()] = int(number)
+    return versions
+
+
+def gc(
+    ctx: typer.Context,
+    tables: Annotated[
+        list[str] | None,
+        typer.Argument(help="Feature tables to clean; default: every table of the project."),
+    ] = None,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--grace",
+            help="How old an uncommitted file with no live ingestion must be to go (30m, 6h, "
+            "2d). Files of ingestions known dead go whatever their age.",
+        ),
+    ] = "6h",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Delete the files that ingestions which died before committing left behind.
+
+    Committed data and files written by other tools are never touched. Every ingest already
+    cleans up after dead ingestions of its own table; this also finds older leftovers.
+    """
+    span = parse_duration(grace, "grace")
+    reports = make_client(ctx).collect_garbage(tables or None, grace=span, dry_run=dry_run)
+    if output is OutputFormat.JSON:
+        print_json(
+            [
+                {
+                    "location": r.location,
+                    "deleted": list(r.deleted),
+                    "running_ingestions": list(r.kept_running),
+                    "dry_run": dry_run,
+                }
+                for r in reports
+            ]
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for report in reports:
+        running = len(report.kept_running)
+        busy = f", {running} ingestion(s) still running" if running else ""
+        typer.echo(f"{report.location}: {verb} {len(report.deleted)} file(s){busy}")
+        for path in report.deleted:
+            typer.echo(f"  {path}")
 
 
 def _format_of(path: str) -> Literal["parquet", "csv"]:

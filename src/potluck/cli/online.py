@@ -1,4 +1,4 @@
-"""The online commands: ingest-online, jobs, online get, and serve (Online Serving)."""
+"""The online commands: ingest-online, jobs, online get and purge, and serve (Online Serving)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ PROGRESS_REFRESH = 0.1
 """Seconds between two refreshes of the progress bar."""
 
 jobs_app = typer.Typer(help="List, describe and cancel ingestion jobs.", no_args_is_help=True)
-online_app = typer.Typer(help="Read online features.", no_args_is_help=True)
+online_app = typer.Typer(
+    help="Read online features, or purge a table's online values.", no_args_is_help=True
+)
 
 
 
@@ -48,6 +50,7 @@ def register(app: typer.Typer) -> None:
     jobs_app.command("describe")(jobs_describe)
     jobs_app.command("cancel")(jobs_cancel)
     online_app.command("get")(online_get)
+    online_app.command("purge")(online_purge)
 
 
 def _when(value: str | None) -> datetime | None:
@@ -82,6 +85,15 @@ def ingest_online(
             help="Copy only rows ingested after those the previous successful run read.",
         ),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Reload: rewrite stored values even when the rows read are not newer (a "
+            "strictly newer stored value still wins), so values stored under an older "
+            "definition follow the current one. Not with --since-last.",
+        ),
+    ] = False,
 ) -> None:
     """Copy the latest row per key of TABLE's batch source into the online store.
 
@@ -89,7 +101,7 @@ def ingest_online(
     """
     client = make_client(ctx)
     job = client.start_offline_to_online_ingestion(
-        table, _when(start), _when(end), since_last=since_last
+        table, _when(start), _when(end), since_last=since_last, full=full
     )
     record = _follow(job)
     stats = record.stats
@@ -266,6 +278,34 @@ def online_get(
                 str(row), name, repr(values[name][row]), statuses[name][row], _fmt(times[name][row])
             )
     Console(soft_wrap=False, highlight=False).print(out)
+
+
+def online_purge(
+    ctx: typer.Context,
+    table: Annotated[str, typer.Argument(help="The feature table whose online values go.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Delete every value of TABLE from the online store (its definition and batch source stay).
+
+    Prints how many values were removed; ingest-online loads the table again.
+    """
+    client = make_client(ctx)
+    client.get_feature_table(table)
+    if not yes:
+        typer.confirm(
+            f"Delete every online value of feature table {table!r} in project "
+            f"{client.project!r}?",
+            abort=True,
+        )
+    removed = client.purge_online(table)
+    if output is OutputFormat.JSON:
+        print(json.dumps({"project": client.project, "table": table, "removed": removed}))
+        return
+    typer.echo(
+        f"purged {removed} values of feature table {table!r} (project {client.project!r}) "
+        "from the online store"
+    )
 
 
 def serve(

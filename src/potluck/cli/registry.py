@@ -174,12 +174,26 @@ def init(
 # ---- plan and apply ----------------------------------------------------------------------------
 
 
+def _project_root(settings: Settings, file: Path) -> Path:
+    """Return the folder the relative batch source paths of definitions ``file`` resolve against.
+
+    That is the folder of the ``potluck.yaml`` the settings were read from, else the folder of
+    ``file``.
+    """
+    # load_settings lists the config file it read first, as an absolute path; its other sources
+    # are "environment NAME" and "arguments".
+    if settings.sources and Path(settings.sources[0]).is_absolute():
+        return settings.root
+    return file.absolute().parent
+
+
 def _apply(
     ctx: typer.Context, file: Path, *, force: bool, dry_run: bool, output: OutputFormat
 ) -> None:
     definitions = load_definitions(file)
     client = make_client(ctx)
-    changes = client.apply(definitions, force=force, dry_run=dry_run)
+    root = _project_root(client.settings, file)
+    changes = client.apply(definitions, force=force, dry_run=dry_run, root=root)
     if output is OutputFormat.JSON:
         render.print_json([render.change_json(c) for c in changes])
         return
@@ -208,7 +222,8 @@ def apply(
 ) -> None:
     """Apply the entities and feature tables of a definitions file in one transaction.
 
-    Applying the same file again changes nothing.
+    Relative batch source paths are stored absolute, resolved against the folder of potluck.yaml,
+    else of the definitions file. Applying the same file again changes nothing.
 
     A changed table gets a new revision; its old spec stays in its history.
     """

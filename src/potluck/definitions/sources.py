@@ -2,14 +2,72 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote
 
-from potluck.definitions._checks import check_column_name, check_str, set_frozen
+from potluck.definitions._checks import (
+    check_column_name,
+    check_partition_column,
+    check_str,
+    set_frozen,
+)
 from potluck.errors import DefinitionError
 
 FileFormat = Literal["parquet"]
 FILE_FORMATS: tuple[str, ...] = ("parquet",)
+LOCAL_FILE_HOSTS = ("", "localhost")
+"""The hosts a ``file://`` batch source URL may name: both mean this machine."""
+
+
+def resolve_source_path(path: str, root: str | Path) -> str:
+    """Return the one location a batch source ``path`` names, for every client of a registry.
+
+    Applying a table stores this instead of ``path``, so a relative path means the same folder to
+    every client, whatever its working folder:
+
+    - a URL of any scheme but ``file`` (``s3://bucket/x``, ``gs://``, ``hdfs://``) is kept as given;
+    - ``file:///abs/folder`` and ``file://localhost/abs/folder`` become the plain local path
+      ``/abs/folder`` (percent-escapes decoded), so one folder has one spelling;
+    - ``~`` and ``~user`` are expanded, then a relative path is joined to ``root``;
+    - the result is normalised lexically (``a/./b/../c`` is ``a/c``, no trailing ``/``); symlinks
+      are kept, and nothing is read from disk.
+
+    The result of a local path is absolute, so resolving it again returns it unchanged.
+
+    Args:
+        path: The batch source's ``path`` as written in its definition.
+        root: The folder a relative path is relative to: the project root (the folder of
+            ``potluck.yaml``, else of the definitions file, else the working folder). A relative
+            ``root`` is taken from the working folder.
+
+    Returns:
+        An absolute local path, or the URL as given.
+
+    Raises:
+        DefinitionError: If ``path`` is a ``file://`` URL naming another host
+            (``file://nas/data``); ``field`` is ``batch_source.path``.
+    """
+    if "://" in path:
+        scheme, _, rest = path.partition("://")
+        if scheme.lower() != "file":
+            return path
+        host, _, local = rest.partition("/")
+        if host.lower() not in LOCAL_FILE_HOSTS:
+            raise DefinitionError(
+                f"batch_source.path: {path!r} names the host {host!r}; a file URL must name a "
+                "folder on this machine (file:///absolute/folder); use the mounted folder's "
+                "path or an object store URL",
+                field="batch_source.path",
+            )
+        path = "/" + unquote(local)
+    folder = os.path.expanduser(os.fspath(root))
+    resolved = os.path.abspath(os.path.join(folder, os.path.expanduser(path)))
+    # normpath keeps a leading "//" (POSIX leaves its meaning to the system); on Linux and macOS
+    # it is "/", so it gets that one spelling.
+    return "/" + resolved.lstrip("/") if resolved.startswith("//") else resolved
 
 
 def _check_mapping(value: object, field_name: str) -> dict[str, str]:
@@ -23,6 +81,9 @@ def _check_mapping(value: object, field_name: str) -> dict[str, str]:
             f"got {value!r}",
             field=field_name,
         )
+    for column, name in value.items():
+        check_column_name(column, field_name, f"{field_name} key")
+        check_column_name(name, field_name, f"{field_name}[{column!r}]")
     return dict(value)
 
 
@@ -32,12 +93,15 @@ class FileSource:
 
     Args:
         path: A local folder or a URL pyarrow understands (``file://``, ``s3://``, ``gs://``,
-            ``hdfs://``).
+            ``hdfs://``). Applying the table stores a relative folder absolute, resolved
+            against the project root (:func:`resolve_source_path`).
         event_timestamp_column: The column holding each row's event time.
         created_timestamp_column: An optional column that breaks ties between rows with the same
             event time (the greatest wins).
         file_format: Only ``"parquet"``.
-        date_partition_column: When set, ingested files are partitioned by this column's date.
+        date_partition_column: When set, ingested files are partitioned by this column's date,
+            in ``<column>=YYYY-MM-DD/`` folders; so it must be a safe folder name
+            (:func:`~potluck.definitions._checks.check_partition_column`).
         field_mapping: Source column name to feature or entity name.
 
     Raises:
@@ -69,7 +133,9 @@ class FileSource:
                 self.created_timestamp_column, "batch_source.created_timestamp_column"
             )
         if self.date_partition_column is not None:
-            check_column_name(self.date_partition_column, "batch_source.date_partition_column")
+            check_partition_column(
+                self.date_partition_column, "batch_source.date_partition_column"
+            )
         if self.file_format not in FILE_FORMATS:
             raise DefinitionError(
                 f"batch_source.file_format: {self.file_format!r} is not supported; "

@@ -1,9 +1,9 @@
 """Batch ingestion: check rows against a feature table, then write them to its batch source.
 
 Every column of the whole input is converted to its definition's type without loss before
-anything is written; the rows then go to hidden temporary Parquet files that are renamed into
-place together. A bad row therefore leaves nothing behind, and readers never see part of an
-ingestion.
+anything is written; the rows then go to Parquet files that become visible together, in one
+commit of the source's table (:mod:`potluck.offline.commits`). A bad row therefore leaves
+nothing behind, readers never see part of an ingestion, and a crash leaves nothing visible.
 
 Each ingestion resolves its own event-time ties as it writes: per partition folder, the rows
 that win their (keys, event time) group go to ``part-<id>-NNNNN.parquet`` and the rows they beat
@@ -23,14 +23,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from potluck.definitions._checks import check_inside_source
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import DataValidationError, ValidationError
 from potluck.offline.base import INGESTION_ID_COLUMN
+from potluck.offline.commits import IngestionCommit, ensure_table, location_exists
 from potluck.offline.convert import convert
-from potluck.offline.files import StagedParquetWriter, part_file_name, resolve_path
-from potluck.offline.inputs import InputBatches, InputData, open_input
+from potluck.offline.csv_text import read_csv_column
+from potluck.offline.files import part_file_name, resolve_path
+from potluck.offline.inputs import DeclaredColumn, InputBatches, InputData, open_input
 from potluck.types import TIMESTAMP_ARROW_TYPE, to_arrow_type
 
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -47,6 +50,8 @@ class IngestionReport:
         files: The Parquet files written (paths within their filesystem).
         ingestion_id: The id every written row carries in its ``ingestion_id`` column.
         ingestion_time: When the ingestion started (UTC).
+        version: The version of the batch source's table that made the rows visible (``None``
+            when there were no rows, so nothing was committed).
     """
 
     table: str
@@ -54,6 +59,7 @@ class IngestionReport:
     files: tuple[str, ...]
     ingestion_id: str
     ingestion_time: datetime
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,9 @@ def ingest(
     now = datetime.now(timezone.utc)
     ingestion_id = new_ingestion_id(now)
     columns = _columns(table, source, entities)
-    opened = open_input(data)
+    opened = open_input(data, _declared(columns))
     _check_present(opened, columns, table.name)
-    schema = pa.schema(
-        [pa.field(c.source, c.arrow_type) for c in columns]
-        + [pa.field(INGESTION_ID_COLUMN, pa.string())]
-    )
+    schema = _schema(columns)
     converted: list[pa.Table] = []
     done = 0
     for batch in opened.batches:
@@ -142,25 +145,63 @@ def ingest(
     rows = pa.concat_tables(converted) if converted else schema.empty_table()
     keys = [c.source for c in columns if c.is_key]
     winners = _winners(rows, keys, source)
-    writer = StagedParquetWriter(resolve_path(source.path, root))
+    planned: list[tuple[str, pa.Table]] = []
+    for number, (folder, part, won) in enumerate(_partitions(rows, winners, source)):
+        prefix = f"{folder}/" if folder else ""
+        for superseded, mask in ((False, won), (True, pc.invert(won))):
+            selected = part.filter(mask)
+            if selected.num_rows:
+                name = prefix + part_file_name(ingestion_id, number, superseded=superseded)
+                planned.append((check_inside_source(name, table.name), selected))
+    commit = IngestionCommit(resolve_path(source.path, root), ingestion_id, schema)
+    commit.begin()
     try:
-        for number, (folder, part, won) in enumerate(_partitions(rows, winners, source)):
-            prefix = f"{folder}/" if folder else ""
-            for superseded, mask in ((False, won), (True, pc.invert(won))):
-                selected = part.filter(mask)
-                if selected.num_rows:
-                    name = part_file_name(ingestion_id, number, superseded=superseded)
-                    writer.write(prefix + name, selected)
-        files = writer.commit()
+        for name, selected in planned:
+            commit.write(name, selected)
+        files = commit.files
+        version = commit.commit()
     except BaseException:
-        writer.abort()
+        commit.abort()
         raise
     return IngestionReport(
         table=table.name,
         rows=rows.num_rows,
-        files=tuple(files),
+        files=files,
         ingestion_id=ingestion_id,
         ingestion_time=now,
+        version=version,
+    )
+
+
+def provision_source(
+    table: FeatureTable, entities: Mapping[str, Entity], *, root: Path | None = None
+) -> bool:
+    """Create ``table``'s batch source (an empty table) when nothing is at its location yet.
+
+    ``apply`` calls this, so a table reads as "no data yet" (null features and a warning)
+    until its first ingestion, while a location that vanished or was mistyped later is an
+    error. A folder that already holds files (written by other tools) is left as it is.
+
+    Returns:
+        Whether a table was created.
+
+    Raises:
+        UnavailableError: If the location cannot be written.
+    """
+    source = table.batch_source
+    if source is None:
+        return False
+    location = resolve_path(source.path, root)
+    if location_exists(location):
+        return False
+    ensure_table(location, _schema(_columns(table, source, entities)))
+    return True
+
+
+def _schema(columns: list[_Column]) -> pa.Schema:
+    return pa.schema(
+        [pa.field(c.source, c.arrow_type) for c in columns]
+        + [pa.field(INGESTION_ID_COLUMN, pa.string())]
     )
 
 
@@ -210,14 +251,18 @@ def _columns(
     return columns
 
 
+def _declared(columns: list[_Column]) -> list[DeclaredColumn]:
+    return [DeclaredColumn(c.source, c.arrow_type, c.expected) for c in columns]
+
+
 def _check_present(opened: InputBatches, columns: list[_Column], table: str) -> None:
-    present = set(opened.schema.names)
+    present = set(opened.columns)
     missing = [c.source for c in columns if c.required and c.source not in present]
     if missing:
         listed = ", ".join(repr(m) for m in missing)
         raise DataValidationError(
             f"the rows for feature table {table!r} lack column{'s' if len(missing) > 1 else ''} "
-            f"{listed}; their columns: {', '.join(opened.schema.names) or '(none)'}",
+            f"{listed}; their columns: {', '.join(opened.columns) or '(none)'}",
             column=missing[0],
             row=None,
         )
@@ -233,17 +278,17 @@ def _convert_batch(
     ingestion_id: str,
 ) -> pa.Table:
     arrays: list[pa.Array] = []
+    read = read_csv_column if from_csv else convert
     for column in columns:
         if column.source not in batch.schema.names:
             arrays.append(pa.repeat(pa.scalar(now, TIMESTAMP_ARROW_TYPE), batch.num_rows))
             continue
-        values = convert(
+        values = read(
             batch.column(column.source),
             column.arrow_type,
             column=column.source,
             expected=column.expected,
             row_offset=offset,
-            from_csv=from_csv,
         )
         if column.not_null and values.null_count:
             row = offset + pc.index(pc.is_null(values), True).as_py()
@@ -324,4 +369,10 @@ def _partitions(
     return parts
 
 
-__all__ = ["IngestionReport", "ProgressCallback", "ingest", "new_ingestion_id"]
+__all__ = [
+    "IngestionReport",
+    "ProgressCallback",
+    "ingest",
+    "new_ingestion_id",
+    "provision_source",
+]

@@ -59,8 +59,12 @@ class JobSpec:
         table: The feature table's name.
         start: Read source rows with ``event_timestamp >= start`` (``None``: no lower bound).
         end: Read source rows with ``event_timestamp < end`` (``None``: no upper bound).
-        since_last: Read only rows ingested after the newest ``ingestion_id`` the previous
-            successful job of this kind and table saw.
+        since_last: Read only rows committed to the batch source after the version the
+            previous successful ``since_last`` jobs of this table read up to (the watermark,
+            see :func:`watermark`).
+        full: Reload: rewrite stored values even when the rows read are not newer (equal rows
+            are written again; a strictly newer stored value still wins), so values stored
+            under an older definition follow the current one. Not with ``since_last``.
         batch_size: Rows per Arrow batch read from the source (bounds the job's memory).
     """
 
@@ -70,6 +74,7 @@ class JobSpec:
     start: datetime | None = None
     end: datetime | None = None
     since_last: bool = False
+    full: bool = False
     batch_size: int = 65_536
 
     def __post_init__(self) -> None:
@@ -85,6 +90,12 @@ class JobSpec:
             raise ValidationError(
                 f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})",
                 field="start",
+            )
+        if self.full and self.since_last:
+            raise ValidationError(
+                "full and since_last cannot be combined: a full reload reads every row of the "
+                "batch source (within start and end); drop one of them",
+                field="full",
             )
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValidationError(
@@ -134,7 +145,10 @@ class Job:
         finished_at: When it ended.
         updated_at: When its record was last written (a heartbeat while it runs).
         error: Why it failed.
-        ingested_after: The ``ingestion_id`` it read after (``since_last`` runs).
+        since_version: The source version it read after (``since_last`` runs with a
+            watermark), or ``None`` for all committed rows.
+        source_version: The source version it read up to (its snapshot), or ``None`` for a
+            plain Parquet folder (which has no versions and is read whole).
         max_ingestion_id: The greatest ``ingestion_id`` among the rows it read.
         max_event_timestamp_us: The newest event time it sent to the online store, in
             microseconds since the epoch.
@@ -151,7 +165,8 @@ class Job:
     finished_at: datetime | None = None
     updated_at: datetime | None = None
     error: str | None = None
-    ingested_after: str | None = None
+    since_version: int | None = None
+    source_version: int | None = None
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
     cancel_requested: bool = False
@@ -172,11 +187,6 @@ class Job:
         """Return a copy with ``changes`` applied and ``updated_at`` set to now."""
         return replace(self, updated_at=utc_now(), **changes)
 
-    @property
-    def watermark(self) -> str | None:
-        """The ``ingestion_id`` the next ``since_last`` job reads after."""
-        return self.max_ingestion_id or self.ingested_after
-
     def to_record(self) -> JobRecord:
         """Return the registry record of this job."""
         spec = self.spec
@@ -186,6 +196,7 @@ class Job:
             "start": _iso(spec.start),
             "end": _iso(spec.end),
             "since_last": spec.since_last,
+            "full": spec.full,
             "batch_size": spec.batch_size,
             "engine": self.engine,
             "status": self.status.value,
@@ -198,7 +209,8 @@ class Job:
             "finished_at": _iso(self.finished_at),
             "updated_at": _iso(self.updated_at),
             "error": self.error,
-            "ingested_after": self.ingested_after,
+            "since_version": self.since_version,
+            "source_version": self.source_version,
             "max_ingestion_id": self.max_ingestion_id,
             "max_event_timestamp_us": self.max_event_timestamp_us,
             "cancel_requested": self.cancel_requested,
@@ -216,6 +228,7 @@ class Job:
             start=_dt(body.get("start")),
             end=_dt(body.get("end")),
             since_last=bool(body.get("since_last", False)),
+            full=bool(body.get("full", False)),
             batch_size=int(body.get("batch_size", 65_536)),
         )
         created = _dt(body.get("created_at"))
@@ -235,7 +248,8 @@ class Job:
             finished_at=_dt(body.get("finished_at")),
             updated_at=_dt(body.get("updated_at")),
             error=body.get("error"),
-            ingested_after=body.get("ingested_after"),
+            since_version=_int_or_none(body.get("since_version")),
+            source_version=_int_or_none(body.get("source_version")),
             max_ingestion_id=body.get("max_ingestion_id"),
             max_event_timestamp_us=body.get("max_event_timestamp_us"),
             cancel_requested=bool(body.get("cancel_requested", False)),
@@ -297,12 +311,28 @@ def cancel_requested(registry: Registry, project: str, job_id: str) -> bool:
     return True
 
 
-def last_succeeded(registry: Registry, spec: JobSpec) -> Job | None:
-    """Return the newest successful job of ``spec``'s kind and table, if any."""
-    for job in list_jobs(registry, spec.project, table=spec.table):
-        if job.spec.kind == spec.kind and job.status is JobStatus.SUCCEEDED:
-            return job
-    return None
+def watermark(registry: Registry, spec: JobSpec) -> int | None:
+    """Return the source version the next ``since_last`` job of ``spec``'s table reads after.
+
+    It is the greatest version a successful ``since_last`` job of the table read up to. Every
+    committed version up to it has been loaded: each such job read everything committed after
+    the watermark it started from, up to its own snapshot. Ranged jobs never move it (they read
+    only part of the rows), so a ranged load followed by a ``since_last`` one loses nothing.
+    ``None`` (no such job yet, or a plain Parquet folder) means: read every committed row.
+    """
+    versions = [
+        job.source_version
+        for job in list_jobs(registry, spec.project, table=spec.table)
+        if job.spec.kind == spec.kind
+        and job.spec.since_last
+        and job.status is JobStatus.SUCCEEDED
+        and job.source_version is not None
+    ]
+    return max(versions, default=None)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def describe(job: Job) -> Mapping[str, Any]:
@@ -320,10 +350,10 @@ __all__ = [
     "JobStatus",
     "cancel_requested",
     "describe",
-    "last_succeeded",
     "list_jobs",
     "load_job",
     "request_cancel",
     "save_job",
     "utc_now",
+    "watermark",
 ]

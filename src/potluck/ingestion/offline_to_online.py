@@ -1,11 +1,11 @@
 """The offline-to-online job body: copy the latest row per key of a source range to the store.
 
-It reads the table's batch source over ``[start, end)`` (optionally only rows ingested after an
-``ingestion_id``) in Arrow batches (small ones joined up to the batch size), keeps the newest row
-per entity key within each batch (the store's newer-wins makes the order across batches
-irrelevant), encodes keys with ``online.codec`` and writes each batch while the next one is read
-and prepared. Memory is bounded by the batch size, not by the range. Cancellation is checked
-between batches.
+It reads the table's batch source at one version over ``[start, end)`` (optionally only rows
+committed after an earlier version) in Arrow batches (small ones joined up to the batch size),
+keeps the newest row per entity key within each batch (the store's newer-wins makes the order
+across batches irrelevant), encodes keys with ``online.codec`` and writes each batch while the
+next one is read and prepared. Memory is bounded by the batch size, not by the range.
+Cancellation is checked between batches.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from potluck.online.base import (
     ENTITY_KEY_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
     OnlineStore,
+    WriteMode,
     WriteResult,
 )
 from potluck.online.codec import encode_entity_keys
@@ -42,12 +43,14 @@ class Progress:
 
     Attributes:
         stats: Rows read, written, skipped and rejected.
+        source_version: The version of the batch source read (``None``: a plain folder).
         max_ingestion_id: The greatest ``ingestion_id`` read.
         max_event_timestamp_us: The newest event time sent to the store (microseconds).
         cancelled: Whether the job stopped early because it was asked to.
     """
 
     stats: JobStats = field(default_factory=JobStats)
+    source_version: int | None = None
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
     cancelled: bool = False
@@ -136,7 +139,8 @@ def run_offline_to_online(
     *,
     start: datetime | None,
     end: datetime | None,
-    ingested_after: str | None = None,
+    since_version: int | None = None,
+    mode: WriteMode = WriteMode.NEWER,
     batch_size: int = 65_536,
     on_progress: Callable[[Progress], None] = lambda _: None,
     cancelled: Callable[[], bool] = lambda: False,
@@ -151,21 +155,29 @@ def run_offline_to_online(
         online_store: Receives the rows (newer wins).
         start: Lower bound on event time (inclusive), or ``None``.
         end: Upper bound on event time (exclusive), or ``None``.
-        ingested_after: Read only rows whose ``ingestion_id`` is greater.
+        since_version: Read only rows committed after this source version.
+        mode: How the online store treats rows equal to what it holds (``WriteMode.RELOAD``
+            rewrites them: ``ingest-online --full``).
         batch_size: Rows per batch read.
         on_progress: Called after each batch is written, with the progress so far.
         cancelled: Checked before each batch; when it returns true the job stops.
 
     Returns:
-        What the job did; ``cancelled`` says whether it stopped early.
+        What the job did; ``cancelled`` says whether it stopped early, ``source_version``
+        which version of the source it read (pinned when it started).
 
     Raises:
         UnavailableError: If a store cannot be reached.
     """
-    progress = Progress()
+    progress = Progress(source_version=offline_store.source_version(table))
     online_store.ensure_table(project, table)
     batches = offline_store.read_range(
-        table, start, end, ingested_after=ingested_after, batch_size=batch_size
+        table,
+        start,
+        end,
+        version=progress.source_version,
+        since_version=since_version,
+        batch_size=batch_size,
     )
     with _closing(batches), ThreadPoolExecutor(1, thread_name_prefix="potluck-write") as writer:
         pending: Future[WriteResult] | None = None
@@ -181,7 +193,7 @@ def run_offline_to_online(
             pending = (
                 None
                 if prepared.rows is None
-                else writer.submit(online_store.write, project, table, prepared.rows)
+                else writer.submit(online_store.write, project, table, prepared.rows, mode=mode)
             )
         if pending is not None:
             _written(progress, pending.result())

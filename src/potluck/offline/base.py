@@ -10,7 +10,7 @@ the semantics, which ``tests/property`` checks against ``potluck.testing.referen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +52,8 @@ class OfflineStore(ABC):
         start: datetime | None,
         end: datetime | None,
         *,
-        ingested_after: str | None = None,
+        version: int | None = None,
+        since_version: int | None = None,
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         """Stream the rows of ``table``'s batch source with ``start <= event time < end``.
@@ -61,8 +62,10 @@ class OfflineStore(ABC):
             table: The feature table; it must have a batch source.
             start: Inclusive lower bound on event time, or ``None``; naive means UTC.
             end: Exclusive upper bound on event time, or ``None``; naive means UTC.
-            ingested_after: When set, only rows whose ``ingestion_id`` is greater (rows without
-                one are skipped).
+            version: Read the source's table at this version (see :meth:`source_version`);
+                ``None`` reads the latest. Must be ``None`` for a plain Parquet folder.
+            since_version: When set, only rows committed after this version (the watermark of
+                ``--since-last`` jobs); if that version's log entry is gone, every row.
             batch_size: The most rows per batch; memory is bounded by it, not by the range.
 
         Returns:
@@ -73,28 +76,49 @@ class OfflineStore(ABC):
             (``field_mapping`` applied).
 
         Raises:
-            ValidationError: If the table has no batch source or ``start`` is not before ``end``.
+            ValidationError: If the table has no batch source, its location does not exist,
+                ``start`` is not before ``end``, or ``version`` does not exist.
             DataValidationError: If the source lacks a key or timestamp column, or a value does
                 not fit its feature's type.
         """
 
     @abstractmethod
+    def source_version(self, table: FeatureTable) -> int | None:
+        """Return the latest committed version of ``table``'s batch source.
+
+        ``None`` for a plain Parquet folder (written by other tools, no log): it has no
+        versions, so jobs read it whole.
+
+        Raises:
+            ValidationError: If the table has no batch source or its location does not exist.
+        """
+
+    @abstractmethod
     def get_historical_features(
-        self, entity_source: InputData, requests: Sequence[FeatureRequest]
+        self,
+        entity_source: InputData,
+        requests: Sequence[FeatureRequest],
+        *,
+        versions: Mapping[str, int] | None = None,
     ) -> RetrievalJob:
         """Return a training set: the point-in-time join of entity rows with feature tables.
 
         The entity rows are read and validated here (bad input fails now, not when the job is
-        read); the semantics are those of :mod:`potluck.offline.pit`.
+        read); the semantics are those of :mod:`potluck.offline.pit`. Each table's source is
+        pinned here to its latest version (or the one ``versions`` names), so reading the job
+        later or again gives the same rows; :attr:`RetrievalJob.source_versions` names them.
 
         Args:
             entity_source: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL,
                 with an ``event_timestamp`` column and a column per entity joined on.
             requests: The features, from :func:`potluck.offline.pit.resolve_refs`.
+            versions: Source versions to read, by table name (``"table"`` or
+                ``"project/table"``), to rebuild an earlier training set exactly.
 
         Raises:
             DataValidationError: If the entity rows do not fit (see :func:`pit.prepare`).
-            ValidationError: If a table has no batch source or the rows cannot be read.
+            ValidationError: If a table has no batch source, its location does not exist, a
+                version does not exist, or the rows cannot be read.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

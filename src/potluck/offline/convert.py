@@ -2,7 +2,9 @@
 
 ``ingest()`` and every offline engine convert columns here, so they accept and reject exactly the
 same values; a value that does not fit raises a :class:`DataValidationError` that names the column
-and the first bad row.
+and the first bad row. Text still to be parsed (CSV fields) and Python objects (DataFrame object
+columns) are first read by :mod:`potluck.offline.csv_text` and :mod:`potluck.offline.objects`,
+which end here too.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -20,6 +23,11 @@ MIN_TIMESTAMP = datetime(1, 1, 1, tzinfo=timezone.utc)
 MAX_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc)
 """Timestamps outside these bounds are rejected: Python, pandas and DuckDB cannot all hold them."""
 
+_MIN_US = -62_135_596_800_000_000
+_MAX_US = 253_402_300_799_999_999
+"""MIN_TIMESTAMP and MAX_TIMESTAMP in microseconds since the epoch."""
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
 _NUMERIC = ("int", "float", "decimal")
 _ACCEPTS: dict[str, tuple[str, ...]] = {
     "int": _NUMERIC,
@@ -27,13 +35,42 @@ _ACCEPTS: dict[str, tuple[str, ...]] = {
     "bool": ("bool",),
     "string": ("string", "binary"),
     "binary": ("binary", "string"),
-    "timestamp": ("timestamp", "date"),
+    "timestamp": ("timestamp", "date", "string"),
     "list": ("list",),
 }
-"""For each kind of target type, the kinds of source column that convert to it."""
+"""For each kind of target type, the kinds of source column that convert to it (text into a
+timestamp is parsed as ISO 8601)."""
 
 
-def _kind(arrow_type: pa.DataType) -> str:
+class BadValue(Exception):
+    """A value that does not convert.
+
+    Args:
+        row: Its index within the array being converted.
+        detail: What is wrong, starting with the value (``"1.5 cannot be stored as ..."``).
+    """
+
+    def __init__(self, row: int, detail: str) -> None:
+        super().__init__(detail)
+        self.row = row
+        self.detail = detail
+
+    def located(self, column: str, row_offset: int) -> DataValidationError:
+        """Return the error users see: ``column 'c' row N: <detail>``, N counted from 0."""
+        row = self.row + row_offset
+        return DataValidationError(
+            f"column {column!r} row {row}: {self.detail}", column=column, row=row
+        )
+
+
+def kind(arrow_type: pa.DataType) -> str:
+    """Return the kind of ``arrow_type``.
+
+    One of null, bool, int, float, decimal, string, binary, timestamp, date, list or other; a
+    dictionary is of its value type's kind.
+    """
+    if pa.types.is_dictionary(arrow_type):
+        return kind(arrow_type.value_type)
     checks = (
         ("null", pa.types.is_null),
         ("bool", pa.types.is_boolean),
@@ -46,10 +83,56 @@ def _kind(arrow_type: pa.DataType) -> str:
         ("date", pa.types.is_date),
         ("list", lambda t: pa.types.is_list(t) or pa.types.is_large_list(t)),
     )
-    for kind, check in checks:
+    for name, check in checks:
         if check(arrow_type):
-            return kind
+            return name
     return "other"
+
+
+def can_hold(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether some values of type ``source`` convert to ``target`` (so it is worth looking).
+
+    A list converts when its element type does; a null column always converts.
+    """
+    source_kind, target_kind = kind(source), kind(target)
+    if source_kind == "null":
+        return True
+    if source_kind not in _ACCEPTS.get(target_kind, ()):
+        return False
+    if target_kind == "list":
+        return can_hold(source.value_type, target.value_type)
+    return True
+
+
+def always_fits(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of type ``source`` converts to ``target`` without looking at it.
+
+    True for the same type, null columns, integers into wider integers, ``float32`` into
+    ``float64``, timestamps of seconds, milliseconds or microseconds (any zone) and dates into
+    ``TIMESTAMP_ARROW_TYPE`` (when their years are in range, which this does not check), and
+    lists of such elements. Nanosecond timestamps need a look (digits below a microsecond).
+    """
+    if source == target or kind(source) == "null":
+        return True
+    source_kind, target_kind = kind(source), kind(target)
+    if source_kind == "list" and target_kind == "list":
+        return always_fits(source.value_type, target.value_type)
+    if source_kind == "int" and target_kind == "int":
+        low, high = _int_range(source)
+        target_low, target_high = _int_range(target)
+        return target_low <= low and high <= target_high
+    if source_kind == "float" and target_kind == "float":
+        return bool(source.bit_width <= target.bit_width)
+    if target_kind == "timestamp":
+        return source_kind == "date" or (source_kind == "timestamp" and source.unit != "ns")
+    return False
+
+
+def _int_range(arrow_type: pa.DataType) -> tuple[int, int]:
+    bits = int(arrow_type.bit_width)
+    if pa.types.is_unsigned_integer(arrow_type):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
 def convert(
@@ -59,7 +142,6 @@ def convert(
     column: str,
     expected: str,
     row_offset: int = 0,
-    from_csv: bool = False,
 ) -> pa.Array:
     """Return ``values`` as ``target`` if that loses nothing, else raise naming the first bad row.
 
@@ -67,79 +149,102 @@ def convert(
     does, ``1.5`` does not, nor does ``2**53 + 1`` into DOUBLE or an overflow into FLOAT).
     Timestamps of any unit and zone, dates, and ISO 8601 text convert to UTC microseconds (naive
     ones are read as UTC); sub-microsecond digits and timestamps outside years 1-9999 are
-    rejected. Other text converts to numbers and booleans only when it came from CSV; strings
-    and bytes convert into each other when valid. Lists convert element by element.
+    rejected. Strings and bytes convert into each other when valid; other text is refused (CSV
+    text is parsed by :func:`potluck.offline.csv_text.read_csv_column`). Lists convert element
+    by element.
 
     Args:
-        values: The column.
-        target: The Arrow type wanted.
+        values: The column, ``n`` values of any Arrow type.
+        target: The Arrow type wanted (one of :func:`potluck.types.to_arrow_type`'s).
         column: The column's name, for errors.
         expected: What the column holds, for errors (``"feature trips (INT64)"``).
         row_offset: The row number of ``values[0]`` in the whole input, for errors.
-        from_csv: Whether ``values`` is CSV text still to be parsed.
+
+    Returns:
+        ``n`` values of type ``target``, nulls where ``values`` has nulls.
 
     Raises:
-        DataValidationError: If a value does not convert; ``column`` and ``row`` locate it.
+        DataValidationError: If a value does not convert; ``column`` and ``row`` (0-based,
+            ``row_offset`` added) locate it.
     """
+    try:
+        return to_type(values, target, expected)
+    except BadValue as bad:
+        raise bad.located(column, row_offset) from None
+
+
+def to_type(values: pa.Array | pa.ChunkedArray, target: pa.DataType, expected: str) -> pa.Array:
+    """Like :func:`convert`, but raise :class:`BadValue` (a row within ``values``)."""
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     if array.type == target:
-        return _check_range(array, column, expected, row_offset)
-    source_kind, target_kind = _kind(array.type), _kind(target)
+        return _check_range(array)
+    source_kind, target_kind = kind(array.type), kind(target)
     if source_kind == "null":
         return pa.nulls(len(array), target)
-    accepted = _ACCEPTS.get(target_kind, ())
-    parse_text = source_kind == "string" and (
-        target_kind == "timestamp" or (from_csv and target_kind != "list")
-    )
-    if source_kind not in accepted and not parse_text:
-        row = _first_index(pc.is_valid(array))
-        raise DataValidationError(
-            f"column {column!r} row {row + row_offset}: holds {array.type} values, which "
-            f"cannot be stored as {expected}",
-            column=column,
-            row=row + row_offset,
+    if source_kind not in _ACCEPTS.get(target_kind, ()):
+        raise BadValue(
+            _first_index(pc.is_valid(array)),
+            f"holds {array.type} values, which cannot be stored as {expected}",
         )
     if target_kind == "list":
-        return _convert_list(array, target, column, expected, row_offset, from_csv)
+        return _convert_list(array, target, expected)
     if target_kind == "timestamp":
-        return _convert_timestamps(array, column, expected, row_offset)
-    result = _cast_or_locate(array, target, column, expected, row_offset)
+        return _convert_timestamps(array, expected)
+    result = _cast_or_locate(array, target, expected)
     if target_kind == "float":
         overflow = pc.and_(pc.is_inf(result), pc.invert(pc.is_inf(array.cast(pa.float64()))))
         if pc.any(overflow).as_py():
-            row = _first_index(overflow)
-            raise _bad_value(array, row, column, expected, row_offset, "is too large to be stored")
+            raise _bad_value(array, _first_index(overflow), expected, "cannot be stored")
     return result
 
 
-def _convert_timestamps(array: pa.Array, column: str, expected: str, offset: int) -> pa.Array:
-    if _kind(array.type) == "string":
-        return _parse_timestamps(array, column, expected, offset)
+def _convert_timestamps(array: pa.Array, expected: str) -> pa.Array:
+    if kind(array.type) == "string":
+        return _parse_timestamps(array, expected)
     if pa.types.is_date(array.type):
         array = array.cast(pa.timestamp("s"))
+    _check_range(array)
+    if array.type.unit == "ns":
+        raw = array.cast(pa.int64())
+        below = pc.not_equal(pc.multiply(pc.divide(raw, 1000), 1000), raw)
+        if pc.any(below).as_py():
+            row = _first_index(below)
+            raise BadValue(
+                row,
+                f"{array[row]} has digits below a microsecond, so it cannot be stored as "
+                f"{expected} without loss",
+            )
     if array.type.tz is None:
         array = array.cast(pa.timestamp(array.type.unit, tz="UTC"))
-    result = _cast_or_locate(array, TIMESTAMP_ARROW_TYPE, column, expected, offset)
-    return _check_range(result, column, expected, offset)
+    return _cast_or_locate(array, TIMESTAMP_ARROW_TYPE, expected)
 
 
-def _parse_timestamps(array: pa.Array, column: str, expected: str, offset: int) -> pa.Array:
+def _parse_timestamps(array: pa.Array, expected: str) -> pa.Array:
     try:
-        parsed = _parse_iso(array)
+        parsed = parse_iso(array)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         row = first_failure(len(array), lambda lo, hi: _parses(array[lo:hi]))
-        raise _bad_value(array, row, column, expected, offset, "cannot be read") from None
-    return _check_range(parsed, column, expected, offset)
+        _check_range(parse_iso(array[:row]))  # a row before it may be out of range
+        raise BadValue(
+            row,
+            f"{array[row].as_py()!r} cannot be read as {expected}: expected ISO 8601 text such "
+            "as 2024-05-01T12:00:00Z",
+        ) from None
+    return _check_range(parsed)
 
 
 _ZONE = r"\d:\d\d(:\d\d(\.\d*)?)?\s*([Zz]|[+-]\d\d(:?\d\d)?)$"
 """ISO 8601 text that ends in a zone designator (after a time of day)."""
 
 
-def _parse_iso(text: pa.Array) -> pa.Array:
-    """Parse ISO 8601 text; values with a zone are converted to UTC, the others read as UTC."""
+def parse_iso(text: pa.Array) -> pa.Array:
+    """Parse ISO 8601 text; values with a zone are converted to UTC, the others read as UTC.
+
+    Raises:
+        pyarrow.ArrowInvalid: If a value is not ISO 8601 text.
+    """
     zoned = pc.fill_null(pc.match_substring_regex(text, _ZONE), False)
     none = pa.scalar(None, text.type)
     aware = pc.if_else(zoned, text, none).cast(TIMESTAMP_ARROW_TYPE)
@@ -149,40 +254,34 @@ def _parse_iso(text: pa.Array) -> pa.Array:
 
 def _parses(text: pa.Array) -> bool:
     try:
-        _parse_iso(text)
+        parse_iso(text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
     return True
 
 
-def _convert_list(
-    array: pa.Array, target: pa.DataType, column: str, expected: str, offset: int, from_csv: bool
-) -> pa.Array:
-    flat = array.flatten()
+def _convert_list(array: pa.Array, target: pa.DataType, expected: str) -> pa.Array:
+    # flatten() skips what null lists hide and honours slices; offsets are rebuilt to match.
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     try:
-        values = convert(flat, target.value_type, column=column, expected=expected)
-    except DataValidationError as exc:
-        element = int(exc.attrs()["row"])
-        offsets = array.offsets.to_numpy()
-        row = int((offsets <= element + int(offsets[0])).sum()) - 1
-        raise DataValidationError(
-            f"column {column!r} row {row + offset}: element {element - int(offsets[row])} of "
-            f"the list cannot be stored as {expected}",
-            column=column,
-            row=row + offset,
+        values = to_type(array.flatten(), target.value_type, expected)
+    except BadValue as bad:
+        row = int(np.searchsorted(offsets, bad.row, side="right")) - 1
+        raise BadValue(
+            row, f"element {bad.row - int(offsets[row])} of the list: {bad.detail}"
         ) from None
-    rebased = pc.subtract(array.offsets, array.offsets[0]).cast(pa.int32())
-    return pa.ListArray.from_arrays(rebased, values, type=target, mask=array.is_null())
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), values, type=target, mask=array.is_null()
+    )
 
 
-def _cast_or_locate(
-    array: pa.Array, target: pa.DataType, column: str, expected: str, offset: int
-) -> pa.Array:
+def _cast_or_locate(array: pa.Array, target: pa.DataType, expected: str) -> pa.Array:
     try:
         return array.cast(target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         row = first_failure(len(array), lambda lo, hi: _casts(array[lo:hi], target))
-        raise _bad_value(array, row, column, expected, offset, "cannot be stored") from None
+        raise _bad_value(array, row, expected, "cannot be stored") from None
 
 
 def _casts(array: pa.Array, target: pa.DataType) -> bool:
@@ -193,32 +292,30 @@ def _casts(array: pa.Array, target: pa.DataType) -> bool:
     return True
 
 
-def _check_range(array: pa.Array, column: str, expected: str, offset: int) -> pa.Array:
+def _check_range(array: pa.Array) -> pa.Array:
+    """Return ``array``; raise if it holds timestamps outside years 1-9999 (of any unit)."""
     if not pa.types.is_timestamp(array.type):
         return array
-    low, high = pa.scalar(MIN_TIMESTAMP, array.type), pa.scalar(MAX_TIMESTAMP, array.type)
-    outside = pc.or_(pc.less(array, low), pc.greater(array, high))
+    unit = array.type.unit
+    if unit == "ns":
+        return array  # int64 nanoseconds span years 1677-2262 only
+    raw = array.cast(pa.int64())
+    per_unit = 1_000_000 // _PER_SECOND[unit]
+    low, high = -(-_MIN_US // per_unit), _MAX_US // per_unit
+    outside = pc.or_(pc.less(raw, low), pc.greater(raw, high))
     if pc.any(outside).as_py():
         row = _first_index(outside)
-        raise DataValidationError(
-            f"column {column!r} row {row + offset}: timestamp is outside years 1-9999 "
-            f"(raw value {array.cast(pa.int64())[row].as_py()} {array.type.unit})",
-            column=column,
-            row=row + offset,
+        raise BadValue(
+            row,
+            f"timestamp is outside years 1-9999 (raw value {raw[row].as_py()} {unit})",
         )
     return array
 
 
-def _bad_value(
-    array: pa.Array, row: int, column: str, expected: str, offset: int, why: str
-) -> DataValidationError:
+def _bad_value(array: pa.Array, row: int, expected: str, why: str) -> BadValue:
     value = array[row]
     shown = str(value) if pa.types.is_timestamp(value.type) else repr(value.as_py())
-    return DataValidationError(
-        f"column {column!r} row {row + offset}: {shown} {why} as {expected} without loss",
-        column=column,
-        row=row + offset,
-    )
+    return BadValue(row, f"{shown} {why} as {expected} without loss")
 
 
 def _first_index(mask: pa.Array | pa.ChunkedArray) -> int:
@@ -243,4 +340,15 @@ def first_failure(length: int, ok: Any) -> int:
     return lo
 
 
-__all__ = ["MAX_TIMESTAMP", "MIN_TIMESTAMP", "convert", "first_failure"]
+__all__ = [
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
+    "BadValue",
+    "always_fits",
+    "can_hold",
+    "convert",
+    "first_failure",
+    "kind",
+    "parse_iso",
+    "to_type",
+]

@@ -18,7 +18,8 @@ makes the winner exact at some cost in speed. The
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,18 +34,22 @@ from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import DataValidationError, UnavailableError, ValidationError
+from potluck.notices import NoDataWarning
 from potluck.offline.base import (
     CREATED_TIMESTAMP_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
     INGESTION_ID_COLUMN,
     OfflineStore,
 )
+from potluck.offline.commits import SourceState, read_source
 from potluck.offline.convert import convert
+from potluck.offline.file_columns import DeclaredFileColumn, check_files
 from potluck.offline.files import (
     SourceFiles,
-    list_source_files,
+    filesystem_for,
     may_tie,
     resolve_path,
+    select_days,
     without_superseded,
 )
 from potluck.offline.inputs import InputData
@@ -146,29 +151,34 @@ class DuckDBOfflineStore(OfflineStore):
         start: datetime | None,
         end: datetime | None,
         *,
-        ingested_after: str | None = None,
+        version: int | None = None,
+        since_version: int | None = None,
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         """Stream rows of ``table``'s batch source in ``[start, end)``; see the base class."""
-        source = table.batch_source
-        if source is None:
-            raise ValidationError(
-                f"feature table {table.name!r} has no batch_source to read", table=table.name
-            )
+        source = _batch_source(table)
         start, end = _utc(start), _utc(end)
         if start is not None and end is not None and start >= end:
             raise ValidationError(
                 f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
                 table=table.name,
             )
-        files = list_source_files(
-            resolve_path(source.path, self.root),
-            partition_column=source.date_partition_column,
-            first_day=start.date() if start else None,
-            last_day=end.date() if end else None,
-            ingested_after=ingested_after,
+        location = resolve_path(source.path, self.root)
+        state = read_source(location, version=version, since_version=since_version)
+        state = _existing(table, state)
+        files = select_days(
+            state.files,
+            filesystem_for(location)[1],
+            source.date_partition_column,
+            start.date() if start else None,
+            end.date() if end else None,
         )
-        return self._read_range(table, source, files, start, end, ingested_after, batch_size)
+        return self._read_range(table, source, files, start, end, batch_size)
+
+    def source_version(self, table: FeatureTable) -> int | None:
+        """Return the latest version of ``table``'s batch source; see the base class."""
+        location = resolve_path(_batch_source(table).path, self.root)
+        return _existing(table, read_source(location)).version
 
     def _read_range(
         self,
@@ -177,7 +187,6 @@ class DuckDBOfflineStore(OfflineStore):
         files: SourceFiles,
         start: datetime | None,
         end: datetime | None,
-        ingested_after: str | None,
         batch_size: int,
     ) -> Iterator[pa.RecordBatch]:
         if not files.paths:
@@ -185,8 +194,13 @@ class DuckDBOfflineStore(OfflineStore):
         names = {name: column for column, name in source.field_mapping.items()}
         cursor = self._cursor()
         try:
-            relation, available = self._scan(cursor, files, "potluck:source")
-            event = _require(available, source.event_timestamp_column, table.name)
+            relation, names_found = self._scan(cursor, files, "potluck:source")
+            available = _source_types(
+                cursor, relation, names_found, files, _range_columns(table, source)
+            )
+            event = _require(
+                available, source.event_timestamp_column, table.name, ValueType.UNIX_TIMESTAMP
+            )
             selects = [
                 f"{_require(available, names.get(e, e), table.name)} AS {_quote(e)}"
                 for e in table.entities
@@ -213,9 +227,6 @@ class DuckDBOfflineStore(OfflineStore):
             if end is not None:
                 where.append(f"{event} < ?::TIMESTAMPTZ")
                 params.append(end)
-            if ingested_after is not None:
-                where.append(f"{ingestion} > ?")
-                params.append(ingested_after)
             sql = f"SELECT {', '.join(selects)} FROM {relation}"
             if where:
                 sql += f" WHERE {' AND '.join(where)}"
@@ -234,16 +245,24 @@ class DuckDBOfflineStore(OfflineStore):
     # ---- historical retrieval ------------------------------------------------------------------
 
     def get_historical_features(
-        self, entity_source: InputData, requests: Sequence[FeatureRequest]
+        self,
+        entity_source: InputData,
+        requests: Sequence[FeatureRequest],
+        *,
+        versions: Mapping[str, int] | None = None,
     ) -> RetrievalJob:
         """Return the point-in-time join of ``entity_source`` with ``requests``.
 
         See the base class and :mod:`potluck.offline.pit` for the exact semantics.
         """
         prepared = prepare(entity_source, requests, root=self.root)
-        return RetrievalJob(lambda: self._retrieve(prepared))
+        states = pin_sources(prepared.plan, versions or {})
+        return RetrievalJob(
+            lambda: self._retrieve(prepared, states),
+            source_versions={name: state.version for name, state in states.items()},
+        )
 
-    def _retrieve(self, prepared: PreparedRetrieval) -> pa.Table:
+    def _retrieve(self, prepared: PreparedRetrieval, states: Mapping[str, SourceState]) -> pa.Table:
         plan, entities = prepared.plan, prepared.entities
         outputs = plan.output_columns
         if entities.num_rows == 0:
@@ -251,7 +270,7 @@ class DuckDBOfflineStore(OfflineStore):
         else:
             cursor = self._cursor()
             try:
-                joined = self._join(cursor, prepared)
+                joined = self._join(cursor, prepared, states)
             finally:
                 cursor.close()
             if joined.num_rows != entities.num_rows:
@@ -272,7 +291,12 @@ class DuckDBOfflineStore(OfflineStore):
             names=[*entities.column_names, *(c.output for c in outputs)],
         )
 
-    def _join(self, cursor: duckdb.DuckDBPyConnection, prepared: PreparedRetrieval) -> pa.Table:
+    def _join(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        prepared: PreparedRetrieval,
+        states: Mapping[str, SourceState],
+    ) -> pa.Table:
         plan = prepared.plan
         rows = prepared.join_rows
         numbered = rows.rename_columns(
@@ -282,14 +306,16 @@ class DuckDBOfflineStore(OfflineStore):
         sources: list[ScannedSource] = []
         for number, join in enumerate(plan.joins):
             first_day, last_day = join.event_range(plan.earliest, plan.latest)
-            files = list_source_files(
-                join.path,
-                partition_column=join.date_partition_column,
-                first_day=first_day.date() if first_day else None,
-                last_day=last_day.date() if last_day else None,
+            files = select_days(
+                states[join.table].files,
+                filesystem_for(join.path)[1],
+                join.date_partition_column,
+                first_day.date() if first_day else None,
+                last_day.date() if last_day else None,
             )
             files = without_superseded(files)
-            relation, columns = self._scan(cursor, files, f"potluck:source{number}", join=join)
+            relation, names_found = self._scan(cursor, files, f"potluck:source{number}", join=join)
+            columns = _source_types(cursor, relation, names_found, files, _join_columns(join))
             tie_break = join.created_timestamp_column is not None and may_tie(
                 files, join.event_timestamp_column, join.date_partition_column
             )
@@ -330,19 +356,71 @@ class DuckDBOfflineStore(OfflineStore):
         self._db.close()
 
 
+def pin_sources(plan: PitPlan, versions: Mapping[str, int]) -> dict[str, SourceState]:
+    """Return, per joined table, the committed files of its source at one version.
+
+    A table whose source holds no rows yet gives a :class:`~potluck.notices.NoDataWarning` (its
+    features come back null).
+
+    Raises:
+        ValidationError: If a source location does not exist, or a version does not exist or
+            is named for a table that is not joined.
+    """
+    unknown = sorted(set(versions) - {join.table for join in plan.joins})
+    if unknown:
+        raise ValidationError(
+            f"versions name feature table {unknown[0]!r}, which the features requested do not "
+            f"use; tables joined: {', '.join(join.table for join in plan.joins)}",
+            table=unknown[0],
+        )
+    states: dict[str, SourceState] = {}
+    for join in plan.joins:
+        state = read_source(join.path, version=versions.get(join.table))
+        states[join.table] = _existing(join.table, state)
+        if not state.files.paths:
+            warnings.warn(
+                f"feature table {join.table!r} has no data yet (no rows committed at "
+                f"{join.path!r}); its features are null",
+                NoDataWarning,
+                stacklevel=4,
+            )
+    return states
+
+
+def _existing(table: FeatureTable | str, state: SourceState) -> SourceState:
+    if not state.exists:
+        name = table if isinstance(table, str) else table.name
+        raise ValidationError(
+            f"the batch source of feature table {name!r} does not exist: nothing at "
+            f"{state.location!r}; ingest rows into it (potluck ingest {name} FILE) or fix its "
+            "batch_source.path",
+            table=name,
+            path=state.location,
+        )
+    return state
+
+
+def _batch_source(table: FeatureTable) -> FileSource:
+    if table.batch_source is None:
+        raise ValidationError(
+            f"feature table {table.name!r} has no batch_source to read", table=table.name
+        )
+    return table.batch_source
+
+
 @dataclass(frozen=True)
 class ScannedSource:
     """How the query reads one join's source.
 
     Attributes:
         relation: The SQL relation that reads its files.
-        columns: The names of the columns it has.
+        columns: The DuckDB type of each of its columns, by name (empty when it reads no files).
         tie_break: Whether rows may tie on keys and event time, so the join must order on the
             created time too (see :func:`potluck.offline.files.may_tie`).
     """
 
     relation: str
-    columns: set[str]
+    columns: Mapping[str, str]
     tie_break: bool
 
 
@@ -389,9 +467,10 @@ def render_pit_sql(plan: PitPlan, sources: Sequence[ScannedSource]) -> str:
 
 def _source_sql(join: TableJoin, source: ScannedSource, plan: PitPlan) -> str:
     relation, available = source.relation, source.columns
-    event = _require(available, join.event_timestamp_column, join.table)
+    event = _require(available, join.event_timestamp_column, join.table, ValueType.UNIX_TIMESTAMP)
     columns = [
-        f"{_require(available, k.source, join.table)} AS k{i}" for i, k in enumerate(join.keys)
+        f"{_require(available, k.source, join.table, k.value_type)} AS k{i}"
+        for i, k in enumerate(join.keys)
     ]
     columns.append(f"{event} AS {_EVENT}")
     if source.tie_break:
@@ -437,7 +516,73 @@ def _empty_relation(join: TableJoin | None) -> str:
     return f"(SELECT {', '.join(columns)} WHERE false)"
 
 
-def _require(available: set[str], column: str, table: str) -> str:
+def _source_types(
+    cursor: duckdb.DuckDBPyConnection,
+    relation: str,
+    names: set[str],
+    files: SourceFiles,
+    declared: Sequence[DeclaredFileColumn],
+) -> dict[str, str]:
+    """Return the DuckDB type of each column of ``relation`` (``{}`` when it reads no files).
+
+    When a declared column's type differs from the one it is read as (files other tools wrote,
+    or written before a type widening), ``files`` are checked first
+    (:func:`~potluck.offline.file_columns.check_files`), so the casts of :func:`_read_as` are
+    exact.
+
+    Raises:
+        DataValidationError: If a file's column does not fit its declared type; names the file.
+    """
+    if not names:
+        return {}
+    with _wrap_errors(f"reading {files.paths[0]}"):
+        described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    types = {str(row[0]): str(row[1]) for row in described}
+    differing = [
+        c
+        for c in declared
+        if c.column in types and types[c.column] != _described_type(c.value_type)
+    ]
+    if differing:
+        check_files(files, differing)
+    return types
+
+
+def _range_columns(table: FeatureTable, source: FileSource) -> list[DeclaredFileColumn]:
+    names = {name: column for column, name in source.field_mapping.items()}
+    columns = [
+        DeclaredFileColumn(
+            names.get(f.name, f.name), f.value_type, f"feature {f.name} ({f.value_type.name})"
+        )
+        for f in table.features
+    ]
+    return columns + _timestamp_columns(
+        source.event_timestamp_column, source.created_timestamp_column
+    )
+
+
+def _join_columns(join: TableJoin) -> list[DeclaredFileColumn]:
+    columns = [
+        DeclaredFileColumn(k.source, k.value_type, f"entity {k.entity} ({k.value_type.name})")
+        for k in join.keys
+    ]
+    columns += [
+        DeclaredFileColumn(f.source, f.value_type, f"feature {f.feature} ({f.value_type.name})")
+        for f in join.features
+    ]
+    return columns + _timestamp_columns(join.event_timestamp_column, join.created_timestamp_column)
+
+
+def _timestamp_columns(event: str, created: str | None) -> list[DeclaredFileColumn]:
+    columns = [DeclaredFileColumn(event, ValueType.UNIX_TIMESTAMP, "an event timestamp")]
+    if created:
+        columns.append(DeclaredFileColumn(created, ValueType.UNIX_TIMESTAMP, "a created timestamp"))
+    return columns
+
+
+def _require(
+    available: Mapping[str, str], column: str, table: str, value_type: ValueType | None = None
+) -> str:
     if available and column not in available:
         raise DataValidationError(
             f"the batch source of feature table {table!r} has no column {column!r}; its "
@@ -445,13 +590,40 @@ def _require(available: set[str], column: str, table: str) -> str:
             column=column,
             row=None,
         )
-    return _quote(column)
+    return _read_as(available, column, value_type)
 
 
-def _column_or_null(available: set[str], column: str | None, value_type: ValueType) -> str:
+def _column_or_null(available: Mapping[str, str], column: str | None, value_type: ValueType) -> str:
     if column is None or column not in available:
         return f"NULL::{_sql_type(value_type)}"
-    return _quote(column)
+    return _read_as(available, column, value_type)
+
+
+def _read_as(available: Mapping[str, str], column: str, value_type: ValueType | None) -> str:
+    """Return the SQL that reads ``column`` as ``value_type`` (as it is when that is ``None``).
+
+    A column of another type is cast: any timestamp (``TIMESTAMP``, ``TIMESTAMP_NS``,
+    ``TIMESTAMPTZ_NS``, ``DATE`` ...; naive ones are UTC, the session's zone) to
+    ``TIMESTAMPTZ``, integers and floats to the declared width, text and bytes into each other
+    as UTF-8. :func:`_source_types` has checked that every value converts exactly.
+    """
+    quoted = _quote(column)
+    held = available.get(column)
+    if value_type is None or held is None or held == _described_type(value_type):
+        return quoted
+    element = value_type.element_type
+    recoded = held.removesuffix("[]") != _sql_type(element)
+    if element in (ValueType.STRING, ValueType.BYTES) and recoded:
+        recode = "decode" if element is ValueType.STRING else "encode"
+        if value_type.is_list:
+            return f"list_transform({quoted}, lambda x: {recode}(x))"
+        return f"{recode}({quoted})"
+    return f"CAST({quoted} AS {_sql_type(value_type)})"
+
+
+def _described_type(value_type: ValueType) -> str:
+    """Return how ``DESCRIBE`` spells the DuckDB type of ``value_type``."""
+    return _sql_type(value_type).replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")
 
 
 def _sql_type(value_type: ValueType) -> str:

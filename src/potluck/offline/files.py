@@ -1,8 +1,9 @@
-"""Batch-source files on any pyarrow filesystem: listing them, and writing new ones atomically.
+"""Batch-source files on any pyarrow filesystem: naming, listing and pruning them.
 
-Every offline engine and ``ingest()`` list and write Parquet files here, so they agree exactly on
-which files a source holds: hidden temporary files, then rename, through ``pyarrow.fs`` so
-``s3://``, ``gs://`` and ``hdfs://`` paths work like local folders.
+Every offline engine and ``ingest()`` name and select Parquet files here, so they agree exactly
+on which files can hold wanted rows; which files a source holds at all is decided by its commit
+log (:mod:`potluck.offline.commits`). Everything goes through ``pyarrow.fs``, so ``s3://``,
+``gs://`` and ``hdfs://`` paths work like local folders.
 """
 
 from __future__ import annotations
@@ -78,15 +79,15 @@ def list_source_files(
     partition_column: str | None = None,
     first_day: date | None = None,
     last_day: date | None = None,
-    ingested_after: str | None = None,
 ) -> SourceFiles:
-    """List a batch source's Parquet files, skipping those that cannot hold wanted rows.
+    """List the Parquet files in a folder, skipping those that cannot hold wanted rows.
 
-    ``path`` is a folder (searched recursively) or one ``.parquet`` file. Files and folders whose
-    name starts with ``_`` or ``.`` are skipped (temporary files of unfinished writes). With
-    ``partition_column``, a file under ``<partition_column>=YYYY-MM-DD/`` is skipped when that day
-    is outside ``[first_day, last_day]``; a file named by ``ingest()`` is skipped when its
-    ingestion id is not greater than ``ingested_after``.
+    This is how a plain Parquet folder (written by other tools, no table log) is read; a table
+    is read through its log (:mod:`potluck.offline.commits`). ``path`` is a folder (searched
+    recursively) or one ``.parquet`` file. Files and folders whose name starts with ``_`` or
+    ``.`` are skipped (temporary files of unfinished writes, logs). With ``partition_column``, a
+    file under ``<partition_column>=YYYY-MM-DD/`` is skipped when that day is outside
+    ``[first_day, last_day]``.
     """
     fs, root = filesystem_for(path)
     info = fs.get_file_info(root)
@@ -104,12 +105,39 @@ def list_source_files(
             continue
         if partition_column and not _day_wanted(parts[:-1], partition_column, first_day, last_day):
             continue
-        if ingested_after is not None:
-            match = _PART_FILE.fullmatch(parts[-1])
-            if match and match["id"] <= ingested_after:
-                continue
         paths.append(entry.path)
     return SourceFiles(fs, tuple(sorted(paths)))
+
+
+def select_days(
+    files: SourceFiles,
+    root: str,
+    partition_column: str | None,
+    first_day: date | None,
+    last_day: date | None,
+) -> SourceFiles:
+    """Keep the files whose partition day is within ``[first_day, last_day]``.
+
+    The day is that of the ``<partition_column>=YYYY-MM-DD`` folder a file is in under ``root``
+    (a path within the files' filesystem). Files outside such folders are kept; without
+    ``partition_column`` every file is.
+    """
+    if not partition_column or (first_day is None and last_day is None):
+        return files
+    kept = tuple(
+        path
+        for path in files.paths
+        if _day_wanted(
+            path[len(root) :].strip("/").split("/")[:-1], partition_column, first_day, last_day
+        )
+    )
+    return SourceFiles(files.filesystem, kept)
+
+
+def ingestion_of(name: str) -> str | None:
+    """Return the ingestion id in a file name ``ingest()`` gave, else ``None``."""
+    match = _PART_FILE.fullmatch(name)
+    return match["id"] if match else None
 
 
 def _day_wanted(
@@ -194,77 +222,6 @@ def _disjoint(fs: pafs.FileSystem, paths: list[str], column: str) -> bool:
     return all(high < low for (_, high), (low, _) in zip(ranges, ranges[1:], strict=False))
 
 
-class StagedParquetWriter:
-    """Writes Parquet files under a folder invisibly, then publishes them all at once.
-
-    Each file is written to a hidden ``_tmp-*`` file next to its final place; :meth:`commit`
-    renames them all into place (atomic per file on local and HDFS filesystems; on object stores
-    each file appears whole), :meth:`abort` deletes them.
-
-    Args:
-        root: The folder (path or URL) the files go under.
-    """
-
-    def __init__(self, root: str) -> None:
-        self._fs, self._root = filesystem_for(root)
-        self._staged: list[tuple[str, str]] = []
-        self._created_dirs: list[str] = []
-
-    def write(self, name: str, rows: pa.Table) -> None:
-        """Stage ``rows`` as the file ``name`` (a path relative to the root)."""
-        final = f"{self._root}/{name}"
-        directory = final.rsplit("/", 1)[0]
-        self._make_dirs(directory)
-        temp = f"{directory}/_tmp-{uuid.uuid4().hex}.parquet"
-        self._staged.append((temp, final))
-        pq.write_table(rows, temp, filesystem=self._fs, row_group_size=BATCH_SIZE)
-
-    def commit(self) -> list[str]:
-        """Rename every staged file into place and return the final paths.
-
-        On failure the files already renamed are removed again and the error is raised.
-        """
-        finals: list[str] = []
-        try:
-            for temp, final in self._staged:
-                self._fs.move(temp, final)
-                finals.append(final)
-        except BaseException:
-            for final in finals:
-                self._delete(final)
-            self.abort()
-            raise
-        self._staged.clear()
-        return finals
-
-    def abort(self) -> None:
-        """Delete every staged file (and the folders this writer created, if left empty)."""
-        for temp, _ in self._staged:
-            self._delete(temp)
-        self._staged.clear()
-        for directory in reversed(self._created_dirs):
-            with contextlib.suppress(OSError):
-                if not self._fs.get_file_info(pafs.FileSelector(directory)):
-                    self._fs.delete_dir(directory)
-        self._created_dirs.clear()
-
-    def _make_dirs(self, directory: str) -> None:
-        missing: list[str] = []
-        current = directory
-        while current and self._fs.get_file_info(current).type == pafs.FileType.NotFound:
-            missing.append(current)
-            parent = current.rsplit("/", 1)[0]
-            if parent == current:
-                break
-            current = parent
-        self._fs.create_dir(directory, recursive=True)
-        self._created_dirs.extend(reversed(missing))
-
-    def _delete(self, path: str) -> None:
-        with contextlib.suppress(OSError):
-            self._fs.delete_file(path)
-
-
 def write_atomically(table: pa.Table, path: str, *, file_format: Literal["parquet", "csv"]) -> None:
     """Write ``table`` as one Parquet or CSV file at ``path`` (local or URL).
 
@@ -297,12 +254,13 @@ def write_atomically(table: pa.Table, path: str, *, file_format: Literal["parque
 __all__ = [
     "BATCH_SIZE",
     "SourceFiles",
-    "StagedParquetWriter",
     "filesystem_for",
     "list_source_files",
     "may_tie",
     "part_file_name",
+    "ingestion_of",
     "resolve_path",
+    "select_days",
     "without_superseded",
     "write_atomically",
 ]

@@ -37,7 +37,7 @@ from potluck.errors import (
 )
 from potluck.offline.convert import convert
 from potluck.offline.files import resolve_path
-from potluck.offline.inputs import InputData, read_table
+from potluck.offline.inputs import DeclaredColumn, InputData, read_table
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 ENTITY_TIMESTAMP_COLUMN = "event_timestamp"
@@ -160,7 +160,9 @@ class PreparedRetrieval:
     """Validated input of one historical retrieval.
 
     Attributes:
-        entities: The entity rows as given; the result starts with these columns, unchanged.
+        entities: The entity rows as read (see :func:`potluck.offline.inputs.read_table`: a
+            CSV file's join columns typed by their declarations, its other columns text); the
+            result starts with these columns, unchanged.
         join_rows: The same rows, in the same order, with only the columns the join needs:
             ``event_timestamp`` as UTC microseconds and each key as its entity's type; no nulls.
         plan: The join to run.
@@ -325,7 +327,12 @@ def prepare(
         FeatureRefError: If two tables need the same entity column with different types.
     """
     plan = build_plan(requests, root)
-    entities = read_table(entity_source)
+    declared = [DeclaredColumn(ENTITY_TIMESTAMP_COLUMN, TIMESTAMP_ARROW_TYPE, "a timestamp")]
+    declared += [
+        DeclaredColumn(entity, to_arrow_type(value_type), f"entity {entity} ({value_type.name})")
+        for entity, value_type in plan.key_columns.items()
+    ]
+    entities = read_table(entity_source, declared)
     for column in plan.output_columns:
         if column.output in entities.column_names:
             raise DataValidationError(
@@ -338,14 +345,9 @@ def prepare(
         empty = pa.table({ENTITY_TIMESTAMP_COLUMN: pa.array([], TIMESTAMP_ARROW_TYPE)})
         return PreparedRetrieval(entities, empty, plan)
     columns = {
-        ENTITY_TIMESTAMP_COLUMN: _entity_column(
-            entities, ENTITY_TIMESTAMP_COLUMN, TIMESTAMP_ARROW_TYPE, "a timestamp"
-        )
+        column.name: _entity_column(entities, column.name, column.arrow_type, column.expected)
+        for column in declared
     }
-    for entity, value_type in plan.key_columns.items():
-        columns[entity] = _entity_column(
-            entities, entity, to_arrow_type(value_type), f"entity {entity} ({value_type.name})"
-        )
     timestamps = columns[ENTITY_TIMESTAMP_COLUMN]
     bounds = pc.min_max(timestamps)
     plan = PitPlan(joins=plan.joins, earliest=bounds["min"].as_py(), latest=bounds["max"].as_py())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -22,14 +22,26 @@ class RetrievalJob:
 
     Args:
         run: Computes the training set as one Arrow table.
+        source_versions: The version of each feature table's batch source the job reads, by
+            table name (``None`` for a plain Parquet folder, which has no versions). Pass them
+            back as ``versions=`` to rebuild the same training set later.
+
+    Attributes:
+        source_versions: As given.
 
     Example:
         >>> job = client.get_historical_features(["driver_stats:*"], "entities.parquet")
         >>> job.to_pandas().head()
     """
 
-    def __init__(self, run: Callable[[], pa.Table]) -> None:
+    def __init__(
+        self,
+        run: Callable[[], pa.Table],
+        *,
+        source_versions: Mapping[str, int | None] | None = None,
+    ) -> None:
         self._run = run
+        self.source_versions: dict[str, int | None] = dict(source_versions or {})
 
     def to_arrow(self) -> pa.Table:
         """Run the join and return the training set as an Arrow table."""

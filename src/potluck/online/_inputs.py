@@ -1,7 +1,8 @@
 """A store's inputs checked against its feature table, before anything is written or read.
 
-One job: a write batch becomes :class:`PreparedRows` (validated whole, expired rows and rows
-losing to a newer row of the same key dropped), and a read's feature names become the table's
+One job: a write batch becomes :class:`PreparedRows` (validated whole, rows losing to a newer
+row of the same key dropped, rows expired already marked), and a read's feature names become the
+table's
 :class:`Feature` objects. Every store calls these first, so all of them reject the same input
 with the same error.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -21,15 +21,19 @@ from potluck.definitions.feature import Feature
 from potluck.definitions.feature_table import FeatureTable
 from potluck.errors import DataValidationError, FeatureRefError
 from potluck.online._binary import valid_mask
-from potluck.online._values import MAX_ABS_MICROS, NEVER, NULL_CREATED, encode_records
+from potluck.online._values import (
+    MAX_ABS_MICROS,
+    NULL_CREATED,
+    encode_records,
+    expiry_micros,
+    max_age_micros,
+)
 from potluck.online.base import (
     CREATED_TIMESTAMP_COLUMN,
     ENTITY_KEY_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
 )
 from potluck.types import TIMESTAMP_ARROW_TYPE, to_arrow_type
-
-_MICROSECOND = timedelta(microseconds=1)
 
 Int64s = npt.NDArray[np.int64]
 
@@ -42,17 +46,23 @@ class PreparedRows:
         keys: The encoded entity keys, unique.
         event_us: Event times, microseconds since the epoch.
         created_us: Created times; :data:`NULL_CREATED` for null.
-        expire_us: When each value expires; :data:`NEVER` if the table has no ``max_age``.
+        expire_us: When each value expires (:func:`~potluck.online._values.expiry_micros`).
+        expired: Rows expired already (``expire_us < now``). They are never stored, but still
+            take part in newer-wins: where one would replace the stored value, that value is
+            deleted. An older value must not outlive a newer row just because the newer row
+            expired first under the current ``max_age``; a longer ``max_age`` later would
+            serve the older value as present. They always count as skipped.
         columns: One validated column per feature of ``features``.
         features: The table's features.
-        skipped: Rows of the batch dropped here: already expired, or losing to a newer row of
-            the same key in the batch.
+        skipped: Rows of the batch dropped here: losing to a newer row of the same key in the
+            batch.
     """
 
     keys: pa.BinaryArray
     event_us: Int64s
     created_us: Int64s
     expire_us: Int64s
+    expired: npt.NDArray[np.bool_]
     columns: tuple[pa.Array, ...]
     features: tuple[Feature, ...]
     skipped: int
@@ -75,8 +85,8 @@ class PreparedRows:
 def prepare_rows(table: FeatureTable, rows: pa.RecordBatch, now_us: int) -> PreparedRows:
     """Validate a write batch: everything that can be wrong with it is found here.
 
-    Rows already expired at ``now_us`` (``event_timestamp + max_age <= now``) are skipped; of
-    rows sharing a key only the newest is kept (an exact tie keeps the first).
+    Of rows sharing a key only the newest is kept (an exact tie keeps the first); rows already
+    expired at ``now_us`` (``event_timestamp + max_age < now``) are marked ``expired``.
 
     Raises:
         DataValidationError: If a column is missing, null where it may not be, of a type that
@@ -102,15 +112,11 @@ def prepare_rows(table: FeatureTable, rows: pa.RecordBatch, now_us: int) -> Prep
     columns = [_feature_column(rows, f, table) for f in table.features]
     event = np.asarray(event_us.to_numpy(zero_copy_only=False), dtype=np.int64)
     created_np = np.asarray(created.fill_null(NULL_CREATED).to_numpy(), dtype=np.int64)
-    if table.max_age is None:
-        expire = np.full(len(event), NEVER, dtype=np.int64)
-    else:
-        expire = event + table.max_age // _MICROSECOND
-    keep = expire > now_us
+    expire = expiry_micros(event, max_age_micros(table.max_age))
+    skipped = 0
     if pc.count_distinct(keys).as_py() != len(keys):
-        keep &= _newest_per_key(keys, event, created_np)
-    skipped = len(keep) - int(keep.sum())
-    if skipped:
+        keep = _newest_per_key(keys, event, created_np)
+        skipped = len(keep) - int(keep.sum())
         mask = pa.array(keep)
         keys = keys.filter(mask)
         columns = [c.filter(mask) for c in columns]
@@ -120,6 +126,7 @@ def prepare_rows(table: FeatureTable, rows: pa.RecordBatch, now_us: int) -> Prep
         event_us=event,
         created_us=created_np,
         expire_us=expire,
+        expired=expire < now_us,
         columns=tuple(columns),
         features=table.features,
         skipped=skipped,

@@ -7,9 +7,10 @@ batch before and says where each key goes (:class:`Routing`); the stored value l
 
 **Newer wins, on the server.** The script (loaded again by itself on ``NOSCRIPT`` after a
 restart) reads the current values of its keys with one ``MGET`` and sets only the rows whose
-``(event, created)`` is greater, so concurrent writers and any write order end with the newest
-row. Timestamps are compared as Lua doubles, exact within 2**53 µs of the epoch, the range
-``online/_values.py`` accepts.
+``(event, created)`` is greater (or equal, in ``WriteMode.RELOAD``), so concurrent writers and
+any write order end with the newest row; a row that expired already deletes the stored value it
+beats instead (``PreparedRows.expired``). Timestamps are compared as Lua doubles, exact within
+2**53 µs of the epoch, the range ``online/_values.py`` accepts.
 
 **Batching.** Rows are encoded piece by piece (``rows_per_piece``) and streamed: each script call
 carries up to :data:`KEYS_PER_CALL` keys (consecutive rows standalone; in a Cluster the rows of
@@ -43,11 +44,13 @@ from potluck.errors import UnavailableError
 from potluck.online._binary import binary_buffers, concat_elementwise, fixed_width_binary
 from potluck.online._inputs import PreparedRows
 from potluck.online._values import NEVER
+from potluck.online.base import WriteMode
 
 WRITE_SCRIPT = """
 local call, unpack_i8 = redis.call, struct.unpack
 local keys = KEYS
 local n = #keys
+local reload = ARGV[2 * n + 1] == '1'
 local current = call('MGET', unpack(keys))
 local written = 0
 for i = 1, n do
@@ -56,18 +59,24 @@ for i = 1, n do
   if old then
     local old_event, old_created = unpack_i8('<i8i8', old)
     local new_event, new_created = unpack_i8('<i8i8', new)
-    newer = new_event > old_event or (new_event == old_event and new_created > old_created)
+    newer = new_event > old_event or (new_event == old_event and (new_created > old_created
+      or (reload and new_created == old_created)))
   end
   if newer then
     local at = ARGV[n + i]
-    if at == '' then call('SET', keys[i], new) else call('SET', keys[i], new, 'PXAT', at) end
-    written = written + 1
+    if at == '-' then
+      if old then call('DEL', keys[i]) end
+    else
+      if at == '' then call('SET', keys[i], new) else call('SET', keys[i], new, 'PXAT', at) end
+      written = written + 1
+    end
   end
 end
 return written
 """
-"""KEYS: entity keys (one slot). ARGV: one value per key, then one PXAT (ms, '' = never) per key.
-Returns how many keys it wrote."""
+"""KEYS: entity keys (one slot). ARGV: one value per key, then one PXAT per key (ms; '' = never;
+'-' = the row expired already, so where it wins the stored value is deleted and nothing is set),
+then '1' to rewrite ties (``WriteMode.RELOAD``) or '0'. Returns how many keys it set."""
 WRITE_SCRIPT_SHA = hashlib.sha1(WRITE_SCRIPT.encode()).hexdigest()
 KEYS_PER_CALL = 500
 """Keys per script call: large enough that the call overhead vanishes, small enough that one
@@ -129,19 +138,23 @@ def load_script(address: str, client: redis.Redis) -> None:
         client.script_load(WRITE_SCRIPT)
 
 
-def write_rows(prepared: PreparedRows, routing: Routing, rows_per_piece: int) -> int:
+def write_rows(
+    prepared: PreparedRows, routing: Routing, rows_per_piece: int, mode: WriteMode
+) -> int:
     """Write ``prepared`` through the newer-wins script; return how many rows Redis wrote.
 
     Pieces of ``rows_per_piece`` rows are encoded and streamed, so Redis runs one piece while
-    the next is encoded; failed calls are re-sent (twice at most).
+    the next is encoded; failed calls are re-sent (twice at most). ``mode`` says whether rows
+    equal to the stored ones are rewritten.
 
     Raises:
         UnavailableError: If a node cannot be reached, or a call still fails after re-sending.
     """
     stream = _Stream(routing.node)
+    tail = _RELOAD_ARG if mode is WriteMode.RELOAD else _NEWER_ARG
     try:
         for start in range(0, len(prepared), rows_per_piece):
-            stream.send(_calls(prepared, start, start + rows_per_piece, routing.plan))
+            stream.send(_calls(prepared, start, start + rows_per_piece, routing.plan, tail))
         written, failures = stream.finish()
     finally:
         stream.release()
@@ -156,13 +169,23 @@ class _Call:
     command: bytes
 
 
+_NEWER_ARG = b"$1\r\n0\r\n"
+_RELOAD_ARG = b"$1\r\n1\r\n"
+"""The script's last argument, framed: whether ties are rewritten."""
+
+
 def _calls(
-    prepared: PreparedRows, start: int, stop: int, plan: Callable[[pa.BinaryArray], Plan]
+    prepared: PreparedRows,
+    start: int,
+    stop: int,
+    plan: Callable[[pa.BinaryArray], Plan],
+    tail: bytes,
 ) -> list[_Call]:
     """Encode rows ``[start, stop)`` as script calls, vectorised.
 
     A call's keys (and values, and expiries) are consecutive bytes of one buffer of RESP
-    frames, so building a call's command is joining four slices.
+    frames, so building a call's command is joining four slices and the framed ``tail``
+    argument.
     """
     keys, frames = _frames(prepared, start, stop)
     order, bounds = plan(keys)
@@ -174,6 +197,7 @@ def _calls(
     for begin, end in bounds:
         parts: list[bytes | memoryview] = [_command_head(end - begin)]
         parts.extend(data[offsets[begin] : offsets[end]] for data, offsets in views)
+        parts.append(tail)
         calls.append(_Call(keys[begin].as_py(), b"".join(parts)))
     return calls
 
@@ -182,7 +206,7 @@ def _frames(prepared: PreparedRows, start: int, stop: int) -> tuple[pa.BinaryArr
     """Return the keys of rows ``[start, stop)`` and the RESP frames of the script arguments.
 
     The frames are of the keys, the values (header + record) and the PXAT milliseconds ('' when
-    the value never expires).
+    the value never expires, '-' when it has expired already).
     """
     event = prepared.event_us[start:stop]
     header = np.empty(len(event), dtype=HEADER)
@@ -193,7 +217,11 @@ def _frames(prepared: PreparedRows, start: int, stop: int) -> tuple[pa.BinaryArr
     values = prepared.records(start, stop, prefix=fixed_width_binary(header))
     never = expire == NEVER
     millis = pa.array(-(-np.where(never, 0, expire) // 1000)).cast(pa.string())
-    expire_at = pc.if_else(pa.array(never), "", millis).cast(pa.binary())
+    expire_at = pc.if_else(pa.array(never), "", millis)
+    expired = prepared.expired[start:stop]
+    if expired.any():
+        expire_at = pc.if_else(pa.array(expired), "-", expire_at)
+    expire_at = expire_at.cast(pa.binary())
     keys = prepared.keys.slice(start, len(event))
     return keys, [_bulk_strings(keys), _bulk_strings(values), _bulk_strings(expire_at)]
 
@@ -218,7 +246,7 @@ def _command_head(keys: int) -> bytes:
     """RESP for ``EVALSHA <sha> <keys>``, the start of a call with ``keys`` keys."""
     count = str(keys).encode()
     return b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%s\r\n" % (
-        3 + 3 * keys,
+        4 + 3 * keys,
         WRITE_SCRIPT_SHA.encode(),
         len(count),
         count,

@@ -24,12 +24,17 @@ count; a null element is zero bytes of its width (or length 0).
 A **record** is ``u32 L, names, ends, values``: ``names`` is the feature names joined by ``,``
 (``L`` bytes), ``ends`` one u32 per feature (where its value ends, counted from the start of
 ``values``), then the values back to back. Records name their features, so adding or removing
-features never misreads stored data. A value whose tag does not match the feature's current type
-(after a forced type change) reads as null.
+features never misreads stored data. Values are decoded by the type they were *written* with
+(their tag): a value written under a type that widens losslessly to the feature's current type
+(:func:`potluck.types.is_lossless_widening`: INT32 to INT64 or DOUBLE, FLOAT to DOUBLE, STRING to
+BYTES, and the same for lists) reads as the current type, as a training set converts it; a value
+of any other type (after a forced type change that is not a widening) reads as null.
 
 **Times** beside a record (event, created, expiry) are microseconds since the epoch
 (:func:`now_micros`), within :data:`MAX_ABS_MICROS`; :data:`NULL_CREATED` stands for a null
-created time and :data:`NEVER` for no expiry.
+created time and :data:`NEVER` for no expiry. A value expires at ``event + max_age``
+(:func:`expiry_micros`), and one that would expire after :data:`MAX_ABS_MICROS` never does, so
+every finite expiry is exact as an IEEE double too (Redis computes expiries in Lua).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -57,7 +63,7 @@ from potluck.online._binary import (
     u32_prefixed,
     valid_mask,
 )
-from potluck.types import ValueType, to_arrow_type
+from potluck.types import ValueType, is_lossless_widening, to_arrow_type
 
 NULL_CREATED = -(2**63)
 """The created time stored for a null created timestamp: it sorts before every real one."""
@@ -66,6 +72,9 @@ NEVER = 2**63 - 1
 MAX_ABS_MICROS = 2**53 - 1
 """Timestamps must lie within this many microseconds of the epoch (years 1685 to 2255), so
 they compare exactly as IEEE doubles (Redis compares them in Lua)."""
+MAX_AGE_CAP_MICROS = 2**62
+"""A ``max_age`` longer than this (146,000 years) counts as this: event plus max_age then fits an
+int64, and is past :data:`MAX_ABS_MICROS` anyway, so the value never expires."""
 
 NULL_ELEMENTS_FLAG = 0x80
 _NULL = pa.scalar(b"", pa.binary())
@@ -171,7 +180,8 @@ def encode_records(
 
 
 _Decoder = Callable[[bytes, int, int], Any]
-"""Decode the value at ``blob[begin:end]`` (non-empty); ``None`` if its tag is not the type's."""
+"""Decode the value at ``blob[begin:end]`` (non-empty) as a type: by its own tag when that is
+the type or a type that widens losslessly to it; ``None`` for any other tag."""
 
 
 @lru_cache(maxsize=1024)
@@ -232,21 +242,57 @@ def _arrow_type(value_type: ValueType) -> pa.DataType:
 @cache
 def _decoder(value_type: ValueType) -> _Decoder:
     tag = value_type.value
+    other = _other_tags(value_type)
     if value_type.is_list:
         decode_list = _list_decoder(value_type.element_type)
 
         def decode_a_list(b: bytes, s: int, e: int) -> Any:
-            return decode_list(b[s:e]) if b[s] & ~NULL_ELEMENTS_FLAG == tag else None
+            return decode_list(b[s:e]) if b[s] & ~NULL_ELEMENTS_FLAG == tag else other(b, s, e)
 
         return decode_a_list
     if value_type is ValueType.STRING:
-        return lambda b, s, e: b[s + 1 : e].decode() if b[s] == tag else None
+        return lambda b, s, e: b[s + 1 : e].decode() if b[s] == tag else other(b, s, e)
     if value_type is ValueType.BYTES:
-        return lambda b, s, e: b[s + 1 : e] if b[s] == tag else None
+        return lambda b, s, e: b[s + 1 : e] if b[s] == tag else other(b, s, e)
     if value_type is ValueType.BOOL:
-        return lambda b, s, e: b[s + 1] != 0 if b[s] == tag else None
+        return lambda b, s, e: b[s + 1] != 0 if b[s] == tag else other(b, s, e)
     unpack = struct.Struct(STRUCT_FORMATS[value_type]).unpack_from
-    return lambda b, s, e: unpack(b, s + 1)[0] if b[s] == tag else None
+    return lambda b, s, e: unpack(b, s + 1)[0] if b[s] == tag else other(b, s, e)
+
+
+def _other_tags(value_type: ValueType) -> _Decoder:
+    """Decode a value whose tag is not ``value_type``'s: widen it if its type allows, else null."""
+    sources = {
+        source.value: (_decoder(source), _widen(value_type))
+        for source in ValueType
+        if is_lossless_widening(source, value_type)
+    }
+    if not sources:
+        return lambda b, s, e: None
+
+    def widen(b: bytes, s: int, e: int) -> Any:
+        found = sources.get(b[s] & ~NULL_ELEMENTS_FLAG)
+        if found is None:
+            return None
+        decode, convert = found
+        return convert(decode(b, s, e))
+
+    return widen
+
+
+def _widen(value_type: ValueType) -> Callable[[Any], Any]:
+    """Return how a decoded value of a narrower type becomes a value of ``value_type``."""
+    element = value_type.element_type
+    one: Callable[[Any], Any] = (
+        float
+        if element is ValueType.DOUBLE
+        else str.encode
+        if element is ValueType.BYTES
+        else int
+    )
+    if not value_type.is_list:
+        return one
+    return lambda items: [None if item is None else one(item) for item in items]
 
 
 def _list_decoder(element: ValueType) -> Callable[[bytes], list[Any]]:
@@ -276,6 +322,31 @@ def _list_decoder(element: ValueType) -> Callable[[bytes], list[Any]]:
         return items
 
     return decode
+
+
+def max_age_micros(max_age: timedelta | None) -> int | None:
+    """Return ``max_age`` in whole microseconds, at most :data:`MAX_AGE_CAP_MICROS`."""
+    if max_age is None:
+        return None
+    return min(max_age // _MICROSECOND, MAX_AGE_CAP_MICROS)
+
+
+def expiry_micros(event_us: npt.NDArray[np.int64], max_age_us: int | None) -> npt.NDArray[np.int64]:
+    """Return when values with these event times expire: ``event + max_age``, in µs.
+
+    Args:
+        event_us: Event times, µs since the epoch, within :data:`MAX_ABS_MICROS`.
+        max_age_us: From :func:`max_age_micros`; ``None`` (no max_age) never expires.
+
+    Returns:
+        One expiry per event time; :data:`NEVER` where there is no max_age or the expiry would
+        fall after :data:`MAX_ABS_MICROS`.
+    """
+    if max_age_us is None:
+        return np.full(len(event_us), NEVER, dtype=np.int64)
+    expire = event_us + np.int64(max_age_us)
+    expire[expire > MAX_ABS_MICROS] = NEVER
+    return expire
 
 
 def now_micros(now: datetime | None = None) -> int:

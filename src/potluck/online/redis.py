@@ -27,8 +27,10 @@ keys (10,000 rows encoded at a time standalone, 100,000 in a Cluster, whose call
 keys of one hash slot); see ``online/_redis_writer.py``.
 
 **Expiry.** A value expires at ``event time + max_age``: ``SET ... PXAT`` with that instant
-rounded up to the millisecond (Redis deletes it then), and reads also hide a value whose header
-expiry is at or before ``now``. Without ``max_age`` the value is ``SET`` without expiry.
+rounded up to the millisecond (Redis deletes it after then), and reads also hide a value whose
+header expiry is before ``now``. Without ``max_age`` the value is ``SET`` without expiry.
+``extend_expiry`` SCANs each master for the table's keys and extends them in place
+(``online/_redis_expiry.py``).
 
 **Failures.** A connection, timeout or cluster error that outlasts the retries becomes
 :class:`UnavailableError` naming the node (``host:port``). Connections are opened again on the
@@ -52,8 +54,8 @@ from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.errors import PluginDependencyError
 from potluck.online._inputs import prepare_rows, requested_features
-from potluck.online._values import decode_records, now_micros
-from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteResult
+from potluck.online._values import decode_records, max_age_micros, now_micros
+from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteMode, WriteResult
 from potluck.online.codec import table_key_prefix
 from potluck.types import TIMESTAMP_ARROW_TYPE
 
@@ -71,7 +73,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         extra="redis",
     ) from exc
 
-# Imported after the check above: the writer imports redis too.
+# Imported after the check above: these modules import redis too.
+from potluck.online._redis_expiry import extend_keys
 from potluck.online._redis_writer import (
     HEADER_STRUCT,
     KEYS_PER_CALL,
@@ -153,24 +156,53 @@ class _RedisStore(OnlineStore):
         for address, client in self._masters():
             load_script(address, client)
 
-    def drop_table(self, project: str, table: FeatureTable) -> None:
+    def drop_table(self, project: str, table: FeatureTable) -> int:
         """UNLINK every key that starts with the table's prefix, on every master.
+
+        Returns:
+            How many keys were removed (Redis deletes expired keys by itself).
 
         Raises:
             UnavailableError: If a node cannot be reached.
         """
-        pattern = _GLOB_SPECIAL.sub(rb"\\\1", table_key_prefix(project, table.name)) + b"*"
+        pattern = _scan_pattern(project, table)
+        removed = 0
         for address, client in self._masters():
             with unavailable(address):
                 batch: list[bytes] = []
                 for key in client.scan_iter(match=pattern, count=1000):
                     batch.append(key)
                     if len(batch) == KEYS_PER_CALL:
-                        _unlink(client, batch)
+                        removed += _unlink(client, batch)
                         batch = []
-                _unlink(client, batch)
+                removed += _unlink(client, batch)
+        return removed
 
-    def write(self, project: str, table: FeatureTable, rows: pa.RecordBatch) -> WriteResult:
+    def extend_expiry(self, project: str, table: FeatureTable) -> int:
+        """Extend the expiry of the table's live values on every master.
+
+        See :meth:`OnlineStore.extend_expiry`; each key is extended atomically by a script.
+
+        Raises:
+            UnavailableError: If a node cannot be reached.
+        """
+        pattern = _scan_pattern(project, table)
+        max_age_us = max_age_micros(table.max_age)
+        changed = 0
+        for address, client in self._masters():
+            with unavailable(address):
+                keys = client.scan_iter(match=pattern, count=1000)
+                changed += extend_keys(client, keys, max_age_us, self._plan)
+        return changed
+
+    def write(
+        self,
+        project: str,
+        table: FeatureTable,
+        rows: pa.RecordBatch,
+        *,
+        mode: WriteMode = WriteMode.NEWER,
+    ) -> WriteResult:
         """Upsert ``rows`` through the newer-wins script; see :meth:`OnlineStore.write`.
 
         The whole batch is validated first; then pieces are encoded and streamed to Redis, which
@@ -182,7 +214,7 @@ class _RedisStore(OnlineStore):
         """
         prepared = prepare_rows(table, rows, now_micros(None))
         routing = Routing(plan=self._plan, node=self._node, refresh=self._refresh)
-        written = write_rows(prepared, routing, self.rows_per_piece)
+        written = write_rows(prepared, routing, self.rows_per_piece, WriteMode(mode))
         return WriteResult(written=written, skipped=prepared.skipped + len(prepared) - written)
 
     def read(
@@ -207,7 +239,7 @@ class _RedisStore(OnlineStore):
         for i, value in enumerate(stored):
             if value is not None:
                 event, _, expire = HEADER_STRUCT.unpack_from(value)
-                if expire > now_us:
+                if expire >= now_us:
                     events.append(event)
                     continue
                 stored[i] = None
@@ -217,14 +249,23 @@ class _RedisStore(OnlineStore):
         return pa.Table.from_arrays([*columns, pa.array(events, TIMESTAMP_ARROW_TYPE)], names=names)
 
 
-def _unlink(client: redis.Redis, keys: list[bytes]) -> None:
-    """UNLINK ``keys`` one per command (a Cluster node refuses keys of several slots)."""
+def _scan_pattern(project: str, table: FeatureTable) -> bytes:
+    """The SCAN pattern of every key of the table: its prefix, glob characters escaped."""
+    return _GLOB_SPECIAL.sub(rb"\\\1", table_key_prefix(project, table.name)) + b"*"
+
+
+def _unlink(client: redis.Redis, keys: list[bytes]) -> int:
+    """UNLINK ``keys`` one per command (a Cluster node refuses keys of several slots).
+
+    Returns:
+        How many of them existed.
+    """
     if not keys:
-        return
+        return 0
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.unlink(key)
-    pipe.execute()
+    return sum(int(reply) for reply in pipe.execute())
 
 
 def _retry() -> Retry:

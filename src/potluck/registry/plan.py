@@ -4,6 +4,13 @@
 :class:`~potluck.registry.base.Change` lines a user sees and the rows a backend must write. It
 enforces every registry rule (idempotence, revisions, incompatible changes, the feature archive,
 unknown entities, stale revisions) and does no I/O, so every backend applies the same rules.
+
+A change that values already in the online store cannot follow gets a detail line starting with
+``warning:`` that names the table and the command that repairs it (DESIGN §3: stored values
+follow their definitions). Those are: a raised or removed ``max_age`` (values that expired
+before cannot come back), a feature type change that is not a lossless widening (stored values
+of the old type read as null), and a change of a table's entities or of an entity's type (stored
+values sit under keys no read asks for any more).
 """
 
 from __future__ import annotations
@@ -14,7 +21,14 @@ from typing import Any
 
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition, kind_of, to_dict
+from potluck.definitions.serde import (
+    KIND_ENTITY,
+    KIND_FEATURE_TABLE,
+    Definition,
+    kind_of,
+    parse_duration,
+    to_dict,
+)
 from potluck.errors import (
     ConflictError,
     DefinitionError,
@@ -22,11 +36,14 @@ from potluck.errors import (
     ValidationError,
 )
 from potluck.registry.base import Action, Change
+from potluck.types import ValueType, is_lossless_widening
 
 KIND_LABELS = {KIND_ENTITY: "entity", KIND_FEATURE_TABLE: "feature table"}
 """How messages name each object kind."""
 
 _FORCE_HINT = "pass force=True (CLI --force) to allow it"
+WARNING_PREFIX = "warning: "
+"""How a detail line that warns about values stored online starts."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +281,7 @@ def _entity_changes(
     if previous is None or previous.deleted:
         return []
     old, new = previous.spec, to_dict(entity)
+    users: list[str] = []
     if old["value_type"] != new["value_type"]:
         users = sorted(t for t, entities in tables.items() if entity.name in entities)
         if users and not force:
@@ -273,11 +291,15 @@ def _entity_changes(
                 entity=entity.name,
                 table=users[0],
             )
-    return [
+    lines = [
         f"{key} {_show(old.get(key))} -> {_show(new[key])}"
         for key in ("value_type", "description", "labels")
         if old.get(key) != new[key]
     ]
+    lines.extend(
+        _rekeyed_warning(table, f"entity {entity.name} changes type") for table in users
+    )
+    return lines
 
 
 def _table_changes(
@@ -302,6 +324,7 @@ def _table_changes(
                     table=table.name,
                 )
             details.append(f"entities {_names(old_entities)} -> {_names(new_entities)} (forced)")
+            details.append(_rekeyed_warning(table.name, "its entities change"))
         elif old_entities != new_entities:
             details.append(f"entities {_names(old_entities)} -> {_names(new_entities)}")
     old_features = {f["name"]: f for f in old.get("features", [])}
@@ -311,11 +334,11 @@ def _table_changes(
         value_type = feature["value_type"]
         before = old_features.get(name)
         if before is None:
-            details.append(
-                _added_feature(table.name, name, value_type, archive.get(name), force)
-            )
-            if name in archive:
+            archived_type = archive.get(name)
+            details.append(_added_feature(table.name, name, value_type, archived_type, force))
+            if archived_type is not None:
                 restored.append((table.name, name))
+                details.extend(_retyped_warning(table.name, name, archived_type, value_type))
             continue
         if before["value_type"] != value_type:
             if not force:
@@ -326,6 +349,7 @@ def _table_changes(
                     feature=name,
                 )
             details.append(f"~ feature {name} {before['value_type']} -> {value_type} (forced)")
+            details.extend(_retyped_warning(table.name, name, before["value_type"], value_type))
         if before["labels"] != feature["labels"]:
             details.append(
                 f"~ feature {name} labels {_show(before['labels'])} -> {_show(feature['labels'])}"
@@ -338,6 +362,7 @@ def _table_changes(
         details.append(f"features reordered: {_names(kept_old)} -> {_names(kept_new)}")
     if exists:
         details.extend(_field_changes(old, new))
+        details.extend(_max_age_warning(table.name, old.get("max_age"), new["max_age"]))
     archived = [
         ArchivedFeature(table.name, name, old_features[name]["value_type"]) for name in removed
     ]
@@ -382,6 +407,44 @@ def _field_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _reload_hint(table: str) -> str:
+    return f"run `potluck ingest-online {table} --full` to reload them"
+
+
+def _max_age_warning(table: str, old: str | None, new: str | None) -> list[str]:
+    """Warn that a raised or removed max_age does not bring back values expired online."""
+    if old is None or old == new:
+        return []
+    field = "feature_table.max_age"
+    if new is not None and parse_duration(new, field) <= parse_duration(old, field):
+        return []
+    verb = "removing" if new is None else "raising"
+    return [
+        f"{WARNING_PREFIX}{verb} max_age of {table}: values that already expired from the online "
+        f"store are not restored; {_reload_hint(table)}"
+    ]
+
+
+def _retyped_warning(table: str, feature: str, old: str, new: str) -> list[str]:
+    """Warn that values stored online under a type that does not widen to the new one read null."""
+    if old == new or is_lossless_widening(ValueType[old], ValueType[new]):
+        return []
+    return [
+        f"{WARNING_PREFIX}feature {feature} of {table} changes type {old} -> {new}, which is not "
+        f"a lossless widening: values stored online as {old} read as NULL_VALUE; "
+        f"{_reload_hint(table)}"
+    ]
+
+
+def _rekeyed_warning(table: str, why: str) -> str:
+    """Warn that a table's stored values sit under keys that reads no longer ask for."""
+    return (
+        f"{WARNING_PREFIX}feature table {table}: {why}, so values stored online under the old "
+        f"keys are no longer read (NOT_FOUND); run `potluck online purge {table}` to remove "
+        f"them and `potluck ingest-online {table} --full` to reload"
+    )
+
+
 def _names(names: Sequence[str]) -> str:
     return "[" + ", ".join(names) + "]"
 
@@ -392,6 +455,7 @@ def _show(value: object) -> str:
 
 __all__ = [
     "KIND_LABELS",
+    "WARNING_PREFIX",
     "Archive",
     "ArchivedFeature",
     "Plan",

@@ -14,15 +14,18 @@ returns a live store (on a real server); every ``test_*`` method then runs again
 
 Each test works in a project of its own (``contract_<random>``) and drops the tables it wrote
 when it ends, so the suites of several stores, or several runs, can share one server. The tests
-assert exact values, timestamps and write counts: newer wins under any order, ties, null values,
-absent keys, expiry edges, dropping tables, every value type, big writes, isolation and
-concurrent writers.
+assert exact values, timestamps and write counts: newer wins under any order, ties (skipped, or
+rewritten in ``WriteMode.RELOAD``), null values, absent keys, expiry edges, expiry extended for a
+raised or removed ``max_age``, values read after a definition change (features added or removed,
+lossless type widenings), dropping tables, every value type, big writes, isolation and concurrent
+writers.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import struct
 import threading
 import time
 import uuid
@@ -42,10 +45,11 @@ from potluck.online.base import (
     ENTITY_KEY_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
     OnlineStore,
+    WriteMode,
     WriteResult,
 )
 from potluck.online.codec import encode_entity_key, encode_entity_keys
-from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
+from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, is_lossless_widening, to_arrow_type
 
 UTC = timezone.utc
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -151,12 +155,17 @@ class Session:
                 self._touched[project, table.name] = table
 
     def write(
-        self, table: FeatureTable, rows: Sequence[Row], *, project: str | None = None
+        self,
+        table: FeatureTable,
+        rows: Sequence[Row],
+        *,
+        project: str | None = None,
+        mode: WriteMode = WriteMode.NEWER,
     ) -> WriteResult:
         """Write ``rows`` to ``table`` (in the session's project unless told)."""
         project = project or self.project
         self._touch(project, table)
-        return self.store.write(project, table, build_batch(project, table, rows))
+        return self.store.write(project, table, build_batch(project, table, rows), mode=mode)
 
     def keys(
         self, table: FeatureTable, entity_rows: Sequence[Mapping[str, object]], project: str
@@ -194,9 +203,9 @@ class Session:
         rows: list[dict[str, Any]] = result.to_pylist()
         return rows
 
-    def drop(self, table: FeatureTable, *, project: str | None = None) -> None:
-        """Drop ``table``'s values."""
-        self.store.drop_table(project or self.project, table)
+    def drop(self, table: FeatureTable, *, project: str | None = None) -> int:
+        """Drop ``table``'s values; return how many live ones were removed."""
+        return self.store.drop_table(project or self.project, table)
 
     def cleanup(self) -> None:
         """Drop every table the test wrote."""
@@ -326,6 +335,32 @@ class OnlineStoreContract:
         )
         assert session.read(STATS, drivers(1, 2)) == [stats_value(1, T)] * 2
 
+    def test_reload_rewrites_equal_rows_but_never_replaces_a_newer_one(
+        self, session: Session
+    ) -> None:
+        """In WriteMode.RELOAD a row equal to the stored one replaces it; an older one never."""
+        created = T + MINUTE
+        stored = [stats_row(1, T, 1), stats_row(2, T, 1, created), stats_row(3, T + MINUTE, 1)]
+        assert session.write(STATS, stored) == WriteResult(written=3, skipped=0)
+        reload = [
+            stats_row(1, T, 2),
+            stats_row(2, T, 2, created),
+            stats_row(3, T, 2),
+            stats_row(4, T, 2),
+        ]
+        assert session.write(STATS, reload, mode=WriteMode.RELOAD) == WriteResult(3, 1)
+        assert session.read(STATS, drivers(1, 2, 3, 4)) == [
+            stats_value(2, T),
+            stats_value(2, T),
+            stats_value(1, T + MINUTE),
+            stats_value(2, T),
+        ]
+        older_created = stats_row(2, T, 3)
+        assert session.write(STATS, [older_created], mode=WriteMode.RELOAD) == WriteResult(0, 1)
+        assert session.write(STATS, reload, mode=WriteMode.RELOAD) == WriteResult(3, 1)
+        assert session.write(STATS, reload) == WriteResult(0, 4)
+        assert session.read(STATS, drivers(2)) == [stats_value(2, T)]
+
     def test_created_timestamp_breaks_ties_and_null_sorts_first(self, session: Session) -> None:
         """On equal event times the greater created time wins; a null one loses."""
         c1, c2 = T + MINUTE, T + 2 * MINUTE
@@ -362,8 +397,14 @@ class OnlineStoreContract:
             stats_value(9, T),
         ]
 
-    def test_concurrent_writers_end_with_the_newest_row(self, session: Session) -> None:
-        """Writers racing on the same keys in threads end with the newest row of each key."""
+    @pytest.mark.parametrize("modes", [(WriteMode.NEWER,), (WriteMode.NEWER, WriteMode.RELOAD)])
+    def test_concurrent_writers_end_with_the_newest_row(
+        self, session: Session, modes: tuple[WriteMode, ...]
+    ) -> None:
+        """Writers racing on the same keys in threads end with the newest row of each key.
+
+        With reloading writers among them, a reload never replaces a newer row either.
+        """
         keys, versions, writers = 50, 12, 4
         pairs = [(k, v) for k in range(keys) for v in range(versions)]
         session.store.ensure_table(session.project, STATS)
@@ -376,7 +417,7 @@ class OnlineStoreContract:
             try:
                 for start in range(0, len(mine), 40):
                     rows = [stats_row(k, T + v * MINUTE, v) for k, v in mine[start : start + 40]]
-                    results.append(session.write(STATS, rows))
+                    results.append(session.write(STATS, rows, mode=modes[seed % len(modes)]))
             except BaseException as exc:  # surfaced by the assertion below
                 errors.append(exc)
 
@@ -522,10 +563,11 @@ class OnlineStoreContract:
     def test_drop_table_removes_every_value_and_the_table_can_be_written_again(
         self, session: Session
     ) -> None:
-        """drop_table removes all of a table's values; the table stays usable."""
+        """drop_table removes all of a table's values and counts them; the table stays usable."""
         session.write(STATS, [stats_row(i, T, i) for i in range(1200)])
-        session.drop(STATS)
+        assert session.drop(STATS) == 1200
         assert session.read(STATS, drivers(0, 599, 1199)) == [stats_value(None, None)] * 3
+        assert session.drop(STATS) == 0
         assert session.write(STATS, [stats_row(5, T - MINUTE, 7)]) == WriteResult(1, 0)
         assert session.read(STATS, drivers(5)) == [stats_value(7, T - MINUTE)]
 
@@ -537,8 +579,8 @@ class OnlineStoreContract:
         tables = [stats_table(name) for name in names]
         for i, table in enumerate(tables):
             session.write(table, [stats_row(1, T, i)])
-        session.drop(tables[0])
-        session.drop(tables[2])
+        assert session.drop(tables[0]) == 1
+        assert session.drop(tables[2]) == 1
         assert [session.read(table, drivers(1))[0]["trips"] for table in tables] == [
             None,
             1,
@@ -549,7 +591,7 @@ class OnlineStoreContract:
     # --- expiry ---------------------------------------------------------------------------------
 
     def test_rows_already_expired_when_written_are_skipped(self, session: Session) -> None:
-        """Rows with event_timestamp + max_age <= now are not written (counted skipped)."""
+        """Rows with event_timestamp + max_age < now are not written (counted skipped)."""
         table = stats_table(max_age=timedelta(hours=1))
         now = _now()
         rows = [stats_row(1, now - timedelta(hours=2), 1), stats_row(2, now - MINUTE, 2)]
@@ -559,8 +601,38 @@ class OnlineStoreContract:
             stats_value(2, now - MINUTE),
         ]
 
+    def test_a_newer_row_expired_already_removes_the_older_value_it_beats(
+        self, session: Session
+    ) -> None:
+        """A row expired when written is not stored, but still outranks older stored values.
+
+        A value kept by a longer max_age must not outlive a newer row that expired first under a
+        shorter one, or raising max_age again would serve the older value as present.
+        """
+        now = _now()
+        long, short = stats_table(max_age=2 * 60 * MINUTE), stats_table(max_age=30 * MINUTE)
+        old, newer = now - 100 * MINUTE, now - 40 * MINUTE
+        kept = [stats_row(1, old, 1), stats_row(2, old, 2), stats_row(3, newer, 3)]
+        assert session.write(long, kept) == WriteResult(written=3, skipped=0)
+        expired = [stats_row(1, newer, 10), stats_row(2, old - MINUTE, 20), stats_row(3, newer, 30)]
+        assert session.write(short, expired) == WriteResult(written=0, skipped=3)
+        assert session.read(long, drivers(1, 2, 3)) == [
+            stats_value(None, None),
+            stats_value(2, old),
+            stats_value(3, newer),
+        ]
+        assert session.write(short, expired, mode=WriteMode.RELOAD) == WriteResult(0, 3)
+        assert session.read(long, drivers(1, 2, 3)) == [
+            stats_value(None, None),
+            stats_value(2, old),
+            stats_value(None, None),
+        ]
+
     def test_a_value_expires_at_event_time_plus_max_age(self, session: Session) -> None:
-        """A value reads as present until event_timestamp + max_age, absent from then on."""
+        """A value reads as present up to event_timestamp + max_age included, absent after.
+
+        A value exactly max_age old is still in a training set, so it is still read online.
+        """
         max_age = timedelta(hours=1)
         table = stats_table(max_age=max_age)
         event = (_now() - 10 * MINUTE).replace(microsecond=123000)
@@ -569,7 +641,10 @@ class OnlineStoreContract:
         microsecond = timedelta(microseconds=1)
         assert session.read(table, drivers(1)) == [stats_value(1, event)]
         assert session.read(table, drivers(1), now=expires - microsecond) == [stats_value(1, event)]
-        assert session.read(table, drivers(1), now=expires) == [stats_value(None, None)]
+        assert session.read(table, drivers(1), now=expires) == [stats_value(1, event)]
+        assert session.read(table, drivers(1), now=expires + microsecond) == [
+            stats_value(None, None)
+        ]
         assert session.read(table, drivers(1), now=expires + timedelta(days=1)) == [
             stats_value(None, None)
         ]
@@ -597,6 +672,170 @@ class OnlineStoreContract:
         session.write(STATS, [stats_row(1, old, 1)])
         far_future = datetime(2200, 1, 1, tzinfo=UTC)
         assert session.read(STATS, drivers(1), now=far_future) == [stats_value(1, old)]
+
+
+    def test_extend_expiry_follows_a_raised_or_removed_max_age(self, session: Session) -> None:
+        """Live values get event + the new max_age where later; expiry is never shortened."""
+        hour = timedelta(hours=1)
+        table = stats_table("extended", max_age=hour)
+        neighbour = stats_table("extended_not", max_age=hour)
+        event = (_now() - 10 * MINUTE).replace(microsecond=0)
+        earlier = event - 5 * MINUTE
+        session.write(table, [stats_row(1, event, 1), stats_row(2, earlier, 2)])
+        session.write(neighbour, [stats_row(1, event, 3)])
+        both = [stats_value(1, event), stats_value(2, earlier)]
+        after_old_expiry = event + hour + MINUTE
+        assert session.read(table, drivers(1, 2), now=after_old_expiry) == [
+            stats_value(None, None)
+        ] * 2
+        raised = stats_table("extended", max_age=2 * hour)
+        assert session.store.extend_expiry(session.project, raised) == 2
+        assert session.read(table, drivers(1, 2), now=after_old_expiry) == both
+        assert session.read(neighbour, drivers(1), now=after_old_expiry) == [
+            stats_value(None, None)
+        ]
+        expires = event + 2 * hour
+        assert session.read(table, drivers(1, 2), now=expires) == [
+            stats_value(1, event),
+            stats_value(None, None),
+        ]
+        microsecond = timedelta(microseconds=1)
+        assert session.read(table, drivers(1), now=expires + microsecond) == [
+            stats_value(None, None)
+        ]
+        lowered = stats_table("extended", max_age=30 * MINUTE)
+        assert session.store.extend_expiry(session.project, lowered) == 0
+        assert session.store.extend_expiry(session.project, raised) == 0
+        assert session.read(table, drivers(1, 2), now=after_old_expiry) == both
+        removed = stats_table("extended")
+        assert session.store.extend_expiry(session.project, removed) == 2
+        assert session.read(table, drivers(1, 2), now=datetime(2200, 1, 1, tzinfo=UTC)) == both
+        assert session.store.extend_expiry(session.project, removed) == 0
+        assert session.store.extend_expiry(session.project, raised) == 0
+
+    def test_extended_values_outlive_their_old_expiry_and_expired_ones_stay_gone(
+        self, session: Session
+    ) -> None:
+        """In real time, an extended value outlives its old expiry; expired ones stay gone.
+
+        A value that had expired before the extension is not restored.
+        """
+        old = timedelta(seconds=2)
+        raised, removed = stats_table("raised", max_age=old), stats_table("removed", max_age=old)
+        start = _now()
+        event = start - timedelta(milliseconds=200)
+        doomed = start - timedelta(milliseconds=1500)
+        for table in (raised, removed):
+            rows = [stats_row(1, event, 1), stats_row(2, doomed, 2)]
+            assert session.write(table, rows) == WriteResult(written=2, skipped=0)
+        _sleep_until(doomed + old + timedelta(milliseconds=100))
+        longer = stats_table("raised", max_age=timedelta(hours=1))
+        assert session.store.extend_expiry(session.project, longer) == 1
+        assert session.store.extend_expiry(session.project, stats_table("removed")) == 1
+        _sleep_until(event + old + timedelta(milliseconds=200))
+        expected = [stats_value(1, event), stats_value(None, None)]
+        assert session.read(raised, drivers(1, 2)) == expected
+        assert session.read(removed, drivers(1, 2)) == expected
+
+    # --- definition changes ---------------------------------------------------------------------
+
+    def test_values_follow_lossless_widenings_and_other_retyped_values_read_null(
+        self, session: Session
+    ) -> None:
+        """Stored values follow lossless widenings; other retyped values read as null.
+
+        A value written as a type that widens losslessly to the feature's current type reads as
+        that type (exactly as a training set converts it).
+        """
+        pairs = [(a, b) for a in ValueType for b in ValueType if is_lossless_widening(a, b)]
+        narrow_values: dict[ValueType, object] = {
+            ValueType.INT32: -(2**31),
+            ValueType.FLOAT: 0.1,
+            ValueType.STRING: "naïve ☕",
+            ValueType.INT32_LIST: [2**31 - 1, None, -1],
+            ValueType.FLOAT_LIST: [1.5, None, 0.1],
+            ValueType.STRING_LIST: ["a", None, ""],
+        }
+        float32_tenth = struct.unpack("<f", struct.pack("<f", 0.1))[0]
+        wide_values: dict[tuple[ValueType, ValueType], object] = {
+            (ValueType.INT32, ValueType.INT64): -(2**31),
+            (ValueType.INT32, ValueType.DOUBLE): -(2.0**31),
+            (ValueType.FLOAT, ValueType.DOUBLE): float32_tenth,
+            (ValueType.STRING, ValueType.BYTES): "naïve ☕".encode(),
+            (ValueType.INT32_LIST, ValueType.INT64_LIST): [2**31 - 1, None, -1],
+            (ValueType.INT32_LIST, ValueType.DOUBLE_LIST): [2.0**31 - 1, None, -1.0],
+            (ValueType.FLOAT_LIST, ValueType.DOUBLE_LIST): [1.5, None, float32_tenth],
+            (ValueType.STRING_LIST, ValueType.BYTES_LIST): [b"a", None, b""],
+        }
+        assert set(wide_values) == set(pairs)
+        names = [f"f_{a.name.lower()}_{b.name.lower()}" for a, b in pairs]
+        written = FeatureTable(
+            name="retyped",
+            entities=("driver_id",),
+            features=(
+                *(Feature(name=n, value_type=a) for n, (a, _) in zip(names, pairs, strict=True)),
+                Feature(name="narrowed", value_type=ValueType.INT64),
+            ),
+        )
+        read_as = FeatureTable(
+            name="retyped",
+            entities=("driver_id",),
+            features=(
+                *(Feature(name=n, value_type=b) for n, (_, b) in zip(names, pairs, strict=True)),
+                Feature(name="narrowed", value_type=ValueType.INT32),
+            ),
+        )
+        values = {n: narrow_values[a] for n, (a, _) in zip(names, pairs, strict=True)}
+        rows = [Row({"driver_id": 1}, T, {**values, "narrowed": 7}), Row({"driver_id": 2}, T)]
+        assert session.write(written, rows) == WriteResult(written=2, skipped=0)
+        result = session.read_table(read_as, drivers(1, 2))
+        assert result.schema.types == [
+            *(to_arrow_type(f.value_type) for f in read_as.features),
+            TIMESTAMP_ARROW_TYPE,
+        ]
+        widened = {n: wide_values[pair] for n, pair in zip(names, pairs, strict=True)}
+        nulls = dict.fromkeys(read_as.feature_names)
+        assert result.to_pylist() == [
+            {**widened, "narrowed": None, EVENT_TIMESTAMP_COLUMN: T},
+            {**nulls, EVENT_TIMESTAMP_COLUMN: T},
+        ]
+
+    def test_added_features_read_null_on_old_rows_and_removed_ones_are_not_read(
+        self, session: Session
+    ) -> None:
+        """Stored rows follow a table whose features were added, removed or reordered."""
+        first = FeatureTable(
+            name="evolving",
+            entities=("driver_id",),
+            features=(
+                Feature(name="a", value_type=ValueType.INT64),
+                Feature(name="b", value_type=ValueType.STRING),
+            ),
+        )
+        second = FeatureTable(
+            name="evolving",
+            entities=("driver_id",),
+            features=(
+                Feature(name="c", value_type=ValueType.DOUBLE),
+                Feature(name="a", value_type=ValueType.INT64),
+            ),
+        )
+        session.write(first, [Row({"driver_id": 1}, T, {"a": 1, "b": "x"})])
+        session.write(second, [Row({"driver_id": 2}, T, {"a": 2, "c": 0.5})])
+        assert session.read(second, drivers(1, 2)) == [
+            {"c": None, "a": 1, EVENT_TIMESTAMP_COLUMN: T},
+            {"c": 0.5, "a": 2, EVENT_TIMESTAMP_COLUMN: T},
+        ]
+        with pytest.raises(FeatureRefError):
+            session.read(second, drivers(1), ["b"])
+        assert session.read(first, drivers(1, 2)) == [
+            {"a": 1, "b": "x", EVENT_TIMESTAMP_COLUMN: T},
+            {"a": 2, "b": None, EVENT_TIMESTAMP_COLUMN: T},
+        ]
+
+
+def _sleep_until(moment: datetime) -> None:
+    time.sleep(max(0.0, (moment - _now()).total_seconds()))
 
 
 __all__ = [

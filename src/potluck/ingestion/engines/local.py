@@ -24,11 +24,12 @@ from potluck.ingestion.jobs import (
     JobSpec,
     JobStatus,
     cancel_requested,
-    last_succeeded,
     save_job,
     utc_now,
+    watermark,
 )
 from potluck.ingestion.offline_to_online import Progress, run_offline_to_online
+from potluck.online.base import WriteMode
 from potluck.types import ValueType
 
 logger = logging.getLogger(__name__)
@@ -94,11 +95,8 @@ class LocalJob(IngestionJob):
         spec = self._job.spec
         registry = self._context.registry
         try:
-            watermark = None
-            if spec.since_last:
-                previous = last_succeeded(registry, spec)
-                watermark = None if previous is None else previous.watermark
-            self._update(status=JobStatus.RUNNING, started_at=utc_now(), ingested_after=watermark)
+            since = watermark(registry, spec) if spec.since_last else None
+            self._update(status=JobStatus.RUNNING, started_at=utc_now(), since_version=since)
             progress = run_offline_to_online(
                 spec.project,
                 self._table,
@@ -107,7 +105,8 @@ class LocalJob(IngestionJob):
                 self._context.online_store,
                 start=spec.start,
                 end=spec.end,
-                ingested_after=watermark,
+                since_version=since,
+                mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
                 batch_size=spec.batch_size,
                 on_progress=self._on_progress,
                 cancelled=self._cancel.is_set,
@@ -149,6 +148,7 @@ class LocalJob(IngestionJob):
 def _fields(progress: Progress) -> dict[str, Any]:
     return {
         "stats": progress.stats,
+        "source_version": progress.source_version,
         "max_ingestion_id": progress.max_ingestion_id,
         "max_event_timestamp_us": progress.max_event_timestamp_us,
     }
