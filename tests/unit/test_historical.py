@@ -572,3 +572,34 @@ def test_read_range_refuses_a_source_without_its_key_column(tmp_path: Path) -> N
         "the batch source of feature table 't' has no column 'driver_id'; its columns: ts, v"
     )
     store.close()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_files_of_other_tools_with_different_timestamp_types_read_together(
+    tmp_path: Path, native: bool
+) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    naive = pd.DataFrame({"driver_id": [1], "ts": [pd.Timestamp("2024-05-01 10:00")], "v": [1]})
+    naive.to_parquet(folder / "naive.parquet")  # pandas: nanoseconds, no zone
+    zoned = pa.table(
+        {
+            "driver_id": pa.array([2], pa.int64()),
+            "ts": pa.array([at(11)], pa.timestamp("ms", tz="Asia/Tokyo")),
+            "v": pa.array([2], pa.int32()),
+        }
+    )
+    pq.write_table(zoned, folder / "zoned.parquet")
+    table = FeatureTable(
+        name="t",
+        entities=["driver_id"],
+        features=[Feature(name="v", value_type=ValueType.INT64)],
+        batch_source=FileSource(path=str(folder), event_timestamp_column="ts"),
+    )
+    store = DuckDBOfflineStore(DuckDBConfig(native_local_reads=native))
+    rows = sorted(
+        (r["driver_id"], r["v"], r["event_timestamp"])
+        for r in _rows(store.read_range(table, None, None))
+    )
+    assert rows == [(1, 1, datetime(2024, 5, 1, 10, tzinfo=timezone.utc)), (2, 2, at(11))]
+    store.close()

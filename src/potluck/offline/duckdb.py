@@ -18,7 +18,6 @@ makes the winner exact at some cost in speed. The
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,7 +33,6 @@ from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import DataValidationError, UnavailableError, ValidationError
-from potluck.notices import NoDataWarning
 from potluck.offline.base import (
     CREATED_TIMESTAMP_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
@@ -62,6 +60,7 @@ from potluck.offline.pit import (
     prepare,
 )
 from potluck.offline.retrieval import RetrievalJob
+from potluck.offline.snapshots import batch_source_of, pin_sources, require_existing
 from potluck.types import ValueType, to_arrow_type
 
 try:
@@ -156,7 +155,7 @@ class DuckDBOfflineStore(OfflineStore):
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         """Stream rows of ``table``'s batch source in ``[start, end)``; see the base class."""
-        source = _batch_source(table)
+        source = batch_source_of(table)
         start, end = _utc(start), _utc(end)
         if start is not None and end is not None and start >= end:
             raise ValidationError(
@@ -165,7 +164,7 @@ class DuckDBOfflineStore(OfflineStore):
             )
         location = resolve_path(source.path, self.root)
         state = read_source(location, version=version, since_version=since_version)
-        state = _existing(table, state)
+        state = require_existing(table, state)
         files = select_days(
             state.files,
             filesystem_for(location)[1],
@@ -177,8 +176,8 @@ class DuckDBOfflineStore(OfflineStore):
 
     def source_version(self, table: FeatureTable) -> int | None:
         """Return the latest version of ``table``'s batch source; see the base class."""
-        location = resolve_path(_batch_source(table).path, self.root)
-        return _existing(table, read_source(location)).version
+        location = resolve_path(batch_source_of(table).path, self.root)
+        return require_existing(table, read_source(location)).version
 
     def _read_range(
         self,
@@ -342,11 +341,21 @@ class DuckDBOfflineStore(OfflineStore):
             with _wrap_errors(f"reading {files.paths[0]}"):
                 described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
             return relation, {row[0] for row in described}
-        schemas = [pq.read_schema(p, filesystem=files.filesystem) for p in files.paths]
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-        dataset = pads.dataset(list(files.paths), schema=schema, filesystem=files.filesystem)
-        cursor.register(name, dataset)
-        return _quote(name), set(schema.names)
+        # One pyarrow dataset per distinct file schema (other tools' files may differ, e.g. naive
+        # and zoned timestamps, which no single Arrow schema holds), unioned by column name.
+        groups: dict[pa.Schema, list[str]] = {}
+        for path in files.paths:
+            groups.setdefault(pq.read_schema(path, filesystem=files.filesystem), []).append(path)
+        parts: list[str] = []
+        names: set[str] = set()
+        for number, (schema, paths) in enumerate(groups.items()):
+            part = f"{name}:{number}"
+            cursor.register(part, pads.dataset(paths, schema=schema, filesystem=files.filesystem))
+            parts.append(f"SELECT * FROM {_quote(part)}")
+            names.update(schema.names)
+        if len(parts) == 1:
+            return _quote(f"{name}:0"), names
+        return f"({' UNION ALL BY NAME '.join(parts)})", names
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._db.cursor()
@@ -354,58 +363,6 @@ class DuckDBOfflineStore(OfflineStore):
     def close(self) -> None:
         """Close the DuckDB database."""
         self._db.close()
-
-
-def pin_sources(plan: PitPlan, versions: Mapping[str, int]) -> dict[str, SourceState]:
-    """Return, per joined table, the committed files of its source at one version.
-
-    A table whose source holds no rows yet gives a :class:`~potluck.notices.NoDataWarning` (its
-    features come back null).
-
-    Raises:
-        ValidationError: If a source location does not exist, or a version does not exist or
-            is named for a table that is not joined.
-    """
-    unknown = sorted(set(versions) - {join.table for join in plan.joins})
-    if unknown:
-        raise ValidationError(
-            f"versions name feature table {unknown[0]!r}, which the features requested do not "
-            f"use; tables joined: {', '.join(join.table for join in plan.joins)}",
-            table=unknown[0],
-        )
-    states: dict[str, SourceState] = {}
-    for join in plan.joins:
-        state = read_source(join.path, version=versions.get(join.table))
-        states[join.table] = _existing(join.table, state)
-        if not state.files.paths:
-            warnings.warn(
-                f"feature table {join.table!r} has no data yet (no rows committed at "
-                f"{join.path!r}); its features are null",
-                NoDataWarning,
-                stacklevel=4,
-            )
-    return states
-
-
-def _existing(table: FeatureTable | str, state: SourceState) -> SourceState:
-    if not state.exists:
-        name = table if isinstance(table, str) else table.name
-        raise ValidationError(
-            f"the batch source of feature table {name!r} does not exist: nothing at "
-            f"{state.location!r}; ingest rows into it (potluck ingest {name} FILE) or fix its "
-            "batch_source.path",
-            table=name,
-            path=state.location,
-        )
-    return state
-
-
-def _batch_source(table: FeatureTable) -> FileSource:
-    if table.batch_source is None:
-        raise ValidationError(
-            f"feature table {table.name!r} has no batch_source to read", table=table.name
-        )
-    return table.batch_source
 
 
 @dataclass(frozen=True)
