@@ -167,6 +167,8 @@ def _open(location: str, version: int | None) -> deltalake.DeltaTable:
 
 
 def _committed(table: deltalake.DeltaTable, fs: pafs.FileSystem, root: str) -> tuple[str, ...]:
+    if isinstance(fs, pafs.LocalFileSystem):
+        return tuple(sorted(table.file_uris()))  # absolute local paths
     actions = pa.table(table.get_add_actions(flatten=True))
     paths = actions.column("path").to_pylist() if actions.num_rows else []
     return tuple(sorted(f"{root}/{unquote(p)}" for p in paths))

@@ -193,10 +193,8 @@ class DuckDBOfflineStore(OfflineStore):
         names = {name: column for column, name in source.field_mapping.items()}
         cursor = self._cursor()
         try:
-            relation, names_found = self._scan(cursor, files, "potluck:source")
-            available = _source_types(
-                cursor, relation, names_found, files, _range_columns(table, source)
-            )
+            relation, available = self._scan(cursor, files, "potluck:source")
+            _check_differing(available, files, _range_columns(table, source))
             event = _require(
                 available, source.event_timestamp_column, table.name, ValueType.UNIX_TIMESTAMP
             )
@@ -313,8 +311,8 @@ class DuckDBOfflineStore(OfflineStore):
                 last_day.date() if last_day else None,
             )
             files = without_superseded(files)
-            relation, names_found = self._scan(cursor, files, f"potluck:source{number}", join=join)
-            columns = _source_types(cursor, relation, names_found, files, _join_columns(join))
+            relation, columns = self._scan(cursor, files, f"potluck:source{number}", join=join)
+            _check_differing(columns, files, _join_columns(join))
             tie_break = join.created_timestamp_column is not None and may_tie(
                 files, join.event_timestamp_column, join.date_partition_column
             )
@@ -331,31 +329,36 @@ class DuckDBOfflineStore(OfflineStore):
         name: str,
         *,
         join: TableJoin | None = None,
-    ) -> tuple[str, set[str]]:
-        """Return a SQL relation over ``files`` and the set of its column names."""
+    ) -> tuple[str, dict[str, str]]:
+        """Return a SQL relation over ``files`` and the DuckDB type of each of its columns.
+
+        The types are empty when there are no files (the relation is then an empty one with
+        the columns the join reads).
+        """
         if not files.paths:
-            return _empty_relation(join), set()
+            return _empty_relation(join), {}
         if files.is_local and self.config.native_local_reads:
             listed = ", ".join(_literal(p) for p in files.paths)
             relation = f"read_parquet([{listed}], union_by_name = true)"
-            with _wrap_errors(f"reading {files.paths[0]}"):
-                described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-            return relation, {row[0] for row in described}
-        # One pyarrow dataset per distinct file schema (other tools' files may differ, e.g. naive
-        # and zoned timestamps, which no single Arrow schema holds), unioned by column name.
-        groups: dict[pa.Schema, list[str]] = {}
-        for path in files.paths:
-            groups.setdefault(pq.read_schema(path, filesystem=files.filesystem), []).append(path)
-        parts: list[str] = []
-        names: set[str] = set()
-        for number, (schema, paths) in enumerate(groups.items()):
-            part = f"{name}:{number}"
-            cursor.register(part, pads.dataset(paths, schema=schema, filesystem=files.filesystem))
-            parts.append(f"SELECT * FROM {_quote(part)}")
-            names.update(schema.names)
-        if len(parts) == 1:
-            return _quote(f"{name}:0"), names
-        return f"({' UNION ALL BY NAME '.join(parts)})", names
+        else:
+            # One pyarrow dataset per distinct file schema (other tools' files may differ, e.g.
+            # naive and zoned timestamps, which no single Arrow schema holds), by column name.
+            groups: dict[pa.Schema, list[str]] = {}
+            for path in files.paths:
+                schema = pq.read_schema(path, filesystem=files.filesystem)
+                groups.setdefault(schema, []).append(path)
+            parts: list[str] = []
+            for number, (schema, paths) in enumerate(groups.items()):
+                part = f"{name}:{number}"
+                dataset = pads.dataset(paths, schema=schema, filesystem=files.filesystem)
+                cursor.register(part, dataset)
+                parts.append(f"SELECT * FROM {_quote(part)}")
+            relation = (
+                _quote(f"{name}:0") if len(parts) == 1 else f"({' UNION ALL BY NAME '.join(parts)})"
+            )
+        with _wrap_errors(f"reading {files.paths[0]}"):
+            described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+        return relation, {str(row[0]): str(row[1]) for row in described}
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self._db.cursor()
@@ -473,28 +476,18 @@ def _empty_relation(join: TableJoin | None) -> str:
     return f"(SELECT {', '.join(columns)} WHERE false)"
 
 
-def _source_types(
-    cursor: duckdb.DuckDBPyConnection,
-    relation: str,
-    names: set[str],
-    files: SourceFiles,
-    declared: Sequence[DeclaredFileColumn],
-) -> dict[str, str]:
-    """Return the DuckDB type of each column of ``relation`` (``{}`` when it reads no files).
+def _check_differing(
+    types: Mapping[str, str], files: SourceFiles, declared: Sequence[DeclaredFileColumn]
+) -> None:
+    """Check ``files`` when a declared column is read as another type than declared.
 
-    When a declared column's type differs from the one it is read as (files other tools wrote,
-    or written before a type widening), ``files`` are checked first
-    (:func:`~potluck.offline.file_columns.check_files`), so the casts of :func:`_read_as` are
+    That happens with files other tools wrote, or written before a type widening; the check
+    (:func:`~potluck.offline.file_columns.check_files`) makes the casts of :func:`_read_as`
     exact.
 
     Raises:
         DataValidationError: If a file's column does not fit its declared type; names the file.
     """
-    if not names:
-        return {}
-    with _wrap_errors(f"reading {files.paths[0]}"):
-        described = cursor.sql(f"DESCRIBE SELECT * FROM {relation}").fetchall()
-    types = {str(row[0]): str(row[1]) for row in described}
     differing = [
         c
         for c in declared
@@ -502,7 +495,6 @@ def _source_types(
     ]
     if differing:
         check_files(files, differing)
-    return types
 
 
 def _range_columns(table: FeatureTable, source: FileSource) -> list[DeclaredFileColumn]:
