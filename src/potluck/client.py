@@ -446,10 +446,21 @@ class Client:
         return job
 
     def list_jobs(self, table: str | None = None) -> list[Job]:
-        """Return the project's ingestion jobs (records), newest first."""
+        """Return the project's ingestion jobs (records), newest first.
+
+        Args:
+            table: Only this feature table's jobs.
+
+        Raises:
+            NotFoundError: If ``table`` has no jobs and is no feature table of the project (a
+                typo never reads as "no jobs").
+        """
         from potluck.ingestion.jobs import list_jobs
 
-        return list_jobs(self._registry, self._project, table=table)
+        jobs = list_jobs(self._registry, self._project, table=table)
+        if table is not None and not jobs:
+            self.get_feature_table(table)
+        return jobs
 
     def get_job(self, job_id: str) -> IngestionJob:
         """Return a handle on job ``job_id`` (live if this client started it).

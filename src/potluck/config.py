@@ -1,42 +1,82 @@
-"""Settings: read once, validated, frozen, and passed down explicitly.
+"""Settings: read once, validated whole, frozen, and passed down explicitly.
 
 Settings come from ``potluck.yaml`` and ``POTLUCK_*`` environment variables; nothing else in
 potluck reads ``os.environ``.
 
-Resolution order, later wins: built-in defaults, the YAML file (``POTLUCK_CONFIG`` or
-``./potluck.yaml``), then environment variables named ``POTLUCK_<KEY>`` with ``__`` for nesting
-(``POTLUCK_ONLINE_STORE__URL``). Relative paths are relative to the config file's folder (the
-working folder when there is no file).
+Resolution order, later wins: built-in defaults, the YAML file (``POTLUCK_CONFIG``, else the
+nearest ``potluck.yaml`` in the working folder or its parents, as git finds ``.git``), then
+environment variables named ``POTLUCK_<KEY>`` with ``__`` for nesting
+(``POTLUCK_ONLINE_STORE__URL``). An environment variable that sets a plug-in section's ``type`` to
+another plug-in replaces the file's section instead of merging into it. Relative paths are
+relative to the config file's folder (the working folder when there is no file).
+
+Everything is validated when it is loaded: every top-level setting, and each plug-in section
+against its plug-in's config class. The first problem is one :class:`ConfigError` whose message
+names the key, the value (secrets masked) and every source that was read.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import reprlib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from potluck._redact import redact_text, redact_url, secrets_in
+from potluck._setting_forms import check_address, check_memory_limit, check_registry_url
 from potluck.errors import ConfigError
 
 ENV_PREFIX = "POTLUCK_"
 CONFIG_FILE_NAME = "potluck.yaml"
 
+MemoryLimit = Annotated[str, AfterValidator(check_memory_limit)]
+"""A memory size as DuckDB reads it: ``"4GB"``, ``"512MiB"``, ``"80%"`` (of RAM)."""
+
+_NOT_GIVEN = object()
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxstring = 120
+_VALUE_REPR.maxother = 120
+
+
+def _masked(value: Any) -> Any:
+    """Return ``value`` with the secrets of every URL-like string in it masked."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_masked(v) for v in value)
+    return value
+
 
 class PluginConfig(BaseModel):
-    """Base of every plug-in's config; each plug-in narrows ``type`` to its own name."""
+    """Base of every plug-in's config; each plug-in narrows ``type`` to its own name.
+
+    Its ``repr`` masks the secrets of URL-like values.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: str
     """The plug-in's name, as registered in ``potluck.plugins``."""
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _masked(value)
+
 
 class Settings(BaseModel):
-    """Every potluck setting. Each has an embedded default, so no file is needed to start."""
+    """Every potluck setting. Each has an embedded default, so no file is needed to start.
+
+    Top-level values are checked here (a project name, URLs and ``host:port`` addresses with
+    numeric ports); :func:`load_settings` also checks each plug-in section. Its ``repr`` masks
+    passwords.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -72,9 +112,40 @@ class Settings(BaseModel):
         default_factory=Path.cwd,
         description="The folder relative paths are resolved against (the config file's folder).",
     )
+    config_file: Path | None = Field(
+        default=None, description="The config file these settings were read from, if any."
+    )
     sources: tuple[str, ...] = Field(
         default=(), description="Where these settings were read from, in order (informational)."
     )
+
+    @field_validator("project")
+    @classmethod
+    def _check_project(cls, value: str) -> str:
+        from potluck.definitions._checks import MAX_NAME_LENGTH, NAME_PATTERN
+
+        if not NAME_PATTERN.fullmatch(value):
+            raise ValueError(
+                "names match [a-z_][a-z0-9_]* (lower-case letters, digits and underscores, not "
+                "starting with a digit)"
+            )
+        if len(value) > MAX_NAME_LENGTH:
+            raise ValueError(f"a name has at most {MAX_NAME_LENGTH} characters")
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _check_registry(cls, value: str) -> str:
+        return check_registry_url(value)
+
+    @field_validator("core_url", "serving_url")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, _masked(value)
 
     def resolve_path(self, path: str | Path) -> Path:
         """Return ``path`` made absolute against :attr:`root`."""
@@ -91,11 +162,124 @@ class Settings(BaseModel):
                 return prefix + str(self.resolve_path(rest))
         return self.registry
 
+    @property
+    def registry_file(self) -> Path | None:
+        """The SQLite file of the registry, or ``None`` for a server, memory or ``core_url``."""
+        prefix = "sqlite:///"
+        url = self.registry_url
+        if self.core_url or not url.startswith(prefix):
+            return None
+        rest = url[len(prefix) :].partition("?")[0]
+        return None if rest in ("", ":memory:") or rest.startswith("file:") else Path(rest)
+
 
 SETTING_NAMES: tuple[str, ...] = tuple(
-    n for n in Settings.model_fields if n not in {"root", "sources"}
+    n for n in Settings.model_fields if n not in {"root", "config_file", "sources"}
 )
 """The user-facing settings; docs/configuration.md must document each one (a test checks)."""
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+
+def describe_sources(sources: Sequence[str]) -> str:
+    """Return ``sources`` as the message of a :class:`ConfigError` ends: ``read from A, then B``."""
+    return "read from " + (", then ".join(sources) or "built-in defaults")
+
+
+def setting_error(
+    key: str,
+    reason: str,
+    *,
+    value: Any = _NOT_GIVEN,
+    sources: Sequence[str] | None = None,
+    secrets: set[str] | None = None,
+) -> ConfigError:
+    """Return the :class:`ConfigError` for one bad setting, as one line.
+
+    ``invalid setting 'KEY' = VALUE: REASON (read from SOURCES)``; the value and the whole
+    message are masked (URL passwords, secret query values, and ``secrets`` anywhere).
+
+    Args:
+        key: The dotted key (``online_store.url``).
+        reason: Why it is wrong and, where it helps, what to write instead.
+        value: The bad value; left out of the message when not given (a missing key).
+        sources: Every source read, in order; ``None`` leaves the sources out (a plug-in
+            section checked at first use, where they are not known).
+        secrets: Secrets to mask wherever they appear.
+    """
+    shown = "" if value is _NOT_GIVEN else f" = {_VALUE_REPR.repr(_masked(value))}"
+    where = "" if sources is None else f" ({describe_sources(sources)})"
+    message = redact_text(f"invalid setting {key!r}{shown}: {reason}{where}", secrets or set())
+    return ConfigError(message, key=key, sources=tuple(sources or ()))
+
+
+def _first_problem(exc: pydantic.ValidationError) -> Any:
+    # A key that is not allowed is likely a typo behind the other errors: name it first.
+    errors = exc.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def _reason(error: Any, section: Mapping[str, Any] | None, section_name: str) -> str:
+    kind = error["type"]
+    owner = f"{section_name} type {section.get('type')!r}" if section is not None else "potluck"
+    if kind == "missing":
+        return f"missing, and {owner} requires it"
+    if kind == "extra_forbidden":
+        return f"not a key of {owner}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    message = str(error["msg"])
+    return message[:1].lower() + message[1:]
+
+
+def validation_error(
+    exc: pydantic.ValidationError,
+    *,
+    model: type[BaseModel] = Settings,
+    section: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    sources: Sequence[str] | None = None,
+) -> ConfigError:
+    """Return the :class:`ConfigError` for the first problem pydantic found.
+
+    Args:
+        exc: The validation error of ``model``.
+        model: :class:`Settings`, or the config class of the plug-in ``section`` names.
+        section: The plug-in section validated (``online_store``), or ``None`` for Settings.
+        data: What was validated, to find the secrets to mask.
+        sources: Every source read, in order (see :func:`setting_error`).
+    """
+    error = _first_problem(exc)
+    key = ".".join([*([section] if section else []), *(str(p) for p in error["loc"])])
+    plugin = data if section is not None else None
+    value = _NOT_GIVEN if error["type"] == "missing" else error.get("input", _NOT_GIVEN)
+    reason = _reason(error, plugin, section or "")
+    if error["type"] == "extra_forbidden":
+        keys = SETTING_NAMES if model is Settings else tuple(model.model_fields)
+        reason += f"; its keys: {', '.join(keys)}"
+    return setting_error(
+        key, reason, value=value, sources=sources, secrets=secrets_in([dict(data or {})])
+    )
+
+
+# ---- loading -----------------------------------------------------------------------------------
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """Return the nearest ``potluck.yaml`` in ``start`` (default: the working folder) or a parent.
+
+    Folders that cannot be read are passed over, as if they held no file.
+    """
+    folder = Path.cwd() if start is None else start
+    for candidate in (folder, *folder.parents):
+        path = candidate / CONFIG_FILE_NAME
+        try:
+            if path.is_file():
+                return path
+        except OSError:
+            continue
+    return None
 
 
 def load_settings(
@@ -104,17 +288,22 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Resolve the settings once.
+    """Resolve the settings once, and check all of them.
 
     Args:
-        path: The config file; defaults to ``$POTLUCK_CONFIG``, else ``./potluck.yaml`` if it
-            exists, else built-in defaults only.
+        path: The config file; defaults to ``$POTLUCK_CONFIG``, else the nearest
+            ``potluck.yaml`` in the working folder or its parents (see
+            :func:`find_config_file`), else built-in defaults only.
         environ: The environment to read ``POTLUCK_*`` variables from (default ``os.environ``).
-        overrides: Values that win over everything (used for explicit constructor arguments).
+        overrides: Values that win over everything (used for explicit constructor arguments);
+            ``None`` values mean "not given".
 
     Raises:
-        ConfigError: If the file cannot be read or parsed, or a value is invalid; the message
-            names the key and every source that was read.
+        ConfigError: If the file cannot be read or parsed, or a value is invalid (a plug-in
+            section included: an unknown ``type``, a missing or unknown key, a bad value); the
+            message names the key, the value and every source that was read.
+        PluginDependencyError: If a plug-in section names a plug-in whose optional extra is not
+            installed.
     """
     env = dict(os.environ if environ is None else environ)
     sources: list[str] = []
@@ -124,22 +313,56 @@ def load_settings(
         file_path = Path(path)
     elif env.get(ENV_PREFIX + "CONFIG"):
         file_path = Path(env[ENV_PREFIX + "CONFIG"])
-    elif (Path.cwd() / CONFIG_FILE_NAME).exists():
-        file_path = Path.cwd() / CONFIG_FILE_NAME
+    else:
+        file_path = find_config_file()
     root = Path.cwd()
     if file_path is not None:
         file_path = file_path.expanduser().resolve()
         data = _read_file(file_path)
         sources.append(str(file_path))
         root = file_path.parent
+    sources.extend(_overlay_environment(data, env))
+    if overrides:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            data.update(given)
+            sources.append("arguments")
+    data.setdefault("root", root)
+    data["config_file"] = file_path
+    data["sources"] = tuple(sources)
+    try:
+        settings = Settings.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, data=data, sources=sources) from None
+    _check_plugin_sections(settings, sources)
+    return settings
+
+
+def _check_plugin_sections(settings: Settings, sources: Sequence[str]) -> None:
+    from potluck import plugins
+
+    for interface in plugins.INTERFACES:
+        plugins.validate(interface, getattr(settings, interface.name), sources=sources)
+
+
+def _overlay_environment(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Apply the ``POTLUCK_*`` variables to ``data`` in name order; return the sources read.
+
+    A variable naming a key inside a plug-in section refines the file's section (or the
+    built-in one), unless the environment also sets that section's ``type`` to another
+    plug-in: then the section starts empty, so no key of the other plug-in is left over.
+    """
+    sources: list[str] = []
+    started: set[str] = set()
     for name, value in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         if keys[0] not in SETTING_NAMES or not all(keys):
             continue
-        if len(keys) > 1 and keys[0] not in data:
-            data[keys[0]] = _default_section(keys[0], env)
+        if len(keys) > 1 and keys[0] not in started:
+            data[keys[0]] = _section_base(keys[0], data.get(keys[0]), env)
+            started.add(keys[0])
         target = data
         for key in keys[:-1]:
             nested = target.get(key)
@@ -149,32 +372,30 @@ def load_settings(
             target = nested
         target[keys[-1]] = _env_value(keys, value)
         sources.append(f"environment {name}")
-    if overrides:
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        sources.append("arguments")
-    data.setdefault("root", root)
-    data["sources"] = tuple(sources)
-    try:
-        settings = Settings.model_validate(data)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        where = ", then ".join(sources) or "built-in defaults"
-        raise ConfigError(
-            f"invalid setting {key!r}: {first['msg']} (read from {where})",
-            key=key,
-            sources=tuple(sources),
-        ) from None
-    for section in ("online_store", "offline_store", "engine"):
-        if not isinstance(getattr(settings, section).get("type"), str):
-            where = ", then ".join(sources) or "built-in defaults"
-            raise ConfigError(
-                f"invalid setting '{section}.type': every {section} needs a type "
-                f"(read from {where})",
-                key=f"{section}.type",
-                sources=tuple(sources),
-            )
-    return settings
+    return sources
+
+
+def _env_type(section: str, env: Mapping[str, str]) -> Any:
+    wanted = f"{ENV_PREFIX}{section}__type".lower()
+    for name, value in env.items():
+        if name.lower() == wanted:
+            return _env_value([section, "type"], value)
+    return None
+
+
+def _section_base(section: str, current: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """The section that environment variables refine key by key.
+
+    The file's (or an earlier variable's) section when there is one, else the built-in one;
+    empty when the environment sets the section's ``type`` to another plug-in than that.
+    """
+    if not isinstance(current, dict):
+        default = Settings.model_fields[section].get_default(call_default_factory=True)
+        current = dict(default) if isinstance(default, dict) else {}
+    env_type = _env_type(section, env)
+    if env_type is not None and current.get("type") != env_type:
+        return {}
+    return dict(current)
 
 
 def _env_value(keys: list[str], value: str) -> Any:
@@ -193,18 +414,6 @@ def _env_value(keys: list[str], value: str) -> Any:
     if is_text_setting and not isinstance(parsed, (str, type(None))):
         return value
     return parsed
-
-
-def _default_section(section: str, env: Mapping[str, str]) -> dict[str, Any]:
-    """The built-in value of a plug-in section that environment variables refine key by key.
-
-    ``POTLUCK_ONLINE_STORE__PATH`` alone changes the default store's path; when the environment
-    also sets the section's ``type`` it describes another plug-in, so it starts from nothing.
-    """
-    if any(name.lower() == f"{ENV_PREFIX}{section}__type".lower() for name in env):
-        return {}
-    default = Settings.model_fields[section].get_default(call_default_factory=True)
-    return dict(default) if isinstance(default, dict) else {}
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -245,4 +454,16 @@ def _read_file(path: Path) -> dict[str, Any]:
     return loaded
 
 
-__all__ = ["PluginConfig", "SETTING_NAMES", "Settings", "load_settings"]
+__all__ = [
+    "CONFIG_FILE_NAME",
+    "ENV_PREFIX",
+    "SETTING_NAMES",
+    "MemoryLimit",
+    "PluginConfig",
+    "Settings",
+    "describe_sources",
+    "find_config_file",
+    "load_settings",
+    "setting_error",
+    "validation_error",
+]

@@ -9,15 +9,15 @@ register under the entry-point groups ``potluck.online_stores``, ``potluck.offli
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
 import pydantic
 
-from potluck.config import PluginConfig
-from potluck.errors import ConfigError, PluginDependencyError, PluginError
+from potluck.config import PluginConfig, setting_error, validation_error
+from potluck.errors import PluginDependencyError, PluginError
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,11 @@ def _import(path: str, interface: Interface, name: str) -> Any:
         raise PluginError(f"{path} has no attribute {attr!r}", plugin=name) from None
 
 
+def known_names(interface: Interface) -> list[str]:
+    """Return the names of the plug-ins of ``interface``: built-ins and entry points, sorted."""
+    return sorted(set(interface.builtins) | {ep.name for ep in entry_points(group=interface.group)})
+
+
 def plugin_class(interface: Interface, name: str) -> type[Any]:
     """Return the class registered as ``name`` for ``interface``.
 
@@ -96,11 +101,9 @@ def plugin_class(interface: Interface, name: str) -> type[Any]:
                 path = ep.value
                 break
     if path is None:
-        known = sorted(
-            set(interface.builtins) | {ep.name for ep in entry_points(group=interface.group)}
-        )
         raise PluginError(
-            f"unknown {interface.name} type {name!r}; available: {', '.join(known)}",
+            f"unknown {interface.name} type {name!r}; available: "
+            f"{', '.join(known_names(interface))}",
             plugin=name,
         )
     cls = _import(path, interface, name)
@@ -110,6 +113,47 @@ def plugin_class(interface: Interface, name: str) -> type[Any]:
             f"{path} is not a subclass of {interface.base.replace(':', '.')}", plugin=name
         )
     return cls
+
+
+def validate(
+    interface: Interface, raw: Mapping[str, Any], *, sources: Sequence[str] | None = None
+) -> PluginConfig:
+    """Check a config section against its plug-in's ``config_class`` and return the config.
+
+    Args:
+        interface: The extension point.
+        raw: The config section (``{"type": ..., ...}``).
+        sources: Where the settings were read from, for the message (``None``: not known).
+
+    Raises:
+        ConfigError: If ``type`` is missing or names no plug-in (the message lists the known
+            ones), or the section does not validate; the message names the key and the value.
+        PluginDependencyError: If the plug-in needs an optional extra that is not installed.
+    """
+    name = raw.get("type")
+    names = known_names(interface)
+    known = ", ".join(names)
+    key = f"{interface.name}.type"
+    if name is None:
+        raise setting_error(
+            key,
+            f"missing; every {interface.name} names its plug-in with type, one of: {known}",
+            sources=sources,
+        )
+    if not isinstance(name, str) or name not in names:
+        raise setting_error(
+            key,
+            f"unknown {interface.name} type; known types: {known}",
+            value=name,
+            sources=sources,
+        )
+    config_class: type[PluginConfig] = plugin_class(interface, name).config_class
+    try:
+        return config_class.model_validate(dict(raw))
+    except pydantic.ValidationError as exc:
+        raise validation_error(
+            exc, model=config_class, section=interface.name, data=raw, sources=sources
+        ) from None
 
 
 def create(interface: Interface, raw: Mapping[str, Any], **kwargs: Any) -> Any:
@@ -122,14 +166,7 @@ def create(interface: Interface, raw: Mapping[str, Any], **kwargs: Any) -> Any:
 
     Raises:
         ConfigError: If the section does not validate; the message names the key.
+        PluginDependencyError: If the plug-in needs an optional extra that is not installed.
     """
-    name = str(raw.get("type"))
-    cls = plugin_class(interface, name)
-    config_class: type[PluginConfig] = cls.config_class
-    try:
-        config = config_class.model_validate(dict(raw))
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join([interface.name, *(str(p) for p in first["loc"])])
-        raise ConfigError(f"invalid setting {key!r}: {first['msg']}", key=key) from None
-    return cls(config, **kwargs)
+    config = validate(interface, raw)
+    return plugin_class(interface, config.type)(config, **kwargs)

@@ -350,9 +350,10 @@ class TestRedisFailures:
         with pytest.raises(ConfigError) as info:
             create(ONLINE_STORES, {"type": "redis_cluster", "startup_nodes": ["nohost"]})
         assert info.value.message == (
-            "invalid setting 'online_store.startup_nodes': Value error, 'nohost' is not 'host:port'"
+            "invalid setting 'online_store.startup_nodes' = ['nohost']: 'nohost': expected "
+            "host:port, such as 127.0.0.1:6565"
         )
-        assert info.value.attrs() == {"key": "online_store.startup_nodes"}
+        assert info.value.attrs() == {"key": "online_store.startup_nodes", "sources": ()}
 
     def test_a_missing_redis_package_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "redis", None)

@@ -188,7 +188,7 @@ def test_cancel_stops_between_batches(client: Client) -> None:
     done = job.wait(60)
     assert done.status is JobStatus.CANCELLED
     assert done.cancel_requested
-    assert 0 < done.stats.rows_read < 400
+    assert done.stats.rows_read < 400  # seen before the first batch or between two
     assert client.get_job(job.id).record().status is JobStatus.CANCELLED
 
 

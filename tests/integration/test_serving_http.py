@@ -155,9 +155,14 @@ def test_errors_have_one_envelope(
 def test_bad_json_and_unknown_routes_use_the_envelope(service: ServingService) -> None:
     app = create_app(service, ServingMetrics(service), version="9.9")
     resp = _call(app, "POST", "/get-online-features", content=b"{not json")
-    assert resp.status_code == 422
-    assert resp.json()["error"]["code"] == "invalid_argument"
-    assert resp.json()["error"]["message"].startswith("the request body is not valid JSON: ")
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "error": {
+            "code": "malformed_body",
+            "message": "the request body is not valid JSON: Expecting property name enclosed in "
+            "double quotes: line 1 column 2 (char 1)",
+        }
+    }
     resp = _call(app, "GET", "/nowhere")
     assert resp.status_code == 404
     assert resp.json() == {"error": {"code": "not_found", "message": "Not Found"}}

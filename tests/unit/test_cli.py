@@ -119,8 +119,8 @@ BAD_YAML = [
             entities: [rider_id, nobody]
             features: [{name: trips, value_type: INT64}]
         """,
-        "feature table trips: entity nobody is not defined; apply it in the same call or "
-        "before the table",
+        "defs.yaml, line 5: feature table trips: entity nobody is not defined; apply it in the "
+        "same call or before the table",
         id="unknown-entity",
     ),
     pytest.param(
@@ -132,7 +132,7 @@ BAD_YAML = [
               - {name: conv_rate, value_type: FLOAT}
               - {name: conv_rate, value_type: DOUBLE}
         """,
-        "defs.yaml, line 2: feature table driver_stats: feature 'conv_rate' is defined twice",
+        "defs.yaml, line 6: feature table driver_stats: feature 'conv_rate' is defined twice",
         id="duplicate-feature",
     ),
     pytest.param(
@@ -142,7 +142,7 @@ BAD_YAML = [
             entities: [driver_id]
             features: [{name: driver_id, value_type: INT64}]
         """,
-        "defs.yaml, line 2: feature table driver_stats: feature 'driver_id' has the name of one "
+        "defs.yaml, line 4: feature table driver_stats: feature 'driver_id' has the name of one "
         "of the table's entities; rename the feature",
         id="feature-named-like-entity",
     ),
@@ -153,7 +153,7 @@ BAD_YAML = [
             entities: [driver_id]
             features: [{name: event_timestamp, value_type: UNIX_TIMESTAMP}]
         """,
-        "defs.yaml, line 2: feature.name: 'event_timestamp' is reserved for potluck's own "
+        "defs.yaml, line 4: feature.name: 'event_timestamp' is reserved for potluck's own "
         "columns (created_timestamp, event_timestamp, ingestion_id); choose another name",
         id="reserved-feature-name",
     ),
@@ -174,7 +174,7 @@ BAD_YAML = [
             features: [{name: trips, value_type: INT64}]
             max_age: -1h
         """,
-        "defs.yaml, line 2: feature table driver_stats: max_age must be positive, got "
+        "defs.yaml, line 5: feature table driver_stats: max_age must be positive, got "
         "-1:00:00; use None for values that never age out",
         id="negative-max-age",
     ),
@@ -186,7 +186,7 @@ BAD_YAML = [
             features: [{name: trips, value_type: INT64}]
             batch_source: {path: data/driver_stats}
         """,
-        "defs.yaml, line 2: batch_source.event_timestamp_column: a batch source needs the name "
+        "defs.yaml, line 5: batch_source.event_timestamp_column: a batch source needs the name "
         "of its event timestamp column",
         id="batch-source-without-event-timestamp",
     ),
@@ -344,13 +344,18 @@ def test_an_invalid_project_option_is_bad_input(workdir: Path) -> None:
     assert_error(
         run("--project", "Bad-Name", "entities", "list"),
         2,
-        "project: invalid name 'Bad-Name'; names match [a-z_][a-z0-9_]* (lower-case letters, "
-        "digits and underscores, not starting with a digit)",
+        "invalid setting 'project' = 'Bad-Name': names match [a-z_][a-z0-9_]* (lower-case "
+        "letters, digits and underscores, not starting with a digit) (read from arguments)",
     )
 
 
 def test_usage_errors_are_one_line_with_exit_2(workdir: Path) -> None:
-    assert_error(run("apply"), 2, "Missing option '--file' / '-f'. (see 'potluck apply --help')")
+    assert_error(
+        run("apply"),
+        2,
+        "give the definitions to apply: files or folders, as in potluck apply -f "
+        "definitions.yaml or potluck apply DIR",
+    )
     assert_error(run("nonsense"), 2, "No such command 'nonsense'. (see 'potluck --help')")
     assert_error(
         run("entities", "list", "--label", "team"), 2, "--label: expected key=value, got 'team'"
@@ -371,7 +376,10 @@ def test_init_writes_defaults_and_example_definitions_that_apply(workdir: Path) 
     assert set(yaml.safe_load(config.read_text())) == set(SETTING_NAMES)
     settings = load_settings(config, environ={})
     defaults = Settings(root=(workdir / "proj").resolve())
-    assert settings.model_dump(exclude={"sources"}) == defaults.model_dump(exclude={"sources"})
+    assert settings.model_dump(exclude={"sources", "config_file"}) == defaults.model_dump(
+        exclude={"sources", "config_file"}
+    )
+    assert settings.config_file == config.resolve()
     assert load_definitions(workdir / "proj" / "definitions.yaml") == list(EXAMPLE_DEFINITIONS)
 
     changes = ok_json("--config", str(config), "apply", "-f", "proj/definitions.yaml")
@@ -578,7 +586,12 @@ def test_project_and_config_options_choose_where_definitions_go(workdir: Path) -
     assert (other_root / "reg.db").is_file()
     assert not (workdir / ".potluck").exists()
     assert ok_json("-c", str(config), "-p", "team_b", "entities", "list")[0]["name"] == "driver_id"
-    assert ok_json("-c", str(config), "entities", "list") == []
+    assert_error(
+        run("-c", str(config), "entities", "list"),
+        2,
+        "project 'team_a' does not exist (existing projects: team_b); apply definitions to "
+        "create it, or choose another with --project",
+    )
     assert [p["name"] for p in ok_json("-c", str(config), "projects", "list")] == ["team_b"]
 
 
@@ -647,7 +660,9 @@ def test_core_serves_the_registry_to_the_cli(
     assert [c["action"] for c in changes] == ["create", "create"]
     assert [t["name"] for t in ok_json("feature-tables", "list")] == ["driver_stats"]
     write(workdir / "bad.yaml", BAD_YAML[1].values[0])
-    assert_error(run("apply", "-f", "bad.yaml"), 2, BAD_YAML[1].values[1])
+    assert_error(
+        run("apply", "-f", "bad.yaml"), 2, BAD_YAML[1].values[1].replace("defs.yaml", "bad.yaml")
+    )
     assert not (workdir / ".potluck").exists()
 
     proc.send_signal(signal.SIGTERM)

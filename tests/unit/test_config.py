@@ -35,7 +35,7 @@ def config_error(**kwargs: object) -> ConfigError:
 
 def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
     settings = load_settings(environ={})
-    assert settings.model_dump(exclude={"root", "sources"}) == {
+    assert settings.model_dump(exclude={"root", "config_file", "sources"}) == {
         "project": "default",
         "registry": "sqlite:///.potluck/registry.db",
         "online_store": {"type": "sqlite", "path": ".potluck/online.db"},
@@ -44,10 +44,10 @@ def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
         "core_url": None,
         "serving_url": None,
     }
-    assert settings.sources == ()
+    assert (settings.sources, settings.config_file) == ((), None)
     assert settings.root == workdir
     assert settings.registry_url == f"sqlite:///{workdir}/.potluck/registry.db"
-    assert set(SETTING_NAMES) == set(Settings.model_fields) - {"root", "sources"}
+    assert set(SETTING_NAMES) == set(Settings.model_fields) - {"root", "config_file", "sources"}
 
 
 def test_a_file_sets_values_and_becomes_the_root_for_relative_paths(workdir: Path) -> None:
@@ -55,18 +55,17 @@ def test_a_file_sets_values_and_becomes_the_root_for_relative_paths(workdir: Pat
 project: rides
 registry: sqlite:///state/registry.db
 online_store: {type: redis, url: "redis://127.0.0.1:6379/0"}
-engine: {type: spark, master: "local[*]", conf: {spark.executor.memory: 2g}}
+engine: {type: local, progress_interval: 2}
 core_url: "core:6565"
 """)
     settings = load_settings(path, environ={})
     assert settings.project == "rides"
     assert settings.online_store == {"type": "redis", "url": "redis://127.0.0.1:6379/0"}
-    assert settings.engine == {"type": "spark", "master": "local[*]",
-                               "conf": {"spark.executor.memory": "2g"}}
+    assert settings.engine == {"type": "local", "progress_interval": 2}
     assert settings.core_url == "core:6565"
     assert settings.offline_store == {"type": "duckdb"}
     assert settings.root == workdir / "conf"
-    assert settings.sources == (str(path),)
+    assert (settings.sources, settings.config_file) == ((str(path),), path)
     assert settings.registry_url == f"sqlite:///{workdir}/conf/state/registry.db"
     assert settings.resolve_path("data") == workdir / "conf" / "data"
     assert settings.resolve_path("/abs/data") == Path("/abs/data")
@@ -102,19 +101,19 @@ def test_environment_variables_overlay_the_file_key_by_key(workdir: Path) -> Non
 
 def test_environment_values_are_read_as_yaml_scalars(workdir: Path) -> None:
     settings = load_settings(environ={
-        "POTLUCK_ENGINE__TYPE": "spark",
-        "POTLUCK_ENGINE__CONF": "{spark.sql.shuffle.partitions: 4}",
+        "POTLUCK_OFFLINE_STORE__THREADS": "4",
+        "POTLUCK_OFFLINE_STORE__NATIVE_LOCAL_READS": "false",
+        "POTLUCK_ONLINE_STORE": "{type: redis_cluster, startup_nodes: [a:7000, b:7001]}",
         "POTLUCK_CORE_URL": "null",
     })
-    assert settings.engine == {"type": "spark", "conf": {"spark.sql.shuffle.partitions": 4}}
+    assert settings.offline_store == {"type": "duckdb", "threads": 4, "native_local_reads": False}
+    assert settings.online_store == {"type": "redis_cluster", "startup_nodes": ["a:7000", "b:7001"]}
     assert settings.core_url is None
 
 
 def test_text_settings_keep_environment_text_that_yaml_would_change(workdir: Path) -> None:
-    settings = load_settings(environ={
-        "POTLUCK_PROJECT": "no", "POTLUCK_CORE_URL": "6565", "POTLUCK_SERVING_URL": "[x",
-    })
-    assert (settings.project, settings.core_url, settings.serving_url) == ("no", "6565", "[x")
+    settings = load_settings(environ={"POTLUCK_PROJECT": "no", "POTLUCK_CORE_URL": "[::1]:6565"})
+    assert (settings.project, settings.core_url) == ("no", "[::1]:6565")
 
 
 def test_one_environment_key_refines_the_default_section(workdir: Path) -> None:
@@ -182,8 +181,8 @@ def test_an_invalid_value_lists_every_source_in_order(workdir: Path) -> None:
     path = write(workdir / "potluck.yaml", "project: rides\n")
     error = config_error(path=path, environ={"POTLUCK_ENGINE": "[local]"})
     assert error.message == (
-        f"invalid setting 'engine': Input should be a valid dictionary (read from {path}, then "
-        "environment POTLUCK_ENGINE)"
+        f"invalid setting 'engine' = ['local']: input should be a valid dictionary (read from "
+        f"{path}, then environment POTLUCK_ENGINE)"
     )
     assert error.key == "engine"
     assert error.sources == (str(path), "environment POTLUCK_ENGINE")
@@ -193,6 +192,7 @@ def test_a_plugin_section_needs_a_type(workdir: Path) -> None:
     path = write(workdir / "potluck.yaml", "online_store: {path: x.db}\n")
     error = config_error(path=path, environ={})
     assert error.message == (
-        f"invalid setting 'online_store.type': every online_store needs a type (read from {path})"
+        "invalid setting 'online_store.type': missing; every online_store names its plug-in "
+        f"with type, one of: redis, redis_cluster, sqlite (read from {path})"
     )
     assert error.key == "online_store.type"

@@ -330,10 +330,10 @@ def test_cli_refuses_an_escaping_partition_column_naming_file_line_and_field(
     result = cli("apply", "-f", "bad.yaml")
     assert (result.exit_code, result.stdout) == (2, "")
     assert result.stderr == (
-        "error: bad.yaml, line 4: batch_source.date_partition_column: invalid partition column "
+        "error: bad.yaml, line 8: batch_source.date_partition_column: invalid partition column "
         f"name '../../../ESCAPED/day': it contains '/'; {PARTITION_RULE}\n"
     )
-    assert cli_json("feature-tables", "list") == []
+    assert not (folders / "registry.db").exists()  # nothing was written
 
 
 # ---- column and partition names -----------------------------------------------------------------

@@ -43,6 +43,14 @@ def ingest(
             metavar="FILE",
         ),
     ],
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="How to print the report: a line of text (table), or JSON (json).",
+        ),
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Validate FILE against TABLE and append its rows to the table's batch source.
 
@@ -66,6 +74,18 @@ def ingest(
                 bar.update(task, completed=done, total=total)
 
         report = client.ingest(table, file, progress=advance)
+    if output is OutputFormat.JSON:
+        print_json(
+            {
+                "table": report.table,
+                "rows": report.rows,
+                "files": list(report.files),
+                "ingestion_id": report.ingestion_id,
+                "ingestion_time": report.ingestion_time.isoformat(),
+                "version": report.version,
+            }
+        )
+        return
     version = "nothing committed" if report.version is None else f"version {report.version}"
     typer.echo(
         f"ingested {report.rows} rows into {report.table} ({len(report.files)} "

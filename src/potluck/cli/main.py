@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -17,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from potluck.client import Client
-from potluck.config import Settings, load_settings
+from potluck.config import CONFIG_FILE_NAME, Settings, load_settings
 from potluck.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -112,9 +113,10 @@ _app = typer.Typer(
     help=(
         "potluck: a feature store. Define entities and feature tables, apply them to the "
         "registry, load their history, build training sets and serve the latest values.\n\n"
-        "Settings come from potluck.yaml (--config, $POTLUCK_CONFIG or ./potluck.yaml) and "
-        "POTLUCK_* environment variables; without a file everything runs on embedded local "
-        "defaults under .potluck/.\n\n"
+        "Settings come from potluck.yaml (--config, $POTLUCK_CONFIG, else the nearest "
+        "potluck.yaml in the working folder or its parents) and POTLUCK_* environment "
+        "variables; without a file everything runs on embedded local defaults under "
+        ".potluck/.\n\n"
         "Exit codes: 0 success, 1 failure (a service is unreachable, a job failed), 2 bad "
         "input (an invalid definition, argument or setting); errors are one line on stderr."
     ),
@@ -140,8 +142,8 @@ def _global_options(
         typer.Option(
             "--config",
             "-c",
-            help="The potluck.yaml to read (default: $POTLUCK_CONFIG, else ./potluck.yaml, "
-            "else embedded defaults).",
+            help="The potluck.yaml to read (default: $POTLUCK_CONFIG, else the nearest "
+            "potluck.yaml in the working folder or its parents, else embedded defaults).",
             dir_okay=False,
             metavar="PATH",
         ),
@@ -168,6 +170,9 @@ def global_options(ctx: typer.Context) -> GlobalOptions:
 def load_cli_settings(ctx: typer.Context) -> Settings:
     """Resolve the settings for this command line, honouring ``--config`` and ``--project``.
 
+    Without ``--config`` or ``$POTLUCK_CONFIG`` the nearest ``potluck.yaml`` in the working
+    folder or its parents is read, as git finds ``.git``.
+
     Raises:
         ConfigError: If the config file or an environment variable is invalid.
     """
@@ -175,19 +180,88 @@ def load_cli_settings(ctx: typer.Context) -> Settings:
     return load_settings(options.config, overrides={"project": options.project})
 
 
-def make_client(ctx: typer.Context) -> Client:
+class Needs(Enum):
+    """What a command needs to exist before it runs; see :func:`make_client`."""
+
+    NOTHING = "nothing"
+    """It creates what it needs: the registry and the project (``apply``, ``projects create``)."""
+    PREVIEW = "preview"
+    """It reads the registry if there is one, else an empty one, anywhere (``plan``)."""
+    REGISTRY = "registry"
+    """It reads the registry of a project folder, empty when nothing was applied yet
+    (``projects list``)."""
+    PROJECT = "project"
+    """It reads the project, which must exist (every command that reads or loads data)."""
+
+
+EMPTY_REGISTRY = "sqlite:///:memory:"
+"""The registry read in place of a SQLite file that does not exist yet, so reading never
+creates ``.potluck/``."""
+
+
+def make_client(ctx: typer.Context, needs: Needs = Needs.PROJECT) -> Client:
     """Return a :class:`Client` for this command line; it is closed when the command ends.
 
     Every command module builds its client here, so ``--config`` and ``--project`` mean the same
-    thing for every command.
+    thing for every command. Only commands that create something (``needs=Needs.NOTHING``) may
+    create the registry's SQLite file; for the others a missing file reads as an empty registry.
+
+    Args:
+        ctx: The command's context.
+        needs: What must exist before the command runs.
 
     Raises:
         ConfigError: If the settings are invalid.
+        NotFoundError: If no project is found: outside a project folder (no ``potluck.yaml`` in
+            the working folder or its parents, no registry file) for ``Needs.REGISTRY`` and
+            ``Needs.PROJECT``; or, for ``Needs.PROJECT``, the project does not exist.
         UnavailableError: If the registry or Core service cannot be reached.
     """
-    client = Client(settings=load_cli_settings(ctx))
+    settings = load_cli_settings(ctx)
+    missing = _missing_registry_file(settings)
+    if missing is not None and needs is not Needs.NOTHING:
+        if needs is not Needs.PREVIEW and settings.config_file is None:
+            raise no_project_error(missing)
+        settings = settings.model_copy(update={"registry": EMPTY_REGISTRY})
+    client = Client(settings=settings)
     ctx.call_on_close(client.close)
+    if needs is Needs.PROJECT:
+        require_project(client)
     return client
+
+
+def _missing_registry_file(settings: Settings) -> Path | None:
+    """Return the registry's SQLite file if the settings name one that does not exist yet."""
+    path = settings.registry_file
+    return path if path is not None and not path.exists() else None
+
+
+def no_project_error(registry_file: Path) -> NotFoundError:
+    """Return the error of a command that reads a project, run outside any project folder."""
+    return NotFoundError(
+        f"no potluck project found: no {CONFIG_FILE_NAME} in {Path.cwd()} or its parents, and "
+        f"no registry at {registry_file}; run `potluck init` to start a project, or cd into "
+        "one",
+        kind="project",
+    )
+
+
+def require_project(client: Client) -> None:
+    """Raise unless the client's project exists in its registry (archived ones count).
+
+    Raises:
+        NotFoundError: Naming the project and the projects that do exist.
+    """
+    names = [p.name for p in client.list_projects(include_archived=True)]
+    if client.project in names:
+        return
+    known = f"existing projects: {', '.join(names)}" if names else "nothing was applied yet"
+    raise NotFoundError(
+        f"project {client.project!r} does not exist ({known}); apply definitions to create "
+        "it, or choose another with --project",
+        kind="project",
+        name=client.project,
+    )
 
 
 _registered: set[str] = set()

@@ -12,15 +12,24 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from potluck.cli._render import OutputFormat, OutputOption
+from potluck.cli._render import OutputFormat, OutputOption, print_json
 from potluck.cli.main import EXIT_FAILURE, fail, load_cli_settings, make_client
 from potluck.client import Client
 from potluck.config import Settings
 from potluck.errors import ValidationError
+from potluck.ingestion.job_ids import match_job_id, short_ids
 from potluck.ingestion.jobs import Job, JobStatus, describe
 from potluck.types import ValueType
 
@@ -94,10 +103,20 @@ def ingest_online(
             "definition follow the current one. Not with --since-last.",
         ),
     ] = False,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="How to print the job's outcome: a line of text (table), or its record as "
+            "JSON (json).",
+        ),
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Copy the latest row per key of TABLE's batch source into the online store.
 
-    Shows a progress bar; Ctrl-C cancels the job at its next batch.
+    On a terminal, shows a progress bar (rows read of the rows in range, with an ETA); Ctrl-C
+    cancels the job at its next batch.
     """
     client = make_client(ctx)
     job = client.start_offline_to_online_ingestion(
@@ -105,11 +124,14 @@ def ingest_online(
     )
     record = _follow(job)
     stats = record.stats
-    typer.echo(
-        f"job {record.id} {record.status.value}: {stats.rows_read} rows read, "
-        f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
-        f"{stats.rows_rejected} rejected"
-    )
+    if output is OutputFormat.JSON:
+        print_json(describe(record))
+    else:
+        typer.echo(
+            f"job {record.id} {record.status.value}: {stats.rows_read} rows read, "
+            f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
+            f"{stats.rows_rejected} rejected"
+        )
     if record.status is JobStatus.FAILED:
         fail(f"job {record.id} failed: {record.error}", EXIT_FAILURE)
     if record.status is JobStatus.CANCELLED:
@@ -117,29 +139,29 @@ def ingest_online(
 
 
 def _follow(job: IngestionJob) -> Job:
-    columns = (
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        TextColumn("{task.fields[status]}"),
-        TextColumn("read {task.fields[read]:,} · written {task.fields[written]:,}"),
-        TimeElapsedColumn(),
-    )
+    """Follow ``job`` until it ends, with a progress bar on stderr when it is a terminal."""
     console = Console(stderr=True)
     with Progress(
-        *columns, console=console, transient=True, disable=not console.is_terminal
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=None),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rows]}"),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+        expand=True,
     ) as bar:
         record = job.record()
-        task = bar.add_task(record.spec.table, status="", read=0, written=0, total=None)
+        task = bar.add_task(record.spec.table, total=None, rows="")
         try:
             while not record.status.is_terminal:
-                bar.update(
-                    task,
-                    status=record.status.value,
-                    read=record.stats.rows_read,
-                    written=record.stats.rows_written,
-                )
+                bar.update(task, **_bar_fields(record))
                 time.sleep(PROGRESS_REFRESH)
                 record = job.record()
+            bar.update(task, **_bar_fields(record))
         except KeyboardInterrupt:
             job.cancel()
             while not record.status.is_terminal:
@@ -148,70 +170,109 @@ def _follow(job: IngestionJob) -> Job:
     return record
 
 
+def _bar_fields(record: Job) -> dict[str, Any]:
+    """The progress bar's state for ``record``: rows read of the rows in range."""
+    done, total = record.stats.rows_read, record.rows_total
+    if total is None:
+        return {"completed": done, "total": None, "rows": f"{done:,} rows"}
+    total = max(total, done)  # the count is an upper bound; never show more than 100%
+    return {"completed": done, "total": total, "rows": f"{done:,}/{total:,} rows"}
+
+
+JOB_LIST_COLUMNS = ("id", "table", "status", "read", "written", "started (UTC)")
+"""The columns of ``jobs list``; the rest of a job's record is in ``jobs describe``."""
+
+
 def jobs_list(
     ctx: typer.Context,
     table: Annotated[str | None, typer.Option("--table", help="Only this table's jobs.")] = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """List the project's ingestion jobs, newest first."""
-    jobs = make_client(ctx).list_jobs(table)
+    """List the project's ingestion jobs, newest first, by their shortest unique id prefix.
+
+    A prefix shown here is accepted by jobs describe and jobs cancel.
+    """
+    client = make_client(ctx)
+    jobs = client.list_jobs(table)
     if output is OutputFormat.JSON:
-        print(json.dumps([describe(j) for j in jobs], indent=2, default=str))
+        print_json([describe(j) for j in jobs])
         return
-    out = Table(title=None)
-    for name in (
-        "id",
-        "table",
-        "status",
-        "read",
-        "written",
-        "skipped",
-        "rejected",
-        "started",
-        "finished",
-    ):
-        out.add_column(name, overflow="fold")
+    every = jobs if table is None else client.list_jobs()
+    short = short_ids(j.id for j in every)
+    out = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in JOB_LIST_COLUMNS:
+        right = name in ("read", "written")
+        out.add_column(
+            name,
+            justify="right" if right else "left",
+            no_wrap=name != "table",
+            overflow="fold",
+        )
     for job in jobs:
         out.add_row(
-            job.id,
+            short[job.id],
             job.spec.table,
             job.status.value,
-            str(job.stats.rows_read),
-            str(job.stats.rows_written),
-            str(job.stats.rows_skipped),
-            str(job.stats.rows_rejected),
-            _fmt(job.started_at),
-            _fmt(job.finished_at),
+            f"{job.stats.rows_read:,}",
+            f"{job.stats.rows_written:,}",
+            _minute(job.started_at),
         )
     Console(soft_wrap=False, highlight=False).print(out)
+
+
+def _minute(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _fmt(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _job_id(client: Client, given: str) -> str:
+    """Return the id of the project's one job whose id is or starts with ``given``."""
+    return match_job_id([j.id for j in client.list_jobs()], given, client.project)
+
+
+JobIdArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The job's id, or a prefix of it that no other job of the project has (as jobs "
+        "list shows).",
+        metavar="JOB_ID",
+    ),
+]
+
+
 def jobs_describe(
     ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: JobIdArgument,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Show everything recorded about one job."""
-    data = describe(make_client(ctx).get_job(job_id).record())
+    client = make_client(ctx)
+    data = describe(client.get_job(_job_id(client, job_id)).record())
     if output is OutputFormat.JSON:
-        print(json.dumps(data, indent=2, default=str))
+        print_json(data)
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
         typer.echo(f"{key:<{width}}  {'' if value is None else value}")
 
 
-def jobs_cancel(
-    ctx: typer.Context,
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
-) -> None:
-    """Ask a running job to stop at its next batch."""
-    job = make_client(ctx).cancel_job(job_id)
-    typer.echo(f"cancel requested for job {job.id} (status {job.status.value})")
+def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument) -> None:
+    """Ask a running job to stop at its next batch; a job that has ended is left as it is."""
+    client = make_client(ctx)
+    job = client.get_job(_job_id(client, job_id))
+    record = job.record()
+    if record.status.is_terminal:
+        reason = f" ({record.error})" if record.error else ""
+        typer.echo(
+            f"job {record.id} has already ended with status {record.status.value}{reason}; "
+            "nothing to cancel"
+        )
+        return
+    job.cancel()
+    typer.echo(f"cancel requested for job {record.id} (status {record.status.value})")
 
 
 def _parse_entity(text: str, value_type: ValueType, name: str) -> Any:
@@ -329,6 +390,15 @@ def serve(
             "--max-entities-per-request", help="The most entity rows one request may carry.", min=1
         ),
     ] = 10_000,
+    max_request_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-request-bytes",
+            help="The largest request accepted, in bytes: an HTTP body (larger gets 413 before "
+            "it is read) or a gRPC message (larger gets RESOURCE_EXHAUSTED).",
+            min=1,
+        ),
+    ] = 1_048_576,
     workers: Annotated[
         int,
         typer.Option(
@@ -353,14 +423,23 @@ def serve(
         from potluck.serving.server import freeze_heap, start_serving
 
         server = single = start_serving(
-            factory(), host=host, grpc_port=grpc_port, http_port=http_port
+            factory(),
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            max_request_bytes=max_request_bytes,
         )
         freeze_heap()
     else:
         from potluck.serving.workers import start_workers
 
         server = group = start_workers(
-            factory, workers=workers, host=host, grpc_port=grpc_port, http_port=http_port
+            factory,
+            workers=workers,
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            max_request_bytes=max_request_bytes,
         )
 
     def _stop(signum: int, frame: FrameType | None) -> None:

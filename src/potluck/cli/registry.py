@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -12,12 +13,13 @@ import yaml
 
 from potluck.cli import _render as render
 from potluck.cli._render import OutputFormat, OutputOption
-from potluck.cli.main import make_client
+from potluck.cli.main import Needs, make_client
 from potluck.config import CONFIG_FILE_NAME, SETTING_NAMES, Settings
 from potluck.definitions import Entity, Feature, FeatureTable, FileSource
-from potluck.definitions.loader import load_definitions
+from potluck.definitions.loader import LoadedDefinitions, load_paths
 from potluck.definitions.serde import Definition, to_dict
-from potluck.errors import AlreadyExistsError, PotluckError, ValidationError
+from potluck.definitions.sources import resolve_source_path
+from potluck.errors import AlreadyExistsError, DefinitionError, PotluckError, ValidationError
 from potluck.types import ValueType
 
 EXAMPLE_DEFINITIONS_FILE = "definitions.yaml"
@@ -43,13 +45,23 @@ EXAMPLE_DEFINITIONS: tuple[Definition, ...] = (
 )
 """What ``potluck init`` writes to ``definitions.yaml``."""
 
+PathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(
+        help="Definitions files or folders: a folder stands for every *.yaml, *.yml and *.py "
+        "in it (not its subfolders, hidden files or potluck.yaml).",
+        metavar="[PATH]...",
+        show_default=False,
+    ),
+]
 FileOption = Annotated[
-    Path,
+    list[Path] | None,
     typer.Option(
         "--file",
         "-f",
-        help="A definitions file: YAML (.yaml, .yml) or Python (.py).",
-        dir_okay=False,
+        help="A definitions file, YAML (.yaml, .yml) or Python (.py), or a folder of them; "
+        "repeat for more.",
+        show_default=False,
     ),
 ]
 ForceOption = Annotated[
@@ -174,26 +186,55 @@ def init(
 # ---- plan and apply ----------------------------------------------------------------------------
 
 
-def _project_root(settings: Settings, file: Path) -> Path:
-    """Return the folder the relative batch source paths of definitions ``file`` resolve against.
+def _definition_paths(paths: list[Path] | None, files: list[Path] | None) -> list[Path]:
+    given = [*(files or []), *(paths or [])]
+    if not given:
+        raise ValidationError(
+            "give the definitions to apply: files or folders, as in potluck apply -f "
+            "definitions.yaml or potluck apply DIR",
+            field="file",
+        )
+    return given
 
-    That is the folder of the ``potluck.yaml`` the settings were read from, else the folder of
-    ``file``.
+
+def _with_sources_beside_their_files(
+    loaded: LoadedDefinitions, settings: Settings
+) -> list[Definition]:
+    """Return the definitions with relative batch source paths resolved, once.
+
+    They resolve against the project root, the folder of the ``potluck.yaml`` the settings were
+    read from; without one, against the folder of the definitions file each table came from.
     """
-    # load_settings lists the config file it read first, as an absolute path; its other sources
-    # are "environment NAME" and "arguments".
-    if settings.sources and Path(settings.sources[0]).is_absolute():
-        return settings.root
-    return file.absolute().parent
+    if settings.config_file is not None:
+        return loaded.definitions
+    resolved: list[Definition] = []
+    for obj in loaded.definitions:
+        origin = loaded.origins.get(("feature_table", obj.name))
+        if isinstance(obj, FeatureTable) and obj.batch_source is not None and origin:
+            folder = origin.file.absolute().parent
+            path = resolve_source_path(obj.batch_source.path, folder)
+            obj = dataclasses.replace(
+                obj, batch_source=dataclasses.replace(obj.batch_source, path=path)
+            )
+        resolved.append(obj)
+    return resolved
 
 
 def _apply(
-    ctx: typer.Context, file: Path, *, force: bool, dry_run: bool, output: OutputFormat
+    ctx: typer.Context,
+    paths: list[Path],
+    *,
+    force: bool,
+    dry_run: bool,
+    output: OutputFormat,
 ) -> None:
-    definitions = load_definitions(file)
-    client = make_client(ctx)
-    root = _project_root(client.settings, file)
-    changes = client.apply(definitions, force=force, dry_run=dry_run, root=root)
+    loaded = load_paths(paths, skip=(CONFIG_FILE_NAME,))
+    client = make_client(ctx, Needs.PREVIEW if dry_run else Needs.NOTHING)
+    definitions = _with_sources_beside_their_files(loaded, client.settings)
+    try:
+        changes = client.apply(definitions, force=force, dry_run=dry_run)
+    except DefinitionError as exc:
+        raise loaded.locate(exc) from None
     if output is OutputFormat.JSON:
         render.print_json([render.change_json(c) for c in changes])
         return
@@ -206,28 +247,36 @@ def _apply(
 
 def plan(
     ctx: typer.Context,
-    file: FileOption,
+    paths: PathsArgument = None,
+    file: FileOption = None,
     force: ForceOption = False,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Show what applying a definitions file would change, without writing anything."""
-    _apply(ctx, file, force=force, dry_run=True, output=output)
+    """Show what applying definitions files or folders would change, without writing anything.
+
+    Takes the same files and folders as apply. Nothing is created, not even the registry.
+    """
+    _apply(ctx, _definition_paths(paths, file), force=force, dry_run=True, output=output)
 
 
 def apply(
     ctx: typer.Context,
-    file: FileOption,
+    paths: PathsArgument = None,
+    file: FileOption = None,
     force: ForceOption = False,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Apply the entities and feature tables of a definitions file in one transaction.
+    """Apply the entities and feature tables of definitions files and folders in one transaction.
+
+    Give files with -f (repeat it) or as arguments; a folder stands for every *.yaml, *.yml and
+    *.py in it. An object defined twice differently is an error naming both places.
 
     Relative batch source paths are stored absolute, resolved against the folder of potluck.yaml,
-    else of the definitions file. Applying the same file again changes nothing.
+    else of the definitions file. Applying the same files again changes nothing.
 
     A changed table gets a new revision; its old spec stays in its history.
     """
-    _apply(ctx, file, force=force, dry_run=False, output=output)
+    _apply(ctx, _definition_paths(paths, file), force=force, dry_run=False, output=output)
 
 
 # ---- entities ----------------------------------------------------------------------------------
@@ -327,7 +376,7 @@ def list_projects(
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List the projects."""
-    projects = make_client(ctx).list_projects(include_archived=all_)
+    projects = make_client(ctx, Needs.REGISTRY).list_projects(include_archived=all_)
     if output is OutputFormat.JSON:
         render.print_json([render.project_json(p) for p in projects])
     else:
@@ -339,7 +388,7 @@ def create_project(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="The new project's name.")]
 ) -> None:
     """Create a project."""
-    project = make_client(ctx).create_project(name)
+    project = make_client(ctx, Needs.NOTHING).create_project(name)
     render.show_message(f"Created project {project.name!r}.")
 
 
@@ -348,5 +397,5 @@ def archive_project(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project's name.")]
 ) -> None:
     """Archive a project: its definitions stay readable, applies to it are refused."""
-    project = make_client(ctx).archive_project(name)
+    project = make_client(ctx, Needs.REGISTRY).archive_project(name)
     render.show_message(f"Archived project {project.name!r}.")

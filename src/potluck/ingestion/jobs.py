@@ -8,6 +8,13 @@ feature freshness.
 Only the process running a job writes its record. Another process asks it to stop by writing a
 separate *cancel request* record (id ``<job id>~cancel``), which the runner polls; so the two
 never overwrite each other's writes.
+
+While a job runs, its runner rewrites the record on a timer (a *heartbeat*: ``updated_at``). A
+job that has not ended and whose heartbeat is older than its ``heartbeat_timeout`` (the timeout of
+the engine that runs it, stored in its record so every reader judges alike) is *lost*: its
+process died or hung. :func:`load_job` and :func:`list_jobs`, and so every reader built on them,
+return a lost job as ``FAILED`` with the error ``lost: no heartbeat since <time> (its process
+died or hung)`` (see :func:`observed`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Literal
 
@@ -29,6 +36,10 @@ OFFLINE_TO_ONLINE: JobKind = "offline_to_online"
 
 CANCEL_SUFFIX = "~cancel"
 """Suffix of the id of a job's cancel request record."""
+
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=60)
+"""How old a running job's heartbeat may get before readers call it lost, for records that do not
+name their own timeout."""
 
 
 class JobStatus(str, Enum):
@@ -143,7 +154,9 @@ class Job:
         created_at: When it was submitted.
         started_at: When it started running.
         finished_at: When it ended.
-        updated_at: When its record was last written (a heartbeat while it runs).
+        updated_at: When its record was last written: its heartbeat while it runs.
+        heartbeat_timeout: How old its heartbeat may get, while it has not ended, before readers
+            call it lost (``FAILED``); its engine's setting.
         error: Why it failed.
         since_version: The source version it read after (``since_last`` runs with a
             watermark), or ``None`` for all committed rows.
@@ -153,6 +166,9 @@ class Job:
         max_event_timestamp_us: The newest event time it sent to the online store, in
             microseconds since the epoch.
         cancel_requested: Its runner has seen a request to stop it (it stops at the next batch).
+        rows_total: How many rows the files it reads hold within its range, counted from their
+            metadata when it starts (an upper bound when ``start``/``end`` cut through a Parquet
+            row group; ``None`` until counted): the total of its progress.
     """
 
     id: str
@@ -164,15 +180,23 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
     error: str | None = None
     since_version: int | None = None
     source_version: int | None = None
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
     cancel_requested: bool = False
+    rows_total: int | None = None
 
     @classmethod
-    def new(cls, spec: JobSpec, engine: str) -> Job:
+    def new(
+        cls,
+        spec: JobSpec,
+        engine: str,
+        *,
+        heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT,
+    ) -> Job:
         """Return the record of a job about to be submitted (``PENDING``, with a fresh id)."""
         now = utc_now()
         return cls(
@@ -181,6 +205,7 @@ class Job:
             engine=engine,
             created_at=now,
             updated_at=now,
+            heartbeat_timeout=heartbeat_timeout,
         )
 
     def evolve(self, **changes: Any) -> Job:
@@ -208,12 +233,14 @@ class Job:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "updated_at": _iso(self.updated_at),
+            "heartbeat_timeout": self.heartbeat_timeout.total_seconds(),
             "error": self.error,
             "since_version": self.since_version,
             "source_version": self.source_version,
             "max_ingestion_id": self.max_ingestion_id,
             "max_event_timestamp_us": self.max_event_timestamp_us,
             "cancel_requested": self.cancel_requested,
+            "rows_total": self.rows_total,
         }
         return JobRecord(project=spec.project, id=self.id, body=body)
 
@@ -247,12 +274,14 @@ class Job:
             started_at=_dt(body.get("started_at")),
             finished_at=_dt(body.get("finished_at")),
             updated_at=_dt(body.get("updated_at")),
+            heartbeat_timeout=_seconds(body.get("heartbeat_timeout")),
             error=body.get("error"),
             since_version=_int_or_none(body.get("since_version")),
             source_version=_int_or_none(body.get("source_version")),
             max_ingestion_id=body.get("max_ingestion_id"),
             max_event_timestamp_us=body.get("max_event_timestamp_us"),
             cancel_requested=bool(body.get("cancel_requested", False)),
+            rows_total=_int_or_none(body.get("rows_total")),
         )
 
 
@@ -269,24 +298,60 @@ def _dt(value: object) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
+def _seconds(value: object) -> timedelta:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return timedelta(seconds=value)
+    return DEFAULT_HEARTBEAT_TIMEOUT
+
+
+def last_heartbeat(job: Job) -> datetime:
+    """Return when ``job``'s runner last wrote its record (its creation if never since)."""
+    return job.updated_at or job.created_at
+
+
+def lost_error(heartbeat: datetime) -> str:
+    """Return the error of a job whose last heartbeat was at ``heartbeat``."""
+    when = heartbeat.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"lost: no heartbeat since {when} (its process died or hung)"
+
+
+def observed(job: Job, now: datetime | None = None) -> Job:
+    """Return ``job`` as readers see it at ``now`` (default: the current time).
+
+    A job that has not ended and whose heartbeat is older than its ``heartbeat_timeout`` is
+    lost: it is returned ``FAILED`` with the error :func:`lost_error` gives (its stored record
+    is left as it is). Any other job is returned unchanged.
+    """
+    if job.status.is_terminal:
+        return job
+    heartbeat = last_heartbeat(job)
+    if (now or utc_now()) - heartbeat <= job.heartbeat_timeout:
+        return job
+    return replace(job, status=JobStatus.FAILED, error=lost_error(heartbeat))
+
+
 def save_job(registry: Registry, job: Job) -> None:
     """Create or replace ``job``'s record."""
     registry.put_job(job.to_record())
 
 
 def load_job(registry: Registry, project: str, job_id: str) -> Job:
-    """Return the job ``job_id`` of ``project``.
+    """Return the job ``job_id`` of ``project`` as readers see it (a lost job is ``FAILED``).
 
     Raises:
         NotFoundError: If there is no such job.
     """
-    return Job.from_record(registry.get_job(project, job_id))
+    return observed(Job.from_record(registry.get_job(project, job_id)))
 
 
 def list_jobs(registry: Registry, project: str, *, table: str | None = None) -> list[Job]:
-    """Return the project's jobs, newest first, optionally only those of ``table``."""
+    """Return the project's jobs, newest first, optionally only those of ``table``.
+
+    Jobs are returned as readers see them: a lost job is ``FAILED`` (see :func:`observed`).
+    """
     records = registry.list_jobs(project)
-    jobs = [Job.from_record(r) for r in records if not r.id.endswith(CANCEL_SUFFIX)]
+    now = utc_now()
+    jobs = [observed(Job.from_record(r), now) for r in records if not r.id.endswith(CANCEL_SUFFIX)]
     jobs.sort(key=lambda j: j.id, reverse=True)
     return [j for j in jobs if table is None or j.spec.table == table]
 
@@ -314,7 +379,8 @@ def cancel_requested(registry: Registry, project: str, job_id: str) -> bool:
 def watermark(registry: Registry, spec: JobSpec) -> int | None:
     """Return the source version the next ``since_last`` job of ``spec``'s table reads after.
 
-    It is the greatest version a successful ``since_last`` job of the table read up to. Every
+    It is the greatest version a successful ``since_last`` job of the table read up to (a lost
+    job, read as ``FAILED``, does not count, whatever it recorded before it died). Every
     committed version up to it has been loaded: each such job read everything committed after
     the watermark it started from, up to its own snapshot. Ranged jobs never move it (they read
     only part of the rows), so a ranged load followed by a ``since_last`` one loses nothing.
@@ -342,6 +408,7 @@ def describe(job: Job) -> Mapping[str, Any]:
 
 __all__ = [
     "CANCEL_SUFFIX",
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "OFFLINE_TO_ONLINE",
     "Job",
     "JobKind",
@@ -350,8 +417,11 @@ __all__ = [
     "JobStatus",
     "cancel_requested",
     "describe",
+    "last_heartbeat",
     "list_jobs",
     "load_job",
+    "lost_error",
+    "observed",
     "request_cancel",
     "save_job",
     "utc_now",

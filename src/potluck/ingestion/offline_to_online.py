@@ -5,13 +5,16 @@ committed after an earlier version) in Arrow batches (small ones joined up to th
 keeps the newest row per entity key within each batch (the store's newer-wins makes the order
 across batches irrelevant), encodes keys with ``online.codec`` and writes each batch while the
 next one is read and prepared. Memory is bounded by the batch size, not by the range.
-Cancellation is checked between batches.
+Cancellation is checked between batches. Before it reads, it counts the rows of the files it will
+read from their metadata (the total of its progress; see
+:func:`potluck.offline.commits.count_rows`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,8 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from potluck.definitions.feature_table import FeatureTable
+from potluck.errors import PotluckError
 from potluck.ingestion.jobs import JobStats
 from potluck.offline.base import OfflineStore
+from potluck.offline.commits import count_rows
+from potluck.offline.files import resolve_path
 from potluck.online.base import (
     CREATED_TIMESTAMP_COLUMN,
     ENTITY_KEY_COLUMN,
@@ -36,6 +42,8 @@ from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 INGESTION_ID_COLUMN = "ingestion_id"
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class Progress:
@@ -47,6 +55,9 @@ class Progress:
         max_ingestion_id: The greatest ``ingestion_id`` read.
         max_event_timestamp_us: The newest event time sent to the store (microseconds).
         cancelled: Whether the job stopped early because it was asked to.
+        rows_total: How many rows the files read hold within the range, counted from their
+            metadata before reading (an upper bound where the range cuts through a row group);
+            ``None`` until counted, or if they could not be counted.
     """
 
     stats: JobStats = field(default_factory=JobStats)
@@ -54,6 +65,7 @@ class Progress:
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
     cancelled: bool = False
+    rows_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,8 @@ def run_offline_to_online(
         mode: How the online store treats rows equal to what it holds (``WriteMode.RELOAD``
             rewrites them: ``ingest-online --full``).
         batch_size: Rows per batch read.
-        on_progress: Called after each batch is written, with the progress so far.
+        on_progress: Called once the rows to read are counted (``rows_total``), then after each
+            batch is written, with the progress so far.
         cancelled: Checked before each batch; when it returns true the job stops.
 
     Returns:
@@ -170,6 +183,10 @@ def run_offline_to_online(
         UnavailableError: If a store cannot be reached.
     """
     progress = Progress(source_version=offline_store.source_version(table))
+    progress.rows_total = rows_to_read(
+        table, offline_store, progress.source_version, since_version, start, end
+    )
+    on_progress(progress)
     online_store.ensure_table(project, table)
     batches = offline_store.read_range(
         table,
@@ -199,6 +216,46 @@ def run_offline_to_online(
             _written(progress, pending.result())
     on_progress(progress)
     return progress
+
+
+def rows_to_read(
+    table: FeatureTable,
+    offline_store: OfflineStore,
+    version: int | None,
+    since_version: int | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> int | None:
+    """Count the rows a job reads from ``table``'s batch source, from file metadata only.
+
+    Args:
+        table: The feature table (its batch source is read).
+        offline_store: The store that reads it (relative source paths resolve against its root).
+        version: The pinned source version.
+        since_version: Only files committed after this version.
+        start: Inclusive lower bound on event time, or ``None``.
+        end: Exclusive upper bound on event time, or ``None``.
+
+    Returns:
+        The count (see :func:`potluck.offline.commits.count_rows`), or ``None`` if the source
+        cannot be counted (the read itself then reports what is wrong).
+    """
+    source = table.batch_source
+    if source is None:
+        return None
+    try:
+        return count_rows(
+            resolve_path(source.path, offline_store.root),
+            version=version,
+            since_version=since_version,
+            partition_column=source.date_partition_column,
+            event_column=source.event_timestamp_column,
+            start=start,
+            end=end,
+        )
+    except (PotluckError, OSError, pa.ArrowException) as exc:
+        logger.warning("cannot count the rows of %s's batch source: %s", table.name, exc)
+        return None
 
 
 def _add(progress: Progress, prepared: PreparedBatch) -> None:
@@ -251,4 +308,10 @@ def _closing(batches: Iterator[pa.RecordBatch]) -> Iterator[None]:
             close()
 
 
-__all__ = ["PreparedBatch", "Progress", "prepare_batch", "run_offline_to_online"]
+__all__ = [
+    "PreparedBatch",
+    "Progress",
+    "prepare_batch",
+    "rows_to_read",
+    "run_offline_to_online",
+]

@@ -39,7 +39,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import IO
 from urllib.parse import unquote
 
@@ -54,6 +54,7 @@ from potluck.offline.files import (
     filesystem_for,
     ingestion_of,
     list_source_files,
+    select_days,
 )
 
 try:
@@ -141,6 +142,123 @@ def read_source(
         return SourceState(location, True, SourceFiles(fs, current), table.version(), None, True)
     added = tuple(path for path in current if path not in before)
     return SourceState(location, True, SourceFiles(fs, added), table.version(), since_version)
+
+
+def count_rows(
+    location: str,
+    *,
+    version: int | None,
+    since_version: int | None = None,
+    partition_column: str | None = None,
+    event_column: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> int:
+    """Count, from metadata only, the rows a range read of the source at ``location`` reads.
+
+    The files are those :func:`read_source` gives for ``version`` and ``since_version``, less
+    the ``<partition_column>=YYYY-MM-DD`` folders outside the range's days, as the offline store
+    selects them. Without a range each file's rows come from the log's ``numRecords`` (its
+    Parquet footer where the log has none, and for a plain folder); no data is read. With
+    ``start`` or ``end``, each file's footer is read and row groups whose ``event_column``
+    statistics lie wholly outside ``[start, end)`` are left out, so the count is an upper bound
+    where a row group straddles a bound (or has no statistics).
+
+    Args:
+        location: The source's folder or URL (absolute).
+        version: The table version read (``None``: the latest, or a plain folder).
+        since_version: Count only files committed after this version.
+        partition_column: The source's date partition column, if any.
+        event_column: The event timestamp column in the files (used with a range).
+        start: Inclusive lower bound on event time (naive means UTC), or ``None``.
+        end: Exclusive upper bound on event time (naive means UTC), or ``None``.
+
+    Returns:
+        The number of rows, ``0`` when nothing is at ``location``.
+
+    Raises:
+        ValidationError: If ``version`` does not exist.
+        UnavailableError: If the log cannot be read.
+        OSError: If a footer cannot be read.
+        pyarrow.ArrowInvalid: If a file is not Parquet.
+    """
+    start, end = _as_utc(start), _as_utc(end)
+    state = read_source(location, version=version, since_version=since_version)
+    fs, root = filesystem_for(location)
+    files = select_days(
+        state.files,
+        root,
+        partition_column,
+        start.date() if start else None,
+        end.date() if end else None,
+    )
+    if start is not None or end is not None:
+        return sum(_rows_in_range(fs, path, event_column, start, end) for path in files.paths)
+    recorded = _recorded_rows(location, state.version, fs, root)
+    total = 0
+    for path in files.paths:
+        count = recorded.get(_path_key(fs, path))
+        total += pq.read_metadata(path, filesystem=fs).num_rows if count is None else count
+    return total
+
+
+def _path_key(fs: pafs.FileSystem, path: str) -> str:
+    return os.path.normpath(path) if isinstance(fs, pafs.LocalFileSystem) else path
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _recorded_rows(
+    location: str, version: int | None, fs: pafs.FileSystem, root: str
+) -> dict[str, int]:
+    """Return ``{path: numRecords}`` of the files the log at ``version`` names with a count."""
+    if version is None:
+        return {}
+    actions = pa.table(_open(location, version).get_add_actions(flatten=True))
+    if "num_records" not in actions.column_names:
+        return {}
+    paths = actions.column("path").to_pylist()
+    counts = actions.column("num_records").to_pylist()
+    return {
+        _path_key(fs, f"{root}/{unquote(path)}"): int(count)
+        for path, count in zip(paths, counts, strict=True)
+        if count is not None
+    }
+
+
+def _rows_in_range(
+    fs: pafs.FileSystem,
+    path: str,
+    column: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> int:
+    """Rows of the file's row groups that may hold event times in ``[start, end)``."""
+    metadata = pq.read_metadata(path, filesystem=fs)
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    index = names.index(column) if column in names else None
+    total = 0
+    for number in range(metadata.num_row_groups):
+        group = metadata.row_group(number)
+        stats = None if index is None else group.column(index).statistics
+        low = high = None
+        if stats is not None and stats.has_min_max:
+            low, high = _as_moment(stats.min), _as_moment(stats.max)
+        outside = (
+            low is not None
+            and high is not None
+            and ((start is not None and high < start) or (end is not None and low >= end))
+        )
+        total += 0 if outside else group.num_rows
+    return total
+
+
+def _as_moment(value: object) -> datetime | None:
+    return _as_utc(value) if isinstance(value, datetime) else None
 
 
 def location_exists(location: str) -> bool:
@@ -481,6 +599,7 @@ __all__ = [
     "IngestionCommit",
     "SourceState",
     "collect_garbage",
+    "count_rows",
     "ensure_table",
     "is_table",
     "location_exists",

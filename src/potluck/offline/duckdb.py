@@ -28,8 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from pydantic import Field
 
-from potluck.config import PluginConfig
+from potluck.config import MemoryLimit, PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import DataValidationError, UnavailableError, ValidationError
@@ -105,9 +106,9 @@ class DuckDBConfig(PluginConfig):
 
     type: Literal["duckdb"] = "duckdb"
     """The plug-in's name."""
-    threads: int | None = None
+    threads: int | None = Field(default=None, ge=1)
     """Worker threads per query; ``None`` uses one per core."""
-    memory_limit: str | None = None
+    memory_limit: MemoryLimit | None = None
     """DuckDB's memory limit, such as ``"4GB"``; ``None`` keeps DuckDB's default (80% of RAM)."""
     native_local_reads: bool = True
     """Read local files with DuckDB's own Parquet reader (fastest); ``False`` scans them as

@@ -50,6 +50,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import field_validator
 
+from potluck._redact import redact_url
+from potluck._setting_forms import check_address, check_redis_url
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.errors import PluginDependencyError
@@ -96,8 +98,14 @@ class RedisConfig(PluginConfig):
     """Config of :class:`RedisOnlineStore`."""
 
     type: Literal["redis"] = "redis"
-    url: str = "redis://127.0.0.1:6379/0"
-    """``redis://[user:password@]host:port/db`` (or ``rediss://`` for TLS)."""
+    url: str
+    """``redis://[user:password@]host:port/db`` (or ``rediss://`` for TLS, ``unix://`` for a
+    socket); required, checked when settings load (scheme, numeric port)."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        return check_redis_url(url)
 
 
 class RedisClusterConfig(PluginConfig):
@@ -113,9 +121,10 @@ class RedisClusterConfig(PluginConfig):
         if not nodes:
             raise ValueError("give at least one node as 'host:port'")
         for node in nodes:
-            host, _, port = node.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{node!r} is not 'host:port'")
+            try:
+                check_address(node)
+            except ValueError as exc:
+                raise ValueError(f"{redact_url(node)!r}: {exc}") from None
         return nodes
 
 

@@ -2,9 +2,10 @@
 
 Each RPC maps its request to one :class:`~potluck.registry.base.Registry` call through
 ``potluck.definitions.serde`` and maps the result back. A :class:`~potluck.errors.PotluckError`
-ends the call with the status from ``registry/_errors.py`` and the error's code, message and
-fields, so :class:`~potluck.registry.remote.RemoteRegistry` raises the same error. The standard
-``grpc.health.v1.Health`` service runs alongside.
+ends the call with the status from ``registry/_errors.py`` and the error's code, message (cut to
+``registry/_edge.py``'s bound) and fields, so :class:`~potluck.registry.remote.RemoteRegistry`
+raises the same error; a request that is not valid protobuf ends with ``INVALID_ARGUMENT``
+(``registry/_edge.py``). The standard ``grpc.health.v1.Health`` service runs alongside.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from potluck.config import Settings
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.errors import PotluckError, UnavailableError
+from potluck.registry._edge import RejectUndecodable, shorten
 from potluck.registry._errors import error_metadata, status_for
 from potluck.registry._wire import (
     GRPC_OPTIONS,
@@ -69,12 +71,12 @@ def _rpc(
             return method(self, request)
         except PotluckError as exc:
             context.set_trailing_metadata(error_metadata(exc))
-            context.abort(status_for(exc), exc.message)
+            context.abort(status_for(exc), shorten(exc.message))
         except Exception as exc:
             _log.exception("Core service call %s failed", method.__name__)
             error = PotluckError(f"internal error in the Core service: {type(exc).__name__}: {exc}")
             context.set_trailing_metadata(error_metadata(error))
-            context.abort(grpc.StatusCode.INTERNAL, error.message)
+            context.abort(grpc.StatusCode.INTERNAL, shorten(error.message))
 
     return handler
 
@@ -129,7 +131,11 @@ def start_core_server(
     """
     # so_reuseport off: a second server on a taken port must fail, not silently share it.
     options = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
-    server = grpc.server(ThreadPoolExecutor(max_workers=max_workers), options=options)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers),
+        options=options,
+        interceptors=[RejectUndecodable()],
+    )
     pb_grpc.add_CoreServiceServicer_to_server(_CoreServicer(registry), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import builtins
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from potluck._redact import redact_text, redact_url, url_secrets
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import Definition, from_dict
 from potluck.errors import (
@@ -60,7 +60,6 @@ _CONFIG_PROBLEMS = (
     "unable to open database file",
     "permission denied",
 )
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
 
 
 class SqlRegistry(Registry):
@@ -376,7 +375,7 @@ class SqlRegistry(Registry):
             raise self._connection_error(exc) from exc
 
     def _connection_error(self, exc: sa.exc.DBAPIError) -> PotluckError:
-        detail = _driver_detail(exc)
+        detail = redact_text(_driver_detail(exc), url_secrets(self.url))
         message = f"cannot connect to registry {self._masked_url}: {detail}"
         if any(problem in detail.lower() for problem in _CONFIG_PROBLEMS):
             return ConfigError(message, key="registry", sources=())
@@ -387,16 +386,16 @@ class SqlRegistry(Registry):
 
 
 def _create_engine(url: str) -> tuple[Engine, str]:
+    masked = redact_url(url)
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         raise ConfigError(
-            f"invalid registry URL {_mask(url)!r}; expected "
+            f"invalid registry URL {masked!r}; expected "
             "sqlite:///path/to/registry.db or postgresql://user:password@host:port/database",
             key="registry",
             sources=(),
         ) from None
-    masked = parsed.render_as_string(hide_password=True)
     sqlite = parsed.get_backend_name() == "sqlite"
     connect_args: dict[str, Any] = {}
     if sqlite:
@@ -424,11 +423,6 @@ def _create_engine(url: str) -> tuple[Engine, str]:
     if sqlite:
         _take_over_sqlite_transactions(engine)
     return engine, masked
-
-
-def _mask(url: str) -> str:
-    """Hide the password of a URL SQLAlchemy cannot parse."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", str(url))
 
 
 def _make_parent_folder(database: str | None, masked: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import reprlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,11 @@ from potluck.errors import ValidationError
 from potluck.types import ValueType
 
 _INT_RANGES = {ValueType.INT32: (-(2**31), 2**31 - 1), ValueType.INT64: (-(2**63), 2**63 - 1)}
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 80
+_REPR.maxlong = 40
+"""Messages quote a client's value at most about 80 characters long (a request may hold MBs)."""
 
 
 def _is_int(v: Any) -> bool:
@@ -61,7 +67,8 @@ def check_entity_values(name: str, value_type: ValueType, values: Sequence[Any])
             _raise(name, value_type, row, value)
         if bounds is not None and not bounds[0] <= value <= bounds[1]:
             raise ValidationError(
-                f"entity {name!r}: value {value!r} in row {row} does not fit {value_type.name}",
+                f"entity {name!r}: value {_REPR.repr(value)} in row {row} does not fit "
+                f"{value_type.name}",
                 field="entities",
                 entity=name,
                 row=row,
@@ -78,7 +85,7 @@ def _raise(name: str, value_type: ValueType, row: int, value: Any) -> None:
         )
     raise ValidationError(
         f"entity {name!r} has type {value_type.name}, but row {row} holds "
-        f"{type(value).__name__} {value!r}",
+        f"{type(value).__name__} {_REPR.repr(value)}",
         field="entities",
         entity=name,
         row=row,

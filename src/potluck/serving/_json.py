@@ -6,12 +6,20 @@ Request: ``{"features": ["table:feature", ...], "entities": {"driver_id": [1001]
 result per column, entity columns first. Bytes travel as base64, timestamps as RFC 3339 UTC
 strings (the epoch for entity columns and keys not found, as in Feast), and non-finite floats
 as ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``.
+
+:func:`loads` turns a body into JSON values or raises :class:`MalformedBody` (HTTP 400): the
+body must be UTF-8 JSON that Python's parser can nest (it stops with ``RecursionError`` near
+1,000 levels; a request needs 3) and free of lone surrogates (the escape of half a UTF-16
+pair parses in Python, but no store or database can encode it).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
+import re
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,6 +30,77 @@ from potluck.serving.response import OnlineResponse
 
 _EPOCH_TEXT = "1970-01-01T00:00:00Z"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPR = reprlib.Repr()
+_REPR.maxstring = 80
+
+
+class MalformedBody(Exception):
+    """The request body is not JSON potluck can read (not UTF-8, not JSON, too deep...).
+
+    Attributes:
+        message: What is wrong and what to send instead.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def loads(body: bytes) -> Any:
+    """Return the JSON value of a request body.
+
+    Raises:
+        MalformedBody: If the body is not UTF-8, not JSON, nested too deeply to parse, or
+            holds a lone surrogate; the message says where.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBody(
+            f"the request body is not UTF-8: byte {exc.start} is {body[exc.start]:#04x}; "
+            "send JSON encoded as UTF-8"
+        ) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise MalformedBody(
+            "the request body nests arrays and objects too deeply to parse (about 1,000 levels "
+            'or more); a request needs 3: {"features": [...], "entities": {"driver_id": [...]}}'
+        ) from None
+    except ValueError as exc:
+        raise MalformedBody(f"the request body is not valid JSON: {exc}") from None
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(value)
+        if where is not None:
+            raise MalformedBody(
+                f"the request body holds a lone surrogate (a \\ud800-\\udfff escape that is "
+                f"not half of a pair) in {where}; JSON strings must be valid Unicode"
+            )
+    return value
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    """Return where ``value`` holds a lone surrogate, or ``None``.
+
+    Places read ``$.entities.driver_id[0]`` or ``a key of $.entities``. Iterative, since the
+    value may nest about 1,000 levels deep.
+    """
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return path
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+        elif isinstance(item, dict):
+            for key in item:
+                if _SURROGATE.search(key):
+                    return f"a key of {path}"
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(list(item.items())))
+    return None
 
 
 @dataclass(frozen=True)
@@ -51,8 +130,8 @@ def parse_request(body: Any) -> OnlineRequest:
         )
     if unknown:
         raise ValidationError(
-            f"unknown field {unknown[0]!r} in the request body; expected 'features', "
-            "'entities' and 'full_feature_names'",
+            f"unknown field {_REPR.repr(unknown[0])} in the request body; expected "
+            "'features', 'entities' and 'full_feature_names'",
             field=unknown[0],
         )
     features = body.get("features")
@@ -134,4 +213,4 @@ def response_to_json(response: OnlineResponse) -> dict[str, Any]:
     return {"metadata": {"feature_names": list(response.names)}, "results": results}
 
 
-__all__ = ["OnlineRequest", "parse_request", "response_to_json"]
+__all__ = ["MalformedBody", "OnlineRequest", "loads", "parse_request", "response_to_json"]

@@ -20,6 +20,7 @@ import numpy as np
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.types import Value_pb2 as value_pb
+from potluck.errors import ValidationError
 from potluck.serving.response import OnlineResponse
 from potluck.serving.status import FieldStatus
 from potluck.types import ValueType
@@ -141,8 +142,44 @@ def _value_type_of(values: Iterable[Any]) -> ValueType | None:
 
 
 def entities_from_proto(entities: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """Return columnar entity values from a request's ``map<string, RepeatedValue>``."""
-    return {name: from_values(column.val) for name, column in entities.items()}
+    """Return columnar entity values from a request's ``map<string, RepeatedValue>``.
+
+    Raises:
+        ValidationError: If a timestamp is outside what a ``datetime`` holds (the years 1 to
+            9999); the message, ``entity`` and ``row`` locate it.
+    """
+    out = {}
+    for name, column in entities.items():
+        try:
+            out[name] = from_values(column.val)
+        except (OverflowError, OSError, ValueError):
+            _raise_bad_timestamp(name, column.val)
+            raise
+    return out
+
+
+_SECONDS_RANGE = (-62_135_596_800, 253_402_300_799)
+"""Seconds since the epoch of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z."""
+
+
+def _raise_bad_timestamp(name: str, values: Sequence[Any]) -> None:
+    low, high = _SECONDS_RANGE
+    for row, value in enumerate(values):
+        which = value.WhichOneof("val")
+        if which == "unix_timestamp_val":
+            seconds = [value.unix_timestamp_val]
+        elif which == "unix_timestamp_list_val":
+            seconds = list(value.unix_timestamp_list_val.val)
+        else:
+            continue
+        for bad in (s for s in seconds if not low <= s <= high):
+            raise ValidationError(
+                f"entity {name!r}: row {row} holds the timestamp {bad} (seconds since the "
+                f"epoch), outside the years 1 to 9999",
+                field="entities",
+                entity=name,
+                row=row,
+            )
 
 
 def entities_to_proto(entities: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -6,6 +6,12 @@ maps errors: a :class:`~potluck.errors.PotluckError` ends the call with the stat
 :data:`STATUS_BY_CODE`, its message as the details, and its code and fields as trailing metadata
 (``potluck-error-code``, ``potluck-error-attrs``, as the Core service does), so
 :class:`~potluck.serving.remote.RemoteServing` raises the same error.
+
+Hostile input: bytes that are not a valid request message end with ``INVALID_ARGUMENT``
+(``registry/_edge.py``), a message larger than the server's ``max_request_bytes`` with gRPC's
+own ``RESOURCE_EXHAUSTED``, and messages are cut to 1,000 bytes (a status's details travel in a
+header clients refuse beyond 8 KiB). Each call a client's mistake ends is logged on one line;
+only an unexpected failure (a bug) is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import grpc
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
 from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.registry._edge import RejectUndecodable, log_line, shorten
 from potluck.registry._errors import error_metadata
 from potluck.serving._values import entities_from_proto, response_to_proto
 from potluck.serving.metrics import ServingMetrics
-from potluck.serving.service import ServingService
+from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,8 @@ GRPC_OPTIONS = (("grpc.so_reuseport", 0),)
 
 GRPC_REUSE_PORT_OPTIONS = (("grpc.so_reuseport", 1),)
 """Share the port with this server's sibling worker processes (``SO_REUSEPORT``)."""
+
+_MAX_RECEIVE = "grpc.max_receive_message_length"
 
 HANDLER_THREADS = 2
 """Threads that run handlers: two, so that one runs Python while the other waits on the store.
@@ -80,7 +89,7 @@ class ServingServicer(serving_grpc.ServingServiceServicer):  # type: ignore[misc
         """Read online features; errors end the call with a mapped status."""
         start = time.perf_counter()
         try:
-            if request.WhichOneof("kind") != "features":
+            if request.WhichOneof("kind") == "feature_service":
                 raise ValidationError(
                     "feature services are not supported; list the features in 'features'",
                     field="feature_service",
@@ -101,8 +110,17 @@ class ServingServicer(serving_grpc.ServingServiceServicer):  # type: ignore[misc
 
     def _abort(self, context: grpc.ServicerContext, error: PotluckError) -> None:
         self._metrics.error("grpc:GetOnlineFeatures", error.code)
+        status = STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
+        if status is not grpc.StatusCode.INTERNAL:
+            logger.warning(
+                "rejected GetOnlineFeatures from %s: %s %s: %s",
+                context.peer(),
+                status.name,
+                error.code,
+                log_line(error.message),
+            )
         context.set_trailing_metadata(error_metadata(error))
-        context.abort(STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL), error.message)
+        context.abort(status, shorten(error.message))
 
 
 def start_grpc_server(
@@ -114,6 +132,7 @@ def start_grpc_server(
     port: int = 0,
     max_workers: int = HANDLER_THREADS,
     reuse_port: bool = False,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for ``service`` and return it with the port it listens on.
 
@@ -126,12 +145,21 @@ def start_grpc_server(
         max_workers: Threads that run handlers.
         reuse_port: Bind with ``SO_REUSEPORT``, so sibling worker processes share the port and
             the kernel spreads connections over them.
+        max_request_bytes: The largest request message accepted; a larger one ends with
+            ``RESOURCE_EXHAUSTED`` before it is parsed.
 
     Raises:
         UnavailableError: If the port cannot be bound.
     """
-    options = GRPC_REUSE_PORT_OPTIONS if reuse_port else GRPC_OPTIONS
-    server = grpc.server(ThreadPoolExecutor(max_workers=max_workers), options=options)
+    options = (
+        *(GRPC_REUSE_PORT_OPTIONS if reuse_port else GRPC_OPTIONS),
+        (_MAX_RECEIVE, max_request_bytes),
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers),
+        options=options,
+        interceptors=[RejectUndecodable()],
+    )
     serving_grpc.add_ServingServiceServicer_to_server(
         ServingServicer(service, metrics, version), server
     )

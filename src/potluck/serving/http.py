@@ -4,6 +4,7 @@
 - ``GET /health``: ``{"status": "ok", "version": ...}`` while the process serves (liveness; a
   store that is down shows as 503 on reads, not here).
 - ``GET /metrics``: Prometheus text (``serving/metrics.py``).
+- ``GET /openapi.json``: the OpenAPI document of the above (``serving/_openapi.py``).
 
 Every error has one JSON shape, ``{"error": {"code": ..., "message": ...}}``, with the HTTP
 status from :data:`HTTP_STATUS_BY_CODE`. The adapter only converts and maps errors.
@@ -12,6 +13,13 @@ status from :data:`HTTP_STATUS_BY_CODE`. The adapter only converts and maps erro
 (:class:`_ReadEndpoint`): routing, the request object and dependency solving cost about 75 µs a
 request, as much as the Redis read of one key. Everything else (other routes, other methods on
 that path, unknown routes) goes through FastAPI as usual.
+
+Hostile input gets a 4xx, never a 500, and one log line (only a bug logs a traceback): a body
+over the limit is refused with 413 before it is read (from its ``Content-Length``, or as soon as
+the chunks read pass the limit) and the connection is closed, so the rest is never buffered; a
+``Content-Type`` other than ``application/json`` gets 415 (none at all is read as JSON); a body
+that is not UTF-8 JSON, nests too deeply to parse or holds a lone surrogate gets 400. Messages
+are cut to 1,000 bytes, since they echo what the client sent.
 """
 
 from __future__ import annotations
@@ -26,14 +34,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from potluck.errors import PotluckError, ValidationError
-from potluck.serving._json import parse_request, response_to_json
+from potluck.errors import PotluckError
+from potluck.registry._edge import log_line, shorten
+from potluck.serving._json import MalformedBody, loads, parse_request, response_to_json
+from potluck.serving._openapi import READ_PATH, openapi_document
 from potluck.serving.metrics import CONTENT_TYPE, ServingMetrics
-from potluck.serving.service import ServingService
+from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
 logger = logging.getLogger(__name__)
 
 HTTP_STATUS_BY_CODE: Mapping[str, int] = {
+    "malformed_body": 400,
+    "body_too_large": 413,
+    "unsupported_media_type": 415,
     "invalid_argument": 422,
     "invalid_feature_ref": 422,
     "invalid_data": 422,
@@ -47,8 +60,9 @@ HTTP_STATUS_BY_CODE: Mapping[str, int] = {
 """Error code to HTTP status; any other code is 500."""
 
 _JSON = "application/json"
-_READ_PATH = "/get-online-features"
+_JSON_BYTES = b"application/json"
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
+_CLOSE = [(b"connection", b"close")]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,7 +72,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _error_body(code: str, message: str) -> tuple[int, bytes]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps({"error": {"code": code, "message": shorten(message)}}).encode()
     return HTTP_STATUS_BY_CODE.get(code, 500), body
 
 
@@ -66,6 +80,20 @@ def error_response(code: str, message: str) -> Response:
     """Return the canonical error envelope for ``code`` with its mapped HTTP status."""
     status, body = _error_body(code, message)
     return Response(body, status_code=status, media_type=_JSON)
+
+
+def _log_rejected(scope: Scope, status: int, code: str, message: str) -> None:
+    client = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else "unknown client"
+    logger.warning(
+        "rejected %s %s from %s: %d %s: %s",
+        scope.get("method"),
+        log_line(str(scope.get("path"))),  # a client's: "%0A" arrives as a newline
+        peer,
+        status,
+        code,
+        log_line(message),
+    )
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -81,68 +109,146 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
 class _ReadEndpoint:
     """``/get-online-features`` as plain ASGI (POST, else 405); other paths go on to ``app``."""
 
-    def __init__(self, app: ASGIApp, service: ServingService, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, app: ASGIApp, service: ServingService, metrics: ServingMetrics, max_body: int
+    ) -> None:
         self.app = app
         self._service = service
         self._metrics = metrics
-        self._latency = metrics.latency(f"http:{_READ_PATH}")
+        self._max_body = max_body
+        self._latency = metrics.latency(f"http:{READ_PATH}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != _READ_PATH:
+        if scope["type"] != "http" or scope["path"] != READ_PATH:
             await self.app(scope, receive, send)
             return
         if scope["method"] != "POST":
-            status, body = _error_body("method_not_allowed", "Method Not Allowed")
-            await _send(send, status, body, [(b"allow", b"POST")])
+            await self._reject(scope, send, "method_not_allowed", "Method Not Allowed", allow=True)
+            return
+        refused = self._check_headers(scope["headers"])
+        if refused is not None:
+            await self._reject(scope, send, *refused)
             return
         chunks = []
+        size = 0
         more = True
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                await self._reject(scope, send, "body_too_large", self._too_large(None))
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
         start = time.perf_counter()
-        status, body = self._answer(b"".join(chunks))
+        status, body, code, error = self._answer(b"".join(chunks))
         self._latency.observe(time.perf_counter() - start)
+        if code is not None:
+            _log_rejected(scope, status, code, error)
         await _send(send, status, body, [])
 
-    def _answer(self, body: bytes) -> tuple[int, bytes]:
+    def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+        """Return the error code and message that refuse the request from its headers alone."""
+        for name, value in headers:
+            if name == b"content-type":
+                media = value.split(b";", 1)[0].strip().lower()
+                if media != _JSON_BYTES:
+                    shown = value.decode("latin-1")
+                    return (
+                        "unsupported_media_type",
+                        f"unsupported Content-Type {shown!r}; send the request body as JSON "
+                        "with 'Content-Type: application/json'",
+                    )
+            elif name == b"content-length" and value.isdigit() and int(value) > self._max_body:
+                return "body_too_large", self._too_large(int(value))
+        return None
+
+    def _too_large(self, size: int | None) -> str:
+        what = "is larger than" if size is None else f"is {size} bytes, more than"
+        return (
+            f"the request body {what} the limit of {self._max_body} bytes; send fewer entity "
+            "rows per request, or raise the limit with potluck serve --max-request-bytes"
+        )
+
+    async def _reject(
+        self, scope: Scope, send: Send, code: str, message: str, *, allow: bool = False
+    ) -> None:
+        """Answer an error without reading the body; close the connection, so it is never read.
+
+        A 405 (``allow``) keeps the connection: requests of other methods carry no body.
+        """
+        self._metrics.error(f"http:{READ_PATH}", code)
+        status, body = _error_body(code, message)
+        _log_rejected(scope, status, code, message)
+        await _send(send, status, body, [(b"allow", b"POST")] if allow else _CLOSE)
+
+    def _answer(self, body: bytes) -> tuple[int, bytes, str | None, str]:
+        """Return the status and body of the answer, and a client error's code and message."""
         try:
-            request = parse_request(_loads(body))
+            request = parse_request(loads(body))
             response = self._service.get_online_features(
                 request.features,
                 request.entities,
                 full_feature_names=request.full_feature_names,
             )
-            return 200, json.dumps(response_to_json(response), separators=(",", ":")).encode()
+            payload = json.dumps(response_to_json(response), separators=(",", ":"))
+            return 200, payload.encode(), None, ""
+        except MalformedBody as exc:
+            code, message = "malformed_body", exc.message
         except PotluckError as exc:
-            self._metrics.error(f"http:{_READ_PATH}", exc.code)
-            return _error_body(exc.code, exc.message)
+            code, message = exc.code, exc.message
         except Exception as exc:
             logger.exception("get-online-features failed")
-            self._metrics.error(f"http:{_READ_PATH}", "internal")
-            return _error_body("internal", f"internal error: {type(exc).__name__}: {exc}")
+            self._metrics.error(f"http:{READ_PATH}", "internal")
+            status, error = _error_body("internal", f"internal error: {type(exc).__name__}: {exc}")
+            return status, error, None, ""
+        self._metrics.error(f"http:{READ_PATH}", code)
+        status, error = _error_body(code, message)
+        return status, error, code, message
 
 
-def create_app(service: ServingService, metrics: ServingMetrics, *, version: str) -> FastAPI:
+class _App(FastAPI):
+    """FastAPI whose OpenAPI document also describes the read path it does not route."""
+
+    def openapi(self) -> dict[str, Any]:
+        """Return the OpenAPI document (``serving/_openapi.py``), built once."""
+        if self.openapi_schema is None:
+            self.openapi_schema = openapi_document(title=self.title, version=self.version)
+        return self.openapi_schema
+
+
+def create_app(
+    service: ServingService,
+    metrics: ServingMetrics,
+    *,
+    version: str,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> FastAPI:
     """Return the FastAPI app serving ``service``.
 
     Args:
         service: The service that answers reads.
         metrics: Where latencies and errors are recorded, and what ``/metrics`` renders.
         version: What ``/health`` reports.
+        max_request_bytes: The largest request body accepted; a larger one gets 413 before
+            it is read.
     """
-    app = FastAPI(title="potluck online serving", version=version, docs_url=None, redoc_url=None)
-    app.add_middleware(_ReadEndpoint, service=service, metrics=metrics)
+    app = _App(title="potluck online serving", version=version, docs_url=None, redoc_url=None)
+    app.add_middleware(_ReadEndpoint, service=service, metrics=metrics, max_body=max_request_bytes)
     health_latency = metrics.latency("http:/health")
     metrics_latency = metrics.latency("http:/metrics")
     health_body = json.dumps({"status": "ok", "version": version})
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> Response:
-        return error_response(_STARLETTE_CODES.get(exc.status_code, "internal"), str(exc.detail))
+        code = _STARLETTE_CODES.get(exc.status_code, "internal")
+        response = error_response(code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        _log_rejected(request.scope, response.status_code, code, str(exc.detail))
+        return response
 
     @app.get("/health")
     async def health() -> Response:
@@ -159,13 +265,6 @@ def create_app(service: ServingService, metrics: ServingMetrics, *, version: str
         return response
 
     return app
-
-
-def _loads(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise ValidationError(f"the request body is not valid JSON: {exc}", field="body") from None
 
 
 __all__ = ["HTTP_STATUS_BY_CODE", "create_app", "error_response"]

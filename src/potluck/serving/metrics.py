@@ -7,6 +7,8 @@
 - ``potluck_feature_freshness_seconds{project,table}``: now minus the newest event time known to
   have been written to the online store for the table (see
   :meth:`potluck.serving.service.ServingService.freshness`), computed at scrape time.
+- ``potluck_serving_cache_entries{cache}``: entries in each bounded cache (``plans``,
+  ``projects``; :meth:`potluck.serving.service.ServingService.cache_sizes`), at scrape time.
 
 Each :class:`ServingMetrics` has its own ``CollectorRegistry``, so several servers can run in
 one process.
@@ -62,6 +64,21 @@ class _Freshness(Collector):
         yield family
 
 
+class _Caches(Collector):
+    def __init__(self, service: ServingService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily(
+            "potluck_serving_cache_entries",
+            "Entries in each bounded cache of the serving process.",
+            labels=["cache"],
+        )
+        for name, entries in sorted(self._service.cache_sizes().items()):
+            family.add_metric([name], entries)
+        yield family
+
+
 class ServingMetrics:
     """The metrics of one serving process.
 
@@ -85,6 +102,7 @@ class ServingMetrics:
             registry=self.registry,
         )
         self.registry.register(_Freshness(service))
+        self.registry.register(_Caches(service))
 
     def latency(self, endpoint: str) -> Any:
         """Return the latency histogram of ``endpoint`` (call ``.observe(seconds)`` on it)."""

@@ -19,7 +19,7 @@ from potluck.errors import UnavailableError
 from potluck.serving.grpc import start_grpc_server
 from potluck.serving.http import create_app
 from potluck.serving.metrics import ServingMetrics
-from potluck.serving.service import ServingService
+from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
 VERSION = version("potluck")
 """The version the servers report."""
@@ -47,13 +47,20 @@ class ServingServer:
         grpc_port: int,
         http_port: int,
         reuse_port: bool = False,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         self.service = service
         self.host = host
         self._stopped = threading.Event()
         self.metrics = ServingMetrics(service)
         self._grpc, self.grpc_port = start_grpc_server(
-            service, self.metrics, version=VERSION, host=host, port=grpc_port, reuse_port=reuse_port
+            service,
+            self.metrics,
+            version=VERSION,
+            host=host,
+            port=grpc_port,
+            reuse_port=reuse_port,
+            max_request_bytes=max_request_bytes,
         )
         try:
             sock = _bind(host, http_port, reuse_port=reuse_port)
@@ -65,7 +72,7 @@ class ServingServer:
             ) from None
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
-            create_app(service, self.metrics, version=VERSION),
+            create_app(service, self.metrics, version=VERSION, max_request_bytes=max_request_bytes),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -150,6 +157,7 @@ def start_serving(
     grpc_port: int = 0,
     http_port: int = 0,
     reuse_port: bool = False,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> ServingServer:
     """Start gRPC and HTTP serving for ``service``; port 0 picks a free port.
 
@@ -160,6 +168,8 @@ def start_serving(
         http_port: The HTTP port.
         reuse_port: Bind both ports with ``SO_REUSEPORT`` so that sibling worker processes
             (:mod:`potluck.serving.workers`) share them; off, a port in use is refused.
+        max_request_bytes: The largest request accepted, in bytes: an HTTP body (larger gets
+            413 before it is read) or a gRPC message (larger gets ``RESOURCE_EXHAUSTED``).
 
     Raises:
         UnavailableError: If a port cannot be bound; the message names it.
@@ -169,7 +179,12 @@ def start_serving(
         ...     print(server.grpc_address, server.http_url)
     """
     return ServingServer(
-        service, host=host, grpc_port=grpc_port, http_port=http_port, reuse_port=reuse_port
+        service,
+        host=host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        reuse_port=reuse_port,
+        max_request_bytes=max_request_bytes,
     )
 
 

@@ -6,6 +6,12 @@ a read plan per requested feature set once and reuses it, encodes entity keys wi
 ``online.codec``, reads the store once per table, and assigns each value its status
 (``serving.status``). The gRPC and HTTP adapters and the embedded SDK all call
 :meth:`ServingService.get_online_features`.
+
+Every cache is bounded whatever clients send: the definitions cache holds only projects that
+have definitions (plus the default project), so names of projects that do not exist are never
+cached nor re-read at each refresh; reloads caused by unknown names are rationed per project
+(``serving/_miss_budget.py``), so such names cannot make the server read the registry per
+request; and the plan cache keeps the :data:`MAX_CACHED_PLANS` newest plans.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore
 from potluck.online.codec import encode_entity_key, encode_entity_keys
 from potluck.registry.base import Registry
 from potluck.serving._entity_values import check_entity_values
+from potluck.serving._miss_budget import MissBudget
 from potluck.serving.response import OnlineResponse
 from potluck.serving.status import PRESENT, FieldStatus, row_statuses, value_statuses
 from potluck.types import ValueType, to_arrow_type
@@ -41,8 +48,20 @@ DEFAULT_REFRESH_INTERVAL = 10.0
 DEFAULT_MAX_ENTITIES = 10_000
 """Default limit on entity rows per request."""
 
+DEFAULT_MAX_REQUEST_BYTES = 1_048_576
+"""Default limit on a request's size in bytes (HTTP body, gRPC message): 1 MiB, about 10,000
+entity rows of 100-character strings; ``potluck serve --max-request-bytes`` changes it."""
+
 MAX_CACHED_PLANS = 1_024
-"""Read plans kept; the cache is emptied when it grows past this (requests rarely vary)."""
+"""Read plans kept; past this, the oldest plan is dropped (requests rarely vary)."""
+
+MISS_RELOAD_BURST = 5
+"""Reloads of one project's definitions that requests naming unknown tables or features may
+cause at once (every project the cache does not hold shares one such budget)."""
+
+MISS_RELOADS_PER_SECOND = 1.0
+"""The rate at which that budget refills; beyond it, unknown names are answered from the
+cache (a table applied meanwhile is then served within a second, or at the next refresh)."""
 
 JOB_MAX_EVENT_KEY = "max_event_timestamp_us"
 """Key of a job record's body that holds the newest event time (microseconds) the job wrote."""
@@ -134,6 +153,8 @@ class ServingService:
         self._plans: dict[tuple[Any, ...], ReadPlan] = {}
         self._newest_event_us: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self._plans_lock = threading.Lock()
+        self._miss_budget = MissBudget(burst=MISS_RELOAD_BURST, per_second=MISS_RELOADS_PER_SECOND)
         self._next_refresh = time.monotonic() + refresh_interval
 
     # ---- reads ---------------------------------------------------------------------------------
@@ -282,10 +303,12 @@ class ServingService:
         """Return the read plan of a feature set, compiled on first use and cached.
 
         The cache is keyed by the references, the entity names (in order) and the naming;
-        it is emptied when a refresh finds changed definitions.
+        it holds at most :data:`MAX_CACHED_PLANS` plans and is emptied when a refresh finds
+        changed definitions.
 
         Raises:
-            FeatureRefError: If a reference is malformed or unknown (after one refresh).
+            FeatureRefError: If a reference is malformed or unknown (after reloading its
+                project's definitions, when the miss budget allows).
             ValidationError: If the entity names do not fit the tables.
         """
         if isinstance(refs, str):
@@ -307,12 +330,14 @@ class ServingService:
         try:
             plan = self._build_plan(parsed, entity_names, full)
         except FeatureRefError:
-            projects = {ref.project or self.project for ref in parsed}
-            self._refresh(projects)
+            if not self._reload_on_miss({ref.project or self.project for ref in parsed}):
+                raise
             plan = self._build_plan(parsed, entity_names, full)
-        if len(self._plans) >= MAX_CACHED_PLANS:
-            self._plans = {}
-        self._plans[key] = plan
+        with self._plans_lock:
+            plans = self._plans
+            if len(plans) >= MAX_CACHED_PLANS:
+                del plans[next(iter(plans))]
+            plans[key] = plan
         return plan
 
     def _build_plan(
@@ -423,22 +448,57 @@ class ServingService:
     def refresh(self) -> None:
         """Reload the definitions of every project in use now (normally done on an interval).
 
+        The projects in use are the default one and those requests named that have
+        definitions; names of projects without any are not kept, so the cost of a refresh
+        does not grow with what clients ask for.
+
         Raises:
             UnavailableError: If the registry cannot be reached.
         """
-        self._refresh(set(self._defs) | {self.project})
-
-    def _refresh(self, projects: set[str]) -> None:
         with self._lock:
-            loaded = {project: self._load(project) for project in sorted(projects)}
-            newest = self._load_job_freshness(loaded)
-            if any(self._defs.get(p) != defs for p, defs in loaded.items()):
-                self._plans = {}
-            self._defs = {**self._defs, **loaded}
-            for key, us in newest.items():
-                if us > self._newest_event_us.get(key, -1):
-                    self._newest_event_us[key] = us
+            self._reload(set(self._defs) | {self.project})
             self._next_refresh = time.monotonic() + self.refresh_interval
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Return the entries of each bounded cache: ``plans`` and ``projects``.
+
+        ``plans`` is at most :data:`MAX_CACHED_PLANS`; ``projects`` counts the projects whose
+        definitions are cached, which are the default one and those with definitions.
+        """
+        return {"plans": len(self._plans), "projects": len(self._defs)}
+
+    def _reload_on_miss(self, projects: set[str]) -> bool:
+        """Reload the definitions of ``projects`` a request missed in, as the budget allows.
+
+        Returns:
+            Whether any project was reloaded (else the request is answered from the cache).
+        """
+        with self._lock:
+            known = self._defs
+            allowed = {p for p in projects if self._miss_budget.take(p if p in known else None)}
+            if allowed:
+                self._reload(allowed)
+        return bool(allowed)
+
+    def _reload(self, projects: set[str]) -> None:
+        """Load ``projects`` into the cache; the caller holds ``_lock``."""
+        loaded = {project: self._load(project) for project in sorted(projects)}
+        kept = {
+            p: defs
+            for p, defs in loaded.items()
+            if defs.tables or defs.entities or p == self.project
+        }
+        gone = {p for p in loaded if p not in kept and p in self._defs}
+        newest = self._load_job_freshness(kept)
+        if gone or any(self._defs.get(p) != defs for p, defs in kept.items()):
+            self._plans = {}
+        self._defs = {p: d for p, d in {**self._defs, **kept}.items() if p not in gone}
+        self._miss_budget.keep_only({*self._defs, None})
+        for key, us in newest.items():
+            if us > self._newest_event_us.get(key, -1):
+                self._newest_event_us[key] = us
+        for key in [k for k in list(self._newest_event_us) if k[0] in gone]:
+            del self._newest_event_us[key]
 
     def _load(self, project: str) -> _ProjectDefs:
         tables = {
@@ -487,7 +547,7 @@ class ServingService:
         left out.
         """
         now = time.time_ns() // 1_000 if now_us is None else now_us
-        return {key: (now - us) / 1e6 for key, us in self._newest_event_us.items()}
+        return {key: (now - us) / 1e6 for key, us in list(self._newest_event_us.items())}
 
 
 def entity_columns(

@@ -31,7 +31,7 @@ from typing import Any
 
 from potluck.errors import PotluckError, UnavailableError
 from potluck.serving.server import ServingServer, freeze_heap, start_serving
-from potluck.serving.service import ServingService
+from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
 ServiceFactory = Callable[[], ServingService]
 """Builds a worker's service; it must be picklable (a module-level function or a
@@ -67,6 +67,7 @@ class ServingWorkers:
         grpc_port: int,
         http_port: int,
         grace: float = 1.0,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -89,7 +90,15 @@ class ServingWorkers:
                 parent_end, child_end = context.Pipe()
                 proc = context.Process(
                     target=_worker_main,
-                    args=(factory, host, self.grpc_port, self.http_port, grace, child_end),
+                    args=(
+                        factory,
+                        host,
+                        self.grpc_port,
+                        self.http_port,
+                        grace,
+                        max_request_bytes,
+                        child_end,
+                    ),
                     name="potluck-serve-worker",
                 )
                 proc.start()
@@ -195,13 +204,19 @@ def _worker_main(
     grpc_port: int,
     http_port: int,
     grace: float,
+    max_request_bytes: int,
     conn: Connection,
 ) -> None:
     """Run one worker: build the service, serve on the shared ports, stop when told."""
     try:
         service = factory()
         server = start_serving(
-            service, host=host, grpc_port=grpc_port, http_port=http_port, reuse_port=True
+            service,
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            reuse_port=True,
+            max_request_bytes=max_request_bytes,
         )
     except PotluckError as exc:
         conn.send(exc)
@@ -233,6 +248,7 @@ def start_workers(
     host: str = "127.0.0.1",
     grpc_port: int = 0,
     http_port: int = 0,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> ServingWorkers:
     """Start ``workers`` serving processes that share one gRPC and one HTTP port.
 
@@ -242,6 +258,8 @@ def start_workers(
         host: The interface to listen on.
         grpc_port: The gRPC port; 0 picks a free one.
         http_port: The HTTP port; 0 picks a free one.
+        max_request_bytes: The largest request each worker accepts (see
+            :func:`~potluck.serving.server.start_serving`).
 
     Returns:
         The running workers, once every one of them listens.
@@ -255,7 +273,12 @@ def start_workers(
         ...     print(group.grpc_address, group.pids)
     """
     return ServingWorkers(
-        factory, workers=workers, host=host, grpc_port=grpc_port, http_port=http_port
+        factory,
+        workers=workers,
+        host=host,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        max_request_bytes=max_request_bytes,
     )
 
 

@@ -2,7 +2,10 @@
 
 An engine takes a :class:`~potluck.ingestion.jobs.JobSpec` and the parts the job needs
 (:class:`JobContext`) and returns an :class:`IngestionJob`. Every engine keeps the job's record
-in the registry up to date, so :class:`RecordedJob` can follow any job from any process.
+in the registry up to date, so :class:`RecordedJob` can follow any job from any process, and
+rewrites it while the job runs (its heartbeat, ``updated_at``) well within the record's
+``heartbeat_timeout``: readers call a job whose heartbeat is older lost and read it ``FAILED``
+(see :func:`potluck.ingestion.jobs.observed`).
 """
 
 from __future__ import annotations
@@ -114,7 +117,11 @@ class RecordedJob(IngestionJob):
         return load_job(self._registry, self._project, self._id)
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Poll the record until the job ends; see :meth:`IngestionJob.wait`."""
+        """Poll the record until the job ends; see :meth:`IngestionJob.wait`.
+
+        A lost job (its heartbeat is older than its timeout) has ended ``FAILED``: this raises
+        :class:`JobError` with the ``lost: ...`` error.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.record()
@@ -125,7 +132,10 @@ class RecordedJob(IngestionJob):
             time.sleep(POLL_INTERVAL)
 
     def cancel(self) -> None:
-        """Write a cancel request; the process running the job stops it at its next batch."""
+        """Write a cancel request; the process running the job stops it at its next batch.
+
+        A job that has ended (or is lost) is left as it is: nothing is written.
+        """
         if not self.record().status.is_terminal:
             request_cancel(self._registry, self._project, self._id)
 

@@ -2,8 +2,13 @@
 
 Each job runs in its own (non-daemon) thread, so it completes even if the caller does not wait.
 Its record in the registry is written when it starts, at most every ``progress_interval``
-seconds while it runs (checking first for a cancel request from another process, which stops the
-job at its next batch), and when it ends.
+seconds while batches complete, and when it ends. A timer thread beside it writes the record
+(its heartbeat, ``updated_at``) whenever a quarter of ``heartbeat_timeout`` has passed without a
+write, also while a batch is slow; every write is preceded by a check for a cancel request from
+another process, which stops the job at its next batch. Readers call a job whose heartbeat is
+older than ``heartbeat_timeout`` lost (see :func:`potluck.ingestion.jobs.observed`); a runner that
+finds its own heartbeat that old (its process was suspended, or the registry unreachable, that
+long) stops the job and records it ``FAILED`` as lost too, so a job read as lost never comes back.
 """
 
 from __future__ import annotations
@@ -11,19 +16,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
-from potluck.errors import ValidationError
+from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, parse_duration
+from potluck.errors import DefinitionError, ValidationError
 from potluck.ingestion.engines.base import Engine, IngestionJob, JobContext, raise_if_failed
 from potluck.ingestion.jobs import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
     Job,
     JobSpec,
     JobStatus,
     cancel_requested,
+    lost_error,
     save_job,
     utc_now,
     watermark,
@@ -34,6 +46,9 @@ from potluck.types import ValueType
 
 logger = logging.getLogger(__name__)
 
+HEARTBEATS_PER_TIMEOUT = 4
+"""A running job's record is written at least this many times per ``heartbeat_timeout``."""
+
 
 class LocalEngineConfig(PluginConfig):
     """Config of the local engine (``engine: {type: local}``)."""
@@ -41,12 +56,34 @@ class LocalEngineConfig(PluginConfig):
     type: Literal["local"] = "local"
     """The plug-in's name."""
 
-    progress_interval: float = 0.5
-    """Seconds between two writes of a running job's record (and checks for a cancel)."""
+    progress_interval: float = Field(default=0.5, ge=0)
+    """Seconds between two writes of a running job's record (its row counts) while batches
+    complete, and between two checks for a cancel request; ``0`` writes after every batch."""
+
+    heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
+    """How old a running job's heartbeat may get before every reader calls the job lost
+    (``FAILED``); seconds, or text such as ``60s``, ``5m``. The record is rewritten at least
+    four times per timeout."""
+
+    @field_validator("heartbeat_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> timedelta:
+        try:
+            duration = parse_duration(value, "heartbeat_timeout")
+        except DefinitionError:
+            raise PydanticCustomError(
+                "duration",
+                f"{value!r} is not a duration; use seconds or text such as 60s, 5m, 1h",
+            ) from None
+        if duration <= timedelta(0):
+            raise PydanticCustomError(
+                "duration", f"must be a positive duration such as 60s, got {value!r}"
+            )
+        return duration
 
 
 class LocalJob(IngestionJob):
-    """A job running in a thread of this process."""
+    """A job running in a thread of this process, with a heartbeat thread beside it."""
 
     def __init__(
         self,
@@ -54,18 +91,26 @@ class LocalJob(IngestionJob):
         context: JobContext,
         table: FeatureTable,
         entity_types: dict[str, ValueType],
-        progress_interval: float,
+        config: LocalEngineConfig,
     ) -> None:
         self._job = job
         self._context = context
         self._table = table
         self._entity_types = entity_types
-        self._interval = progress_interval
-        self._lock = threading.Lock()
+        self._interval = config.progress_interval
+        self._beat_every = job.heartbeat_timeout.total_seconds() / HEARTBEATS_PER_TIMEOUT
+        self._lock = threading.Lock()  # guards _job
+        self._write_lock = threading.Lock()  # one registry write at a time, in order
         self._cancel = threading.Event()
         self._done = threading.Event()
-        self._last_save = 0.0
+        self._ended = False  # the final record is written: no more writes
+        self._last_write = time.monotonic()  # the record was written at submission
+        self._last_heartbeat: datetime = job.updated_at or job.created_at
+        self._lost_since: datetime | None = None
         self._thread = threading.Thread(target=self._run, name=f"potluck-job-{job.id}")
+        self._heartbeat = threading.Thread(
+            target=self._beat, name=f"potluck-heartbeat-{job.id}", daemon=True
+        )
 
     @property
     def id(self) -> str:
@@ -88,15 +133,17 @@ class LocalJob(IngestionJob):
         self._cancel.set()
 
     def start(self) -> None:
-        """Start the job's thread."""
+        """Start the job's thread and its heartbeat."""
         self._thread.start()
+        self._heartbeat.start()
 
     def _run(self) -> None:
         spec = self._job.spec
         registry = self._context.registry
+        outcome: dict[str, Any]
         try:
             since = watermark(registry, spec) if spec.since_last else None
-            self._update(status=JobStatus.RUNNING, started_at=utc_now(), since_version=since)
+            self._write(status=JobStatus.RUNNING, started_at=utc_now(), since_version=since)
             progress = run_offline_to_online(
                 spec.project,
                 self._table,
@@ -109,40 +156,73 @@ class LocalJob(IngestionJob):
                 mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
                 batch_size=spec.batch_size,
                 on_progress=self._on_progress,
-                cancelled=self._cancel.is_set,
+                cancelled=self._stopping,
             )
             status = JobStatus.CANCELLED if progress.cancelled else JobStatus.SUCCEEDED
-            self._update(status=status, finished_at=utc_now(), **_fields(progress))
+            outcome = {"status": status, **_fields(progress)}
         except Exception as exc:
-            logger.warning("job %s failed", self.id, exc_info=True)
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            self._update(status=JobStatus.FAILED, finished_at=utc_now(), error=message)
+            logger.debug("job %s failed", self.id, exc_info=True)  # the record keeps the message
+            outcome = {"status": JobStatus.FAILED, "error": message}
+        try:
+            self._write(final=True, finished_at=utc_now(), **outcome)
         finally:
             self._done.set()
 
+    def _stopping(self) -> bool:
+        return self._cancel.is_set() or self._lost_since is not None
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._beat_every):
+            if time.monotonic() - self._last_write >= self._beat_every:
+                self._check_and_write()
+
     def _on_progress(self, progress: Progress) -> None:
-        with self._lock:
-            self._job = self._job.evolve(**_fields(progress))
-        if time.monotonic() - self._last_save < self._interval:
-            return
+        with self._lock:  # updated_at stays the last heartbeat written
+            self._job = replace(self._job, **_fields(progress))
+        if time.monotonic() - self._last_write >= self._interval:
+            self._check_and_write()
+
+    def _check_and_write(self) -> None:
         try:
             if cancel_requested(self._context.registry, self._job.spec.project, self.id):
                 self._cancel.set()
         except Exception:
             logger.warning("checking job %s for a cancel request failed", self.id, exc_info=True)
-        self._update()
+        self._write()
 
-    def _update(self, **changes: Any) -> None:
-        with self._lock:
-            if self._cancel.is_set():
-                changes.setdefault("cancel_requested", True)
-            self._job = self._job.evolve(**changes)
-            job = self._job
-        self._last_save = time.monotonic()
-        try:
-            save_job(self._context.registry, job)
-        except Exception:
-            logger.warning("writing the record of job %s failed", self.id, exc_info=True)
+    def _write(self, *, final: bool = False, **changes: Any) -> None:
+        """Write the record with ``changes`` (``final``: the last write, the job has ended).
+
+        If the last heartbeat written is older than the timeout, readers may have seen the job
+        lost: the record is written ``FAILED`` (lost) instead, as the last write, and the job
+        stops at its next batch, so it never comes back.
+        """
+        with self._write_lock:
+            if self._ended:
+                return
+            silent = utc_now() - self._last_heartbeat
+            if self._lost_since is None and silent > self._job.heartbeat_timeout:
+                self._lost_since = self._last_heartbeat
+                logger.warning("job %s: %s", self.id, lost_error(self._last_heartbeat))
+            if self._lost_since is not None:
+                final = True
+                changes.update(status=JobStatus.FAILED, error=lost_error(self._lost_since))
+                changes.setdefault("finished_at", utc_now())
+            with self._lock:
+                if self._cancel.is_set():
+                    changes.setdefault("cancel_requested", True)
+                self._job = self._job.evolve(**changes)
+                job = self._job
+            self._last_write = time.monotonic()
+            self._ended = final
+            try:
+                save_job(self._context.registry, job)
+            except Exception:
+                logger.warning("writing the record of job %s failed", self.id, exc_info=True)
+                return
+            if job.updated_at is not None:
+                self._last_heartbeat = job.updated_at
 
 
 def _fields(progress: Progress) -> dict[str, Any]:
@@ -151,6 +231,7 @@ def _fields(progress: Progress) -> dict[str, Any]:
         "source_version": progress.source_version,
         "max_ingestion_id": progress.max_ingestion_id,
         "max_event_timestamp_us": progress.max_event_timestamp_us,
+        "rows_total": progress.rows_total,
     }
 
 
@@ -169,9 +250,9 @@ class LocalEngine(Engine):
     def submit(self, spec: JobSpec, context: JobContext) -> LocalJob:
         """Record the job and start it in a thread; see :meth:`Engine.submit`."""
         table, entity_types = _resolve(context, spec)
-        job = Job.new(spec, self.config.type)
+        job = Job.new(spec, self.config.type, heartbeat_timeout=self.config.heartbeat_timeout)
         save_job(context.registry, job)
-        handle = LocalJob(job, context, table, entity_types, self.config.progress_interval)
+        handle = LocalJob(job, context, table, entity_types, self.config)
         handle.start()
         return handle
 
