@@ -416,8 +416,10 @@ class Client:
             table: The feature table or its name.
             start: Copy rows with event time ``>= start`` (naive means UTC; ``None``: no bound).
             end: Copy rows with event time ``< end`` (``None``: no bound).
-            since_last: Copy only rows ingested after the rows the previous successful run of
-                this table read, so late-arriving rows are picked up.
+            since_last: Copy every row committed to the batch source since the version the
+                previous successful ``since_last`` jobs of this table read up to (all rows the
+                first time), so late rows and slow ingestions are picked up. Not with ``start``,
+                ``end`` or ``full``.
             full: Reload (``ingest-online --full``): rewrite stored values even when the rows
                 read are not newer, so values stored under an older definition (a type change,
                 a raised ``max_age``) follow the current one; a strictly newer stored value
@@ -425,12 +427,19 @@ class Client:
 
         Raises:
             NotFoundError: If the table does not exist.
-            ValidationError: If the range is empty, the table has no batch source, or ``full``
-                and ``since_last`` are both set.
+            ValidationError: If the range is empty, the table has no batch source, or
+                ``since_last`` is combined with a range or ``full``.
         """
         from potluck.ingestion.engines.base import JobContext
         from potluck.ingestion.jobs import JobSpec
 
+        if since_last and (start is not None or end is not None):
+            raise ValidationError(
+                "since_last cannot be combined with start or end: a since-last job loads every "
+                "row committed since the previous one, and a range would leave the rest behind "
+                "for good; drop the range, or run a ranged job without since_last",
+                field="since_last",
+            )
         name = table.name if isinstance(table, FeatureTable) else table
         spec = JobSpec(
             project=self._project,

@@ -1,9 +1,10 @@
 """Plug-in lookup: per interface, a table of built-in names plus an entry-point group.
 
 A plug-in is one class named by ``"module:Class"``; its module is imported only when the plug-in
-is chosen, so a missing optional driver costs nothing until it is used. Third-party plug-ins
-register under the entry-point groups ``potluck.online_stores``, ``potluck.offline_stores``,
-``potluck.engines``.
+is chosen, so a missing optional driver costs nothing unless it is configured. Settings check
+each section with :func:`validate` when they load, so a bad section fails before any work.
+Third-party plug-ins register under the entry-point groups ``potluck.online_stores``,
+``potluck.offline_stores``, ``potluck.engines``.
 """
 
 from __future__ import annotations

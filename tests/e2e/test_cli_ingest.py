@@ -116,7 +116,7 @@ def test_ingest_then_historical_through_the_entry_point(workdir: Path) -> None:
     assert training.column("driver_stats__trips").to_pylist() == [20, 11, None]
 
     as_csv = _run(
-        workdir, "historical", "-f", "driver_stats:trips", "-e", "entities.csv", "-o", "t.csv"
+        workdir, "historical", "-f", "driver_stats:trips", "-e", "entities.csv", "-O", "t.csv"
     )
     assert (as_csv.returncode, as_csv.stderr) == (0, "")
     assert (workdir / "t.csv").read_text().splitlines() == [
@@ -146,16 +146,16 @@ runner = CliRunner()
             "feature table nope not found in project default",
         ),
         (
-            ["historical", "-f", "driver_stats:nope", "-e", "entities.csv", "-o", "o.parquet"],
+            ["historical", "-f", "driver_stats:nope", "-e", "entities.csv", "-O", "o.parquet"],
             "feature table 'driver_stats' has no feature 'nope' (in feature reference "
             "'driver_stats:nope'); its features: conv_rate, trips",
         ),
         (
-            ["historical", "-f", "driver_stats:trips", "-e", "entities.csv", "-o", "o.json"],
+            ["historical", "-f", "driver_stats:trips", "-e", "entities.csv", "-O", "o.json"],
             "--out must end in .parquet or .csv, got 'o.json'",
         ),
         (
-            ["historical", "-f", "driver_stats:trips", "-e", "taken.csv", "-o", "o.parquet"],
+            ["historical", "-f", "driver_stats:trips", "-e", "taken.csv", "-O", "o.parquet"],
             "the entity rows already have a column 'driver_stats__trips', which the feature "
             "columns need; rename or drop it",
         ),

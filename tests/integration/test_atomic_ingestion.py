@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
 from potluck.cli.main import app
 from potluck.config import load_settings
+from potluck.errors import ValidationError
 from potluck.offline.commits import LOCK_FOLDER, read_source
 
 WORKER = Path(__file__).with_name("_ingest_worker.py")
@@ -226,7 +227,7 @@ def test_a_plain_parquet_folder_stays_readable_and_is_adopted_by_the_first_inges
         assert not (source / "_delta_log").exists()  # apply leaves other tools' folders alone
         table = client.get_feature_table("driver_stats")
         store = client._offline()
-        assert store.source_version(table) is None
+        assert store.source_version(table).version is None
         entities = pd.DataFrame({"driver_id": [1, 2, 3], "event_timestamp": [BASE] * 3})
         training = client.get_historical_features(["driver_stats:trips"], entities)
         assert training.source_versions == {"driver_stats": None}
@@ -272,8 +273,56 @@ def test_a_training_set_names_its_versions_and_is_rebuilt_exactly(config: Path) 
             ["driver_stats:trips"], entities, versions=job.source_versions
         )
         assert again.to_pandas().equals(first)
-        with pytest.raises(Exception) as missing:
-            client.get_historical_features(
-                ["driver_stats:trips"], entities, versions={"driver_stats": 99}
-            )
-        assert "has no version 99" in str(missing.value)
+        location = _source(config)
+        for bad, message in [
+            (99, f"the table at '{location}' has no version 99 yet: its latest is 2"),
+            (10**23, f"the table at '{location}' has no version {10**23} yet: its latest is 2"),
+            (-1, "a table version is a whole number from 0, got -1"),
+            (True, "a table version is a whole number from 0, got True"),
+            ("3", "a table version is a whole number from 0, got '3'"),
+            (1.5, "a table version is a whole number from 0, got 1.5"),
+        ]:
+            with pytest.raises(ValidationError) as refused:
+                client.get_historical_features(
+                    ["driver_stats:trips"], entities, versions={"driver_stats": bad}
+                )
+            assert refused.value.message == message
+        with pytest.raises(ValidationError) as unknown:
+            client.get_historical_features(["driver_stats:trips"], entities, versions={"x": 1})
+        assert unknown.value.message == (
+            "versions name feature table 'x', which the features requested do not use; tables "
+            "joined: driver_stats"
+        )
+
+
+def test_gc_leaves_plain_folders_and_other_tools_temp_files_alone(
+    config: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    old_named = plain / "part-20240101T000000000000Z-0123abcd-00000.parquet"
+    pq.write_table(pa.table({"x": [1]}), old_named)  # an earlier potluck's file: data here
+    source = _source(config)
+    _ingest(config, 0, 5)
+    other_temp = source / "_tmp-notes.txt"
+    other_temp.write_text("another tool's")
+    own_temp = source / f"_tmp-{'a' * 32}.parquet"  # how potluck before 0.2 staged a file
+    pq.write_table(pa.table({"x": [1]}), own_temp)
+    week_ago = time.time() - 7 * 86_400
+    for path in (old_named, other_temp, own_temp):
+        os.utime(path, (week_ago, week_ago))
+    from potluck.offline.commits import collect_garbage
+
+    assert collect_garbage(str(plain), grace=timedelta(0)).deleted == ()
+    assert old_named.exists()
+    assert collect_garbage(str(source), grace=timedelta(hours=1)).deleted == (str(own_temp),)
+    assert other_temp.exists() and not own_temp.exists()
+
+
+def test_a_lock_left_before_its_rename_is_cleaned(config: Path) -> None:
+    source = _source(config)
+    _ingest(config, 0, 5)
+    hidden = source / LOCK_FOLDER / ".20240101T000000000000Z-0123abcd.lock"
+    hidden.write_bytes(b"")  # its owner died between taking the lock and renaming it
+    _ingest(config, 10, 5)
+    assert sorted(p.name for p in (source / LOCK_FOLDER).iterdir()) == []

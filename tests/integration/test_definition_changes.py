@@ -469,7 +469,7 @@ def test_cli_plan_warns_full_reloads_and_purge_removes(client: Client, tmp_path:
     result = runner.invoke(app, [*base, "online", "purge", "cli_stats", "-y"])
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"purged 0 values of feature table 'cli_stats' (project '{client.project}') from the "
+        f"purged 0 entity keys of feature table 'cli_stats' (project '{client.project}') from the "
         "online store\n"
     )
     statuses = client.get_online_features(["cli_stats:trips"], {"driver_id": [1]}).statuses()

@@ -160,7 +160,8 @@ def test_a_job_killed_mid_run_reads_as_lost_everywhere(client: Client, config: P
         RecordedJob(client._registry, client.project, job_id).wait(5)
     assert err.value.message == f"job {job_id} failed: {lost}"
     spec = JobSpec(project=client.project, table="trips", since_last=True)
-    assert watermark(client._registry, spec) is None
+    source = client._offline().source_version(client.get_feature_table("trips"))
+    assert watermark(client._registry, spec, source) is None
 
     base = ["--config", str(config), "jobs"]
     listed = runner.invoke(app, [*base, "list"], env={"COLUMNS": "80"})
@@ -192,7 +193,7 @@ def test_a_job_killed_mid_run_reads_as_lost_everywhere(client: Client, config: P
     again = client.start_offline_to_online_ingestion("trips", since_last=True).wait(60)
     assert (again.since_version, again.source_version) == (None, 1)
     assert again.stats.rows_read == rows  # the lost job's partial load does not count
-    assert watermark(client._registry, spec) == 1
+    assert watermark(client._registry, spec, source) == 1
 
 
 def test_a_hung_job_that_resumes_stays_lost(client: Client, config: Path) -> None:

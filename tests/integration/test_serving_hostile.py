@@ -381,6 +381,31 @@ def test_a_small_limit_refuses_by_content_length_and_while_reading(
     assert _post(app, json.dumps(GOOD).encode()).status_code == 200
 
 
+def test_other_routes_answer_the_envelope_with_one_escaped_log_line(
+    service: ServingService, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(service, ServingMetrics(service), version="9.9")
+    caplog.set_level(logging.WARNING)
+
+    async def go(method: str, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+            return await client.request(method, path)
+
+    resp = asyncio.run(go("GET", "/x%0Afake log line"))
+    assert (resp.status_code, resp.json()) == (
+        404,
+        {"error": {"code": "not_found", "message": "Not Found"}},
+    )
+    _assert_one_line_logged(caplog, "404", "not_found")
+    assert "GET /x\\x0afake log line from 127.0.0.1:123" in caplog.records[0].getMessage()
+    caplog.clear()
+    resp = asyncio.run(go("POST", "/health"))
+    assert (resp.status_code, resp.headers["allow"]) == (405, "GET")
+    assert resp.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
+    _assert_one_line_logged(caplog, "405", "method_not_allowed")
+
+
 # ---- HTTP: on a real server, the body over the limit is never read -----------------------------
 
 

@@ -196,7 +196,8 @@ def test_ports_in_use_are_refused(
     _, err = again.communicate(timeout=60)
     assert again.returncode == 1
     assert err.strip() == (
-        f"error: cannot listen for gRPC on 127.0.0.1:{grpc_port}: Address already in use"
+        f"error: cannot listen for gRPC on 127.0.0.1:{grpc_port}: Address already in use; "
+        "choose a free port with --grpc-port (0 picks one), or stop the program using it"
     )
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -206,7 +207,8 @@ def test_ports_in_use_are_refused(
         _, err = again.communicate(timeout=60)
     assert again.returncode == 1
     assert err.strip() == (
-        f"error: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use"
+        f"error: cannot listen for HTTP on 127.0.0.1:{port}: Address already in use; "
+        "choose a free port with --http-port (0 picks one), or stop the program using it"
     )
 
 

@@ -8,6 +8,7 @@ key, the newest value among all rows committed so far: the reference.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -31,6 +32,7 @@ from hypothesis.stateful import (
 
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
 from potluck.config import Settings
+from potluck.errors import ValidationError
 from potluck.ingestion import ingest as ingest_module
 from potluck.offline import commits
 
@@ -257,3 +259,39 @@ WatermarkMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_watermark_state_machine = WatermarkMachine.TestCase
+
+
+def test_since_last_with_a_range_is_refused(workdir: Path) -> None:
+    client = _client(workdir)
+    with pytest.raises(ValidationError) as refused:
+        client.start_offline_to_online_ingestion(
+            "users", end=DAY + timedelta(days=4), since_last=True
+        )
+    assert refused.value.message.startswith(
+        "since_last cannot be combined with start or end: a since-last job loads every row "
+        "committed since the previous one"
+    )
+    assert client.list_jobs() == []
+    client.close()
+
+
+@pytest.mark.parametrize("change", ["moved", "recreated"])
+def test_a_moved_or_recreated_source_starts_its_since_last_sequence_afresh(
+    workdir: Path, change: str
+) -> None:
+    client = _client(workdir)
+    for n in range(3):  # the old source reaches version 3
+        client.ingest("users", _rows([(1, n)]))
+    assert _since_last(client).source_version == 3
+    table = client.get_feature_table("users")
+    assert table.batch_source is not None
+    if change == "moved":
+        moved = dataclasses.replace(table.batch_source, path=str(workdir / "data" / "users_v2"))
+        client.apply(dataclasses.replace(table, batch_source=moved))
+    else:
+        shutil.rmtree(table.batch_source.path)
+    client.ingest("users", _rows([(2, 100)]))  # version 1 of the new table
+    job = _since_last(client)
+    assert (job.since_version, job.source_version, job.stats.rows_read) == (None, 1, 1)
+    assert _online(client)[2] == 100
+    client.close()

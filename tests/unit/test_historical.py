@@ -493,7 +493,11 @@ def test_read_range_renames_types_and_bounds_rows(
         ("c1", 4.5, at(8)),
         ("c1", 3.0, at(11)),
     ]
-    assert {r["created_timestamp"] for r in rows} == {None}
+    # No created-timestamp column: the time of the ingestion that wrote a row stands for it.
+    assert [r["created_timestamp"] for r in rows] == [
+        datetime.strptime(r["ingestion_id"][:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+        for r in rows
+    ]
     naive = list(store.read_range(table, datetime(2024, 1, 2, 9), None))
     assert [r["customer_id"] for r in _rows(iter(naive))] == ["c2"]
     with pytest.raises(ValidationError, match=r"^start \(.*\) must be before end"):
@@ -504,7 +508,7 @@ def test_read_range_renames_types_and_bounds_rows(
 def test_read_range_since_a_version_and_in_small_batches(client: Client, tmp_path: Path) -> None:
     store = DuckDBOfflineStore(DuckDBConfig(), root=tmp_path)
     table = client.get_feature_table("driver_stats")
-    before = store.source_version(table)
+    before = store.source_version(table).version
     report = client.ingest(
         "driver_stats",
         pd.DataFrame(
@@ -516,7 +520,7 @@ def test_read_range_since_a_version_and_in_small_batches(client: Client, tmp_pat
             }
         ),
     )
-    assert report.version == store.source_version(table) == (before or 0) + 1
+    assert report.version == store.source_version(table).version == (before or 0) + 1
     batches = list(store.read_range(table, None, None, since_version=before, batch_size=2))
     assert [b.num_rows for b in batches] in ([2, 1], [1, 2], [1, 1, 1])
     rows = _rows(iter(batches))
@@ -603,3 +607,60 @@ def test_files_of_other_tools_with_different_timestamp_types_read_together(
     )
     assert rows == [(1, 1, datetime(2024, 5, 1, 10, tzinfo=timezone.utc)), (2, 2, at(11))]
     store.close()
+
+
+@pytest.mark.parametrize("partition", ["driver_id", "trips", "ingestion_id", "event_timestamp"])
+def test_a_partition_folder_named_like_a_column_never_changes_that_column(
+    tmp_path: Path, partition: str
+) -> None:
+    settings = Settings(registry=f"sqlite:///{tmp_path}/registry.db", root=tmp_path)
+    with Client(settings=settings) as client:
+        table = FeatureTable(
+            name="t",
+            entities=["driver_id"],
+            features=[Feature(name="trips", value_type=ValueType.INT64)],
+            batch_source=FileSource(
+                path="data/t",
+                event_timestamp_column="event_timestamp",
+                date_partition_column=partition,
+            ),
+        )
+        client.apply([DRIVER, table])
+        client.ingest(
+            "t", pd.DataFrame({"driver_id": [7], "event_timestamp": [at(1)], "trips": [3]})
+        )
+        entities = pd.DataFrame({"driver_id": [7], "event_timestamp": [at(2)]})
+        result = client.get_historical_features(["t:trips"], entities).to_pandas()
+        assert result["t__trips"].tolist() == [3]
+        job = client.start_offline_to_online_ingestion("t").wait(60)
+        assert job.stats.rows_written == 1
+
+
+def test_ties_without_a_created_column_go_to_the_later_ingestion_offline_and_online(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(registry=f"sqlite:///{tmp_path}/registry.db", root=tmp_path)
+    with Client(settings=settings) as client:
+        table = FeatureTable(
+            name="t",
+            entities=["driver_id"],
+            features=[Feature(name="trips", value_type=ValueType.INT64)],
+            batch_source=FileSource(path="data/t", event_timestamp_column="event_timestamp"),
+        )
+        client.apply([DRIVER, table])
+        for value in (10, 20, 30, 40, 50, 60):  # one key, one event time, six ingestions
+            client.ingest(
+                "t",
+                pd.DataFrame(
+                    {"driver_id": [7, 8], "event_timestamp": [at(1)] * 2, "trips": [value] * 2}
+                ),
+            )
+            if value == 30:
+                client.start_offline_to_online_ingestion("t").wait(60)
+        entities = pd.DataFrame({"driver_id": [7, 8], "event_timestamp": [at(2)] * 2})
+        for _ in range(8):
+            result = client.get_historical_features(["t:trips"], entities).to_pandas()
+            assert result["t__trips"].tolist() == [60, 60]
+        client.start_offline_to_online_ingestion("t").wait(60)
+        online = client.get_online_features(["t:trips"], [{"driver_id": 7}, {"driver_id": 8}])
+        assert online.to_dict()["t__trips"] == [60, 60]

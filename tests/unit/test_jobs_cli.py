@@ -202,6 +202,7 @@ def test_jobs_describe_takes_a_prefix(config: Path) -> None:
         "heartbeat_timeout       60.0\n"
         "error                   \n"
         "since_version           \n"
+        "source_id               \n"
         "source_version          4\n"
         "max_ingestion_id        \n"
         "max_event_timestamp_us  \n"

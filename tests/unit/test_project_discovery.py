@@ -34,7 +34,7 @@ READING_COMMANDS = [
     ["feature-tables", "delete", "driver_stats", "--yes"],
     ["online", "get", "driver_stats:conv_rate", "-e", "driver_id=1"],
     ["online", "purge", "driver_stats", "--yes"],
-    ["historical", "-f", "driver_stats:conv_rate", "-e", "rows.csv", "-o", "out.parquet"],
+    ["historical", "-f", "driver_stats:conv_rate", "-e", "rows.csv", "-O", "out.parquet"],
     ["ingest", "driver_stats", "rows.csv"],
     ["ingest-online", "driver_stats"],
     ["jobs", "list"],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +18,7 @@ from rich.table import Table
 from potluck.definitions import Entity, FeatureTable
 from potluck.definitions.serde import format_duration, to_dict
 from potluck.registry.base import Change, Project, Revision
+from potluck.types import ValueType
 
 
 class OutputFormat(str, Enum):
@@ -55,6 +59,72 @@ def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[st
     for row in rows:
         table.add_row(*row)
     return table
+
+
+# ---- values -------------------------------------------------------------------------------------
+
+
+def iso_utc(moment: datetime) -> str:
+    """Return ``moment`` in ISO 8601 UTC as HTTP serving writes it: ``2024-05-01T23:00:00Z``.
+
+    Microseconds are shown only when there are any; a naive time is taken as UTC.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    text = moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return text.replace("+00:00", "Z").replace(".000000Z", "Z")
+
+
+def _non_finite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def json_value(value: Any) -> Any:
+    """Return one online value in the JSON form of HTTP serving.
+
+    Bytes as base64, timestamps as :func:`iso_utc`, NaN and infinities as the strings
+    ``"NaN"``, ``"Infinity"``, ``"-Infinity"``, lists element by element; the rest as is.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return _non_finite(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, list):
+        return [json_value(v) for v in value]
+    return value
+
+
+def _display_scalar(value: Any, value_type: ValueType | None) -> Any:
+    """One value as :func:`display_value` shows it, as a JSON-ready value (inside a list)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return _non_finite(value)
+        if value_type is ValueType.FLOAT:
+            return float(str(np.float32(value)))  # the shortest text that is the same float32
+        return value
+    return json_value(value)
+
+
+def display_value(value: Any, value_type: ValueType | None) -> str:
+    """Return how a table cell shows one online value of ``value_type``: text, not a repr.
+
+    Null is an empty cell; booleans ``true``/``false``; FLOAT values at float32 precision (the
+    shortest text that reads back as the same float32: ``0.1894713``), DOUBLE values as the
+    shortest text of the double; NaN and infinities as ``NaN``, ``Infinity``, ``-Infinity``;
+    bytes as base64; timestamps in ISO 8601 UTC (``2024-05-01T23:00:00Z``); lists as JSON
+    arrays of the same forms (``[0.5, 1.25]``, ``["AAE="]``).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        element = value_type.element_type if value_type is not None else None
+        return json.dumps([_display_scalar(v, element) for v in value])
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    shown = _display_scalar(value, value_type)
+    return shown if isinstance(shown, str) else repr(shown)
 
 
 # ---- JSON shapes -------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import typer
@@ -116,7 +118,12 @@ def historical(
     ],
     out: Annotated[
         str,
-        typer.Option("--out", "-o", help="Where to write the training set: .parquet or .csv."),
+        typer.Option(
+            "--out",
+            "-O",
+            help="Where to write the training set: a .parquet or .csv file (a local path or a "
+            "URL); lists go to .parquet only.",
+        ),
     ],
     source_version: Annotated[
         list[str] | None,
@@ -126,8 +133,16 @@ def historical(
             "by an earlier run) to rebuild a training set exactly; repeatable.",
         ),
     ] = None,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(
+            "--output",
+            "-o",
+            help="How to print the report: a line of text (table), or JSON (json).",
+        ),
+    ] = OutputFormat.TABLE,
 ) -> None:
-    """Build a point-in-time-correct training set and write it to --out.
+    """Build a point-in-time-correct training set and write it to --out (-O).
 
     Each entity row gets, per table, the values with the greatest event time at or before its
     event_timestamp (and within the table's max_age); the rows keep their order.
@@ -149,6 +164,16 @@ def historical(
         spinner.add_task("join", total=None)
         training = job.to_arrow()
         write_atomically(training, out, file_format=file_format)
+    if output is OutputFormat.JSON:
+        print_json(
+            {
+                "path": out,
+                "rows": training.num_rows,
+                "columns": training.column_names,
+                "source_versions": job.source_versions,
+            }
+        )
+        return
     read = ", ".join(
         f"{name}@{'all' if version is None else version}"
         for name, version in job.source_versions.items()
@@ -163,12 +188,18 @@ def _versions(values: list[str]) -> dict[str, int]:
     versions: dict[str, int] = {}
     for value in values:
         name, sep, number = value.partition("=")
-        if not sep or not name.strip() or not number.strip().isdigit():
+        name, number = name.strip(), number.strip()
+        if not sep or not name or not number.isdigit() or not number.isascii():
             raise ValidationError(
                 f"--source-version must be TABLE=VERSION with a whole number, got {value!r}",
                 field="source_version",
             )
-        versions[name.strip()] = int(number)
+        if name in versions:
+            raise ValidationError(
+                f"--source-version names table {name!r} twice; give one version per table",
+                field="source_version",
+            )
+        versions[name] = int(number)
     return versions
 
 
@@ -196,7 +227,11 @@ def gc(
     Committed data and files written by other tools are never touched. Every ingest already
     cleans up after dead ingestions of its own table; this also finds older leftovers.
     """
-    span = parse_duration(grace, "grace")
+    span = parse_duration(float(grace) if _is_number(grace) else grace, "--grace")
+    if span < timedelta(0):
+        raise ValidationError(
+            f"--grace must be 0 or more (such as 0, 30m, 6h), got {grace!r}", field="grace"
+        )
     reports = make_client(ctx).collect_garbage(tables or None, grace=span, dry_run=dry_run)
     if output is OutputFormat.JSON:
         print_json(
@@ -227,3 +262,8 @@ def _format_of(path: str) -> Literal["parquet", "csv"]:
     if lowered.endswith(".csv"):
         return "csv"
     raise ValidationError(f"--out must end in .parquet or .csv, got {path!r}", field="out")
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is a plain number of seconds (``0``, ``90``, ``1.5``)."""
+    return re.fullmatch(r"\d{1,9}(\.\d{1,6})?", text.strip()) is not None

@@ -1,22 +1,28 @@
 """The ``potluck`` command: the typer app, its global options, and errors turned into exit codes.
 
 Every command lives in a command module listed in :data:`COMMAND_MODULES`; each exposes
-``register(app)``, called when ``app`` is first used. A :class:`~potluck.errors.PotluckError`
-escaping a command becomes one line ``error: <message>`` on stderr and exit code 2 (bad input) or
-1 (a failure), never a traceback.
+``register(app)``, called when ``app`` is first used. Whatever escapes a command becomes one line
+``error: <message>`` on stderr and an exit code, never a traceback: a
+:class:`~potluck.errors.PotluckError` exits 2 (bad input) or 1 (a failure), Ctrl-C exits 130
+(``error: interrupted``), and any other exception exits 1 with ``error: internal error: <type>:
+<message> (run with POTLUCK_DEBUG=1 for the traceback)``. See :mod:`potluck.cli._stderr` for
+warnings and log records.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from enum import Enum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
+from potluck.cli._stderr import command_output, internal_error_message, print_error
 from potluck.client import Client
 from potluck.config import CONFIG_FILE_NAME, Settings, load_settings
 from potluck.errors import (
@@ -31,6 +37,8 @@ from potluck.errors import (
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (SIGINT), as shells report a process a SIGINT ended: 128 + 2."""
 
 BAD_INPUT_ERRORS: tuple[type[PotluckError], ...] = (
     DefinitionError,
@@ -57,17 +65,57 @@ def exit_code_for(error: PotluckError) -> int:
     return EXIT_BAD_INPUT if isinstance(error, BAD_INPUT_ERRORS) else EXIT_FAILURE
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Print ``error: <message>`` as one line on stderr and exit with ``code``."""
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
+def fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and exit with ``code``.
+
+    With ``POTLUCK_DEBUG=1``, ``exc``'s traceback is printed first.
+    """
+    print_error(message, exc)
     raise typer.Exit(code)
 
 
-# Typer raises click's usage errors (from its own copy of click in recent versions); find the
-# class through the public ``BadParameter`` rather than importing a private module.
+def confirm(question: str, *, action: str) -> None:
+    """Ask ``question`` (yes or no, default no) and return only on yes.
+
+    On a terminal the user answers at the prompt. Without one, the answer is read from stdin,
+    so ``echo y | potluck ...`` works; stdin that ends without an answer (a script, cron, CI)
+    is an error that says to pass ``--yes``.
+
+    Args:
+        question: The prompt, ending in ``?``.
+        action: What the command does, for the message (``"delete feature table 'x'"``).
+
+    Raises:
+        ValidationError: If stdin is not a terminal and ends without an answer (exit code 2).
+        typer.Abort: If the answer is no (``error: aborted``, exit code 1).
+        KeyboardInterrupt: If the user ends the prompt with Ctrl-C or Ctrl-D.
+    """
+    try:
+        agreed = typer.confirm(question, default=False)
+    except typer.Abort:  # click's answer to the end of the input and to Ctrl-C
+        if sys.stdin is not None and sys.stdin.isatty():
+            raise KeyboardInterrupt from None
+        typer.echo("")  # end the prompt's line
+        raise ValidationError(
+            f"to {action} potluck asks for a confirmation, and stdin is not a terminal (it ended "
+            f"without an answer); pass --yes to {action} without asking",
+            field="yes",
+        ) from None
+    if not agreed:
+        raise typer.Abort()
+
+
+# Typer raises click's exceptions (from its own copy of click in recent versions); find the
+# classes through the public ``BadParameter`` rather than importing a private module.
 _USAGE_ERROR: type[Exception] = next(
     cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError"
 )
+_CLICK_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"),
+    typer.Exit,
+    typer.Abort,
+)
+"""What click handles itself: exits, aborts and usage errors."""
 
 
 def _is_help_request(exc: Exception) -> bool:
@@ -82,7 +130,16 @@ def _fail_usage(exc: Any) -> NoReturn:
 
 
 class _PotluckGroup(TyperGroup):
-    """The root group: turns errors from any command into one stderr line and an exit code."""
+    """The root group: turns whatever escapes a command into one stderr line and an exit code."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except Exception as exc:  # escaped click itself, e.g. from a context's close callback
+            if not kwargs.get("standalone_mode", True):
+                raise
+            print_error(internal_error_message(exc), exc)
+            sys.exit(EXIT_FAILURE)
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
@@ -95,16 +152,23 @@ class _PotluckGroup(TyperGroup):
             _fail_usage(exc)
 
     def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PotluckError as exc:
-            fail(exc.message, exit_code_for(exc))
-        except _USAGE_ERROR as exc:
-            if _is_help_request(exc):
+        with command_output():
+            try:
+                return super().invoke(ctx)
+            except PotluckError as exc:
+                fail(exc.message, exit_code_for(exc), exc)
+            except _USAGE_ERROR as exc:
+                if _is_help_request(exc):
+                    raise
+                _fail_usage(exc)
+            except typer.Abort:
+                fail("aborted", EXIT_FAILURE)
+            except _CLICK_EXCEPTIONS:
                 raise
-            _fail_usage(exc)
-        except typer.Abort:
-            fail("aborted", EXIT_FAILURE)
+            except KeyboardInterrupt as exc:
+                fail("interrupted", EXIT_INTERRUPTED, exc)
+            except Exception as exc:
+                fail(internal_error_message(exc), EXIT_FAILURE, exc)
 
 
 _app = typer.Typer(
@@ -118,7 +182,8 @@ _app = typer.Typer(
         "variables; without a file everything runs on embedded local defaults under "
         ".potluck/.\n\n"
         "Exit codes: 0 success, 1 failure (a service is unreachable, a job failed), 2 bad "
-        "input (an invalid definition, argument or setting); errors are one line on stderr."
+        "input (an invalid definition, argument or setting), 130 interrupted (Ctrl-C); errors "
+        "are one line on stderr (POTLUCK_DEBUG=1 adds the traceback)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -132,6 +197,12 @@ class GlobalOptions:
 
     config: Path | None = None
     project: str | None = None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"potluck {version('potluck')}")
+        raise typer.Exit()
 
 
 @_app.callback()
@@ -157,6 +228,15 @@ def _global_options(
             metavar="NAME",
         ),
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print potluck's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     ctx.obj = GlobalOptions(config=config, project=project)
 
@@ -285,7 +365,12 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Run the ``potluck`` command (the console-script entry point)."""
-    _registered_app()()
+    try:
+        app = _registered_app()  # imports the command modules: Ctrl-C may come meanwhile
+    except KeyboardInterrupt as exc:
+        print_error("interrupted", exc)
+        sys.exit(EXIT_INTERRUPTED)
+    app()
 
 
 if __name__ == "__main__":

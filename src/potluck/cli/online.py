@@ -1,14 +1,10 @@
-"""The online commands: ingest-online, jobs, online get and purge, and serve (Online Serving)."""
+"""The online commands: ingest-online, jobs, and online get and purge."""
 
 from __future__ import annotations
 
-import functools
 import json
-import signal
-import threading
 import time
 from datetime import datetime, timezone
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -24,10 +20,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from potluck.cli._render import OutputFormat, OutputOption, print_json
-from potluck.cli.main import EXIT_FAILURE, fail, load_cli_settings, make_client
+from potluck.cli._render import (
+    OutputFormat,
+    OutputOption,
+    display_value,
+    iso_utc,
+    json_value,
+    print_json,
+)
+from potluck.cli.main import EXIT_FAILURE, confirm, fail, make_client
 from potluck.client import Client
-from potluck.config import Settings
 from potluck.errors import ValidationError
 from potluck.ingestion.job_ids import match_job_id, short_ids
 from potluck.ingestion.jobs import Job, JobStatus, describe
@@ -35,9 +37,6 @@ from potluck.types import ValueType
 
 if TYPE_CHECKING:
     from potluck.ingestion.engines.base import IngestionJob
-    from potluck.serving.server import ServingServer
-    from potluck.serving.service import ServingService
-    from potluck.serving.workers import ServingWorkers
 
 PROGRESS_REFRESH = 0.1
 """Seconds between two refreshes of the progress bar."""
@@ -54,7 +53,6 @@ def register(app: typer.Typer) -> None:
     app.command("ingest-online")(ingest_online)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(online_app, name="online")
-    app.command()(serve)
     jobs_app.command("list")(jobs_list)
     jobs_app.command("describe")(jobs_describe)
     jobs_app.command("cancel")(jobs_cancel)
@@ -224,10 +222,6 @@ def _minute(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def _fmt(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _job_id(client: Client, given: str) -> str:
     """Return the id of the project's one job whose id is or starts with ``given``."""
     return match_job_id([j.id for j in client.list_jobs()], given, client.project)
@@ -327,16 +321,26 @@ def online_get(
     values, statuses = response.to_dict(), response.statuses()
     times = response.event_timestamps()
     if output is OutputFormat.JSON:
-        data = {"values": values, "statuses": statuses, "event_timestamps": times}
-        print(json.dumps(data, indent=2, default=str))
+        data = {
+            "values": {name: json_value(column) for name, column in values.items()},
+            "statuses": statuses,
+            "event_timestamps": {name: json_value(column) for name, column in times.items()},
+        }
+        print(json.dumps(data, indent=2))
         return
     out = Table()
-    for name in ("row", "column", "value", "status", "event time"):
+    for name in ("row", "column", "value", "status", "event time (UTC)"):
         out.add_column(name, overflow="fold")
+    kinds = dict(zip(response.names, response.value_types, strict=True))
     for row in range(len(response)):
         for name in response.names:
+            moment = times[name][row]
             out.add_row(
-                str(row), name, repr(values[name][row]), statuses[name][row], _fmt(times[name][row])
+                str(row),
+                name,
+                display_value(values[name][row], kinds[name]),
+                statuses[name][row],
+                "" if moment is None else iso_utc(moment),
             )
     Console(soft_wrap=False, highlight=False).print(out)
 
@@ -354,115 +358,16 @@ def online_purge(
     client = make_client(ctx)
     client.get_feature_table(table)
     if not yes:
-        typer.confirm(
+        confirm(
             f"Delete every online value of feature table {table!r} in project "
             f"{client.project!r}?",
-            abort=True,
+            action=f"purge the online values of feature table {table!r}",
         )
     removed = client.purge_online(table)
     if output is OutputFormat.JSON:
         print(json.dumps({"project": client.project, "table": table, "removed": removed}))
         return
     typer.echo(
-        f"purged {removed} values of feature table {table!r} (project {client.project!r}) "
+        f"purged {removed} entity keys of feature table {table!r} (project {client.project!r}) "
         "from the online store"
-    )
-
-
-def serve(
-    ctx: typer.Context,
-    grpc_port: Annotated[
-        int, typer.Option("--grpc-port", help="The gRPC port (0 picks a free one).", min=0)
-    ] = 6566,
-    http_port: Annotated[
-        int, typer.Option("--http-port", help="The HTTP port (0 picks a free one).", min=0)
-    ] = 6567,
-    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
-    refresh_interval: Annotated[
-        float,
-        typer.Option(
-            "--refresh-interval", help="Seconds between refreshes of cached definitions.", min=0.1
-        ),
-    ] = 10.0,
-    max_entities: Annotated[
-        int,
-        typer.Option(
-            "--max-entities-per-request", help="The most entity rows one request may carry.", min=1
-        ),
-    ] = 10_000,
-    max_request_bytes: Annotated[
-        int,
-        typer.Option(
-            "--max-request-bytes",
-            help="The largest request accepted, in bytes: an HTTP body (larger gets 413 before "
-            "it is read) or a gRPC message (larger gets RESOURCE_EXHAUSTED).",
-            min=1,
-        ),
-    ] = 1_048_576,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            help="Serving processes sharing the two ports (SO_REUSEPORT), each with its own "
-            "store connections; about one per core.",
-            min=1,
-        ),
-    ] = 1,
-) -> None:
-    """Run Online Serving (gRPC and HTTP) over the configured online store until Ctrl-C.
-
-    gRPC speaks Feast's feast.serving.ServingService; HTTP serves POST /get-online-features,
-    GET /health and GET /metrics.
-    """
-    settings = load_cli_settings(ctx)
-    factory = functools.partial(_serving_service, settings, refresh_interval, max_entities)
-    single: ServingServer | None = None
-    group: ServingWorkers | None = None
-    server: ServingServer | ServingWorkers
-    if workers == 1:
-        from potluck.serving.server import freeze_heap, start_serving
-
-        server = single = start_serving(
-            factory(),
-            host=host,
-            grpc_port=grpc_port,
-            http_port=http_port,
-            max_request_bytes=max_request_bytes,
-        )
-        freeze_heap()
-    else:
-        from potluck.serving.workers import start_workers
-
-        server = group = start_workers(
-            factory,
-            workers=workers,
-            host=host,
-            grpc_port=grpc_port,
-            http_port=http_port,
-            max_request_bytes=max_request_bytes,
-        )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.stop, daemon=True).start()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    processes = "" if group is None else f" ({workers} processes)"
-    typer.echo(
-        f"potluck serving project {settings.project!r}{processes}: gRPC on "
-        f"{server.grpc_address}, HTTP on {server.http_url}",
-        err=True,
-    )
-    if single is not None:
-        single.wait()
-    elif group is not None and group.wait():
-        fail("a serving worker exited on its own; the others were stopped", EXIT_FAILURE)
-
-
-def _serving_service(
-    settings: Settings, refresh_interval: float, max_entities: int
-) -> ServingService:
-    """Build a serving process's service from ``settings`` (also run in each worker)."""
-    return Client(settings=settings).serving_service(
-        refresh_interval=refresh_interval, max_entities_per_request=max_entities
     )

@@ -13,7 +13,8 @@ import yaml
 
 from potluck.cli import _render as render
 from potluck.cli._render import OutputFormat, OutputOption
-from potluck.cli.main import Needs, make_client
+from potluck.cli._sample_data import ENTITIES_FILE, ROWS_FILE, SAMPLE_FOLDER, sample_files
+from potluck.cli.main import Needs, confirm, make_client
 from potluck.config import CONFIG_FILE_NAME, SETTING_NAMES, Settings
 from potluck.definitions import Entity, Feature, FeatureTable, FileSource
 from potluck.definitions.loader import LoadedDefinitions, load_paths
@@ -78,7 +79,7 @@ LabelOption = Annotated[
     ),
 ]
 
-entities_app = typer.Typer(help="List and describe entities.", no_args_is_help=True)
+entities_app = typer.Typer(help="List, describe and delete entities.", no_args_is_help=True)
 tables_app = typer.Typer(
     help="List, describe and delete feature tables.", no_args_is_help=True
 )
@@ -157,29 +158,58 @@ def init(
         Path,
         typer.Argument(help="The folder to set up (created if missing).", file_okay=False),
     ] = Path("."),
+    with_sample_data: Annotated[
+        bool,
+        typer.Option(
+            "--with-sample-data",
+            help=f"Also write {SAMPLE_FOLDER}/{ROWS_FILE} (a day of hourly rows for "
+            f"driver_stats, ending now) and {SAMPLE_FOLDER}/{ENTITIES_FILE} (entity rows for "
+            "historical).",
+        ),
+    ] = False,
 ) -> None:
     """Write a potluck.yaml with the embedded defaults and an example definitions.yaml.
 
-    Refuses to overwrite either file.
+    With --with-sample-data, also sample rows to ingest and entity rows for a training set.
+    Refuses to overwrite any file.
     """
     files = {
         directory / CONFIG_FILE_NAME: default_config_yaml(),
         directory / EXAMPLE_DEFINITIONS_FILE: example_definitions_yaml(),
     }
+    if with_sample_data:
+        for name, text in sample_files().items():
+            files[directory / SAMPLE_FOLDER / name] = text
     for path in files:
         if path.exists():
             raise AlreadyExistsError(
                 f"{path} exists; init never overwrites files", kind="file", name=str(path)
             )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise PotluckError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    definitions = directory / EXAMPLE_DEFINITIONS_FILE
+    if not with_sample_data:
+        render.show_message(
+            f"Wrote {directory / CONFIG_FILE_NAME} and {definitions}. "
+            f"Next: potluck apply -f {definitions}"
+        )
+        return
+    steps = [] if directory == Path(".") else [f"cd {directory}"]
+    steps += [
+        f"potluck apply -f {EXAMPLE_DEFINITIONS_FILE}",
+        f"potluck ingest driver_stats {SAMPLE_FOLDER}/{ROWS_FILE}",
+        "potluck historical -f driver_stats:conv_rate,driver_stats:avg_daily_trips "
+        f"-e {SAMPLE_FOLDER}/{ENTITIES_FILE} --out training.parquet",
+        "potluck ingest-online driver_stats",
+        "potluck online get driver_stats:conv_rate -e driver_id=1001",
+    ]
     render.show_message(
-        f"Wrote {directory / CONFIG_FILE_NAME} and {directory / EXAMPLE_DEFINITIONS_FILE}. "
-        f"Next: potluck apply -f {directory / EXAMPLE_DEFINITIONS_FILE}"
+        f"Wrote {directory / CONFIG_FILE_NAME}, {definitions} and "
+        f"{directory / SAMPLE_FOLDER}/. Next:\n" + "\n".join(f"  {step}" for step in steps)
     )
 
 
@@ -309,6 +339,36 @@ def describe_entity(
         render.show_entity(entity)
 
 
+@entities_app.command("delete")
+def delete_entity(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The entity's name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an entity from the registry (its history is kept).
+
+    Refused while a feature table uses it: delete or change those tables first.
+    """
+    client = make_client(ctx)
+    client.get_entity(name)
+    users = [t.name for t in client.list_feature_tables() if name in t.entities]
+    if users:  # refused before asking; the registry checks again as it deletes
+        raise ValidationError(
+            f"entity {name} is used by feature table{'s' if len(users) > 1 else ''} "
+            f"{', '.join(users)} in project {client.project}; delete those tables or change "
+            "their entities first",
+            field="name",
+            entity=name,
+        )
+    if not yes:
+        confirm(
+            f"Delete entity {name!r} from project {client.project!r}?",
+            action=f"delete entity {name!r}",
+        )
+    client.delete_entity(name)
+    render.show_message(f"Deleted entity {name!r} from project {client.project!r}.")
+
+
 # ---- feature tables ----------------------------------------------------------------------------
 
 
@@ -359,8 +419,9 @@ def delete_feature_table(
     client = make_client(ctx)
     client.get_feature_table(name)
     if not yes:
-        typer.confirm(
-            f"Delete feature table {name!r} from project {client.project!r}?", abort=True
+        confirm(
+            f"Delete feature table {name!r} from project {client.project!r}?",
+            action=f"delete feature table {name!r}",
         )
     client.delete_feature_table(name)
     render.show_message(f"Deleted feature table {name!r} from project {client.project!r}.")

@@ -24,10 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from potluck.errors import NotFoundError, ValidationError
 from potluck.registry.base import JobRecord, Registry
+
+if TYPE_CHECKING:
+    from potluck.offline.base import SourceVersion
 
 JobKind = Literal["offline_to_online"]
 """What a job does (stream-to-online jobs add their kind here)."""
@@ -160,6 +163,8 @@ class Job:
         error: Why it failed.
         since_version: The source version it read after (``since_last`` runs with a
             watermark), or ``None`` for all committed rows.
+        source_id: Which batch source it read: location and table id (see
+            :class:`~potluck.offline.base.SourceVersion`).
         source_version: The source version it read up to (its snapshot), or ``None`` for a
             plain Parquet folder (which has no versions and is read whole).
         max_ingestion_id: The greatest ``ingestion_id`` among the rows it read.
@@ -183,6 +188,7 @@ class Job:
     heartbeat_timeout: timedelta = DEFAULT_HEARTBEAT_TIMEOUT
     error: str | None = None
     since_version: int | None = None
+    source_id: str | None = None
     source_version: int | None = None
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
@@ -236,6 +242,7 @@ class Job:
             "heartbeat_timeout": self.heartbeat_timeout.total_seconds(),
             "error": self.error,
             "since_version": self.since_version,
+            "source_id": self.source_id,
             "source_version": self.source_version,
             "max_ingestion_id": self.max_ingestion_id,
             "max_event_timestamp_us": self.max_event_timestamp_us,
@@ -277,6 +284,7 @@ class Job:
             heartbeat_timeout=_seconds(body.get("heartbeat_timeout")),
             error=body.get("error"),
             since_version=_int_or_none(body.get("since_version")),
+            source_id=body.get("source_id"),
             source_version=_int_or_none(body.get("source_version")),
             max_ingestion_id=body.get("max_ingestion_id"),
             max_event_timestamp_us=body.get("max_event_timestamp_us"),
@@ -376,23 +384,29 @@ def cancel_requested(registry: Registry, project: str, job_id: str) -> bool:
     return True
 
 
-def watermark(registry: Registry, spec: JobSpec) -> int | None:
+def watermark(registry: Registry, spec: JobSpec, source: SourceVersion) -> int | None:
     """Return the source version the next ``since_last`` job of ``spec``'s table reads after.
 
-    It is the greatest version a successful ``since_last`` job of the table read up to (a lost
-    job, read as ``FAILED``, does not count, whatever it recorded before it died). Every
-    committed version up to it has been loaded: each such job read everything committed after
-    the watermark it started from, up to its own snapshot. Ranged jobs never move it (they read
-    only part of the rows), so a ranged load followed by a ``since_last`` one loses nothing.
-    ``None`` (no such job yet, or a plain Parquet folder) means: read every committed row.
+    It is the greatest version a successful ``since_last`` job of the table read up to from the
+    same source (``source.source_id``: location and table id; a lost job, read as ``FAILED``,
+    does not count, whatever it recorded before it died). Every committed version up to it has
+    been loaded: each such job read everything committed after the watermark it started from,
+    up to its own snapshot. Ranged jobs never move it (they read only part of the rows), so a
+    ranged load followed by a ``since_last`` one loses nothing. A table moved to another path
+    or recreated has another id, so its sequence starts afresh. ``None`` (no such job yet, or
+    a plain Parquet folder) means: read every committed row.
     """
+    if source.version is None:
+        return None
     versions = [
         job.source_version
         for job in list_jobs(registry, spec.project, table=spec.table)
         if job.spec.kind == spec.kind
         and job.spec.since_last
         and job.status is JobStatus.SUCCEEDED
+        and job.source_id == source.source_id
         and job.source_version is not None
+        and job.source_version <= source.version
     ]
     return max(versions, default=None)
 

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from potluck.definitions.feature_table import FeatureTable
 from potluck.errors import PotluckError
 from potluck.ingestion.jobs import JobStats
-from potluck.offline.base import OfflineStore
+from potluck.offline.base import OfflineStore, SourceVersion
 from potluck.offline.commits import count_rows
 from potluck.offline.files import resolve_path
 from potluck.online.base import (
@@ -51,6 +51,7 @@ class Progress:
 
     Attributes:
         stats: Rows read, written, skipped and rejected.
+        source_id: Which batch source was read (see :class:`~potluck.offline.base.SourceVersion`).
         source_version: The version of the batch source read (``None``: a plain folder).
         max_ingestion_id: The greatest ``ingestion_id`` read.
         max_event_timestamp_us: The newest event time sent to the store (microseconds).
@@ -61,6 +62,7 @@ class Progress:
     """
 
     stats: JobStats = field(default_factory=JobStats)
+    source_id: str | None = None
     source_version: int | None = None
     max_ingestion_id: str | None = None
     max_event_timestamp_us: int | None = None
@@ -151,6 +153,7 @@ def run_offline_to_online(
     *,
     start: datetime | None,
     end: datetime | None,
+    source: SourceVersion | None = None,
     since_version: int | None = None,
     mode: WriteMode = WriteMode.NEWER,
     batch_size: int = 65_536,
@@ -167,6 +170,8 @@ def run_offline_to_online(
         online_store: Receives the rows (newer wins).
         start: Lower bound on event time (inclusive), or ``None``.
         end: Upper bound on event time (exclusive), or ``None``.
+        source: The source and version to read (from ``offline_store.source_version``, which
+            is asked when ``None``).
         since_version: Read only rows committed after this source version.
         mode: How the online store treats rows equal to what it holds (``WriteMode.RELOAD``
             rewrites them: ``ingest-online --full``).
@@ -182,7 +187,8 @@ def run_offline_to_online(
     Raises:
         UnavailableError: If a store cannot be reached.
     """
-    progress = Progress(source_version=offline_store.source_version(table))
+    source = offline_store.source_version(table) if source is None else source
+    progress = Progress(source_id=source.source_id, source_version=source.version)
     progress.rows_total = rows_to_read(
         table, offline_store, progress.source_version, since_version, start, end
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,23 @@ CREATED_TIMESTAMP_COLUMN = "created_timestamp"
 INGESTION_ID_COLUMN = "ingestion_id"
 """Column names of :meth:`OfflineStore.read_range` batches besides entities and features;
 ``ingestion_id`` is also the column ``ingest()`` adds to every row it writes."""
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    """One batch source at one version: what an offline-to-online job reads.
+
+    Attributes:
+        source_id: Identifies the source: its location and its table's id. A job's watermark
+            only counts jobs that read the same source, so moving a table to another path or
+            recreating its folder starts the since-last sequence afresh instead of skipping
+            the new table's first versions.
+        version: The latest committed version; ``None`` for a plain Parquet folder (written by
+            other tools, no log), which jobs read whole.
+    """
+
+    source_id: str
+    version: int | None
 
 
 class OfflineStore(ABC):
@@ -83,11 +101,8 @@ class OfflineStore(ABC):
         """
 
     @abstractmethod
-    def source_version(self, table: FeatureTable) -> int | None:
-        """Return the latest committed version of ``table``'s batch source.
-
-        ``None`` for a plain Parquet folder (written by other tools, no log): it has no
-        versions, so jobs read it whole.
+    def source_version(self, table: FeatureTable) -> SourceVersion:
+        """Return which batch source ``table`` reads now, and its latest committed version.
 
         Raises:
             ValidationError: If the table has no batch source or its location does not exist.
@@ -130,4 +145,5 @@ __all__ = [
     "EVENT_TIMESTAMP_COLUMN",
     "INGESTION_ID_COLUMN",
     "OfflineStore",
+    "SourceVersion",
 ]

@@ -37,6 +37,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -70,6 +71,8 @@ except ImportError as exc:  # pragma: no cover - deltalake is a core dependency
 
 LOG_FOLDER = "_delta_log"
 LOCK_FOLDER = "_potluck/ingestions"
+_OLD_TEMP = re.compile(r"_tmp-[0-9a-f]{32}\.parquet")
+"""How potluck before 0.2 named a file it was writing (renamed into place when done)."""
 DEFAULT_GRACE = timedelta(hours=6)
 """How old files of an unfinished ingestion must be before they are deleted where no lock
 tells whether their writer is alive (object stores)."""
@@ -88,6 +91,8 @@ class SourceState:
         since_version: The version ``files`` were added after, when asked and still known.
         reloaded: ``since_version`` was asked but its log entry is gone (log retention), so
             ``files`` are all the committed files.
+        table_id: The table's id (Delta metadata id, new whenever the table is created again,
+            e.g. after its folder was deleted); ``None`` for a plain Parquet folder.
     """
 
     location: str
@@ -96,6 +101,7 @@ class SourceState:
     version: int | None = None
     since_version: int | None = None
     reloaded: bool = False
+    table_id: str | None = None
 
 
 def is_table(location: str) -> bool:
@@ -132,16 +138,18 @@ def read_source(
         return SourceState(location, exists, list_source_files(location))
     table = _open(location, version)
     current = _committed(table, fs, root)
+    table_id = str(table.metadata().id)
+    files = SourceFiles(fs, current)
     if since_version is None or since_version >= table.version():
         if since_version is not None:
-            current = ()
-        return SourceState(location, True, SourceFiles(fs, current), table.version(), since_version)
+            files = SourceFiles(fs, ())
+        return SourceState(location, True, files, table.version(), since_version, False, table_id)
     try:
         before = set(_committed(_open(location, since_version), fs, root))
     except ValidationError:
-        return SourceState(location, True, SourceFiles(fs, current), table.version(), None, True)
-    added = tuple(path for path in current if path not in before)
-    return SourceState(location, True, SourceFiles(fs, added), table.version(), since_version)
+        return SourceState(location, True, files, table.version(), None, True, table_id)
+    added = SourceFiles(fs, tuple(path for path in current if path not in before))
+    return SourceState(location, True, added, table.version(), since_version, False, table_id)
 
 
 def count_rows(
@@ -269,16 +277,32 @@ def location_exists(location: str) -> bool:
 
 
 def _open(location: str, version: int | None) -> deltalake.DeltaTable:
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        raise ValidationError(
+            f"a table version is a whole number from 0, got {version!r}", path=location
+        )
     try:
-        return deltalake.DeltaTable(_uri(location), version=version)
+        if version is None:
+            return deltalake.DeltaTable(_uri(location))
+        latest = deltalake.DeltaTable(_uri(location))
+        if version > latest.version():
+            raise ValidationError(
+                f"the table at {location!r} has no version {version} yet: its latest is "
+                f"{latest.version()}",
+                path=location,
+            )
+        latest.load_as_version(version)
+        return latest
     except TableNotFoundError:
         raise ValidationError(f"{location!r} is not a table", path=location) from None
     except DeltaError as exc:
         text = " ".join(str(exc).split())
-        if version is not None and ("version" in text.lower() or "not found" in text.lower()):
+        if version is not None:
             raise ValidationError(
-                f"the table at {location!r} has no version {version} (it may have been cleaned "
-                f"up by log retention): {text}",
+                f"the table at {location!r} no longer has version {version}: log retention "
+                f"removed it ({text})",
                 path=location,
             ) from None
         raise UnavailableError(f"cannot read the table log at {location!r}: {text}") from None
@@ -518,8 +542,10 @@ def collect_garbage(
 
     On a local folder, an ingestion whose lock can be taken is dead: its uncommitted files go
     at once. With ``grace`` set, every potluck data file no version names and no live
-    ingestion owns, older than ``grace``, goes too (this finds leftovers on object stores and of
-    older potluck versions, ``_tmp-*`` files included). Files of other tools are never touched.
+    ingestion owns, older than ``grace``, goes too (this finds leftovers on object stores, and
+    the ``_tmp-<32 hex digits>.parquet`` files of potluck versions before 0.2). Only tables are
+    cleaned: a plain Parquet folder (no log) is left alone, since all its files are data. Files
+    of other tools are never touched.
 
     Args:
         location: The source folder or URL.
@@ -528,7 +554,8 @@ def collect_garbage(
         dry_run: Report without deleting.
     """
     fs, root = filesystem_for(location)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
+    if fs.get_file_info(root).type != pafs.FileType.Directory or not is_table(location):
+        # A plain Parquet folder has no log saying what is committed: every file in it is data.
         return GarbageReport(location, (), ())
     dead, running = _dead_ingestions(fs, root)
     if not dead and grace is None:
@@ -543,7 +570,7 @@ def collect_garbage(
         name = relative.rsplit("/", 1)[-1]
         owner = ingestion_of(name)
         old = cutoff is not None and (entry.mtime_ns or 0) / 1e9 < cutoff
-        if (owner is not None and (owner in dead or old)) or (name.startswith("_tmp-") and old):
+        if (owner is not None and (owner in dead or old)) or (_OLD_TEMP.fullmatch(name) and old):
             candidates.append((entry.path, owner))
     # Read what is committed only now: a file listed above that an ingestion committed
     # meanwhile is in this snapshot, since commits are never undone.
@@ -557,8 +584,9 @@ def collect_garbage(
             with contextlib.suppress(OSError):
                 fs.delete_file(path)
         for ingestion in dead:
-            with contextlib.suppress(OSError):
-                os.unlink(f"{root}/{LOCK_FOLDER}/{ingestion}.lock")
+            for name in (f"{ingestion}.lock", f".{ingestion}.lock"):
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{root}/{LOCK_FOLDER}/{name}")
     return GarbageReport(location, deleted, tuple(sorted(running)))
 
 
@@ -574,9 +602,9 @@ def _dead_ingestions(fs: pafs.FileSystem, root: str) -> tuple[set[str], set[str]
     dead: set[str] = set()
     running: set[str] = set()
     for name in names:
-        if not name.endswith(".lock") or name.startswith("."):
+        if not name.endswith(".lock"):
             continue
-        ingestion = name[: -len(".lock")]
+        ingestion = name.removeprefix(".")[: -len(".lock")]
         try:
             handle = open(f"{folder}/{name}", "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -587,6 +615,7 @@ def _dead_ingestions(fs: pafs.FileSystem, root: str) -> tuple[set[str], set[str]
             except BlockingIOError:
                 running.add(ingestion)
                 continue
+            # Free: its owner died (a hidden name: before renaming its lock into place).
             dead.add(ingestion)
     return dead, running
 

@@ -8,8 +8,9 @@ The point-in-time join is one ``ASOF LEFT JOIN`` per feature table. ASOF picks t
 event time ``<= ts`` but leaves ties among equal event times to chance. The join never reads the
 rows each ingestion marked superseded (they cannot win), and when the remaining files cannot tie
 (ingestions that do not overlap in event time, see :func:`potluck.offline.files.may_tie`) it
-orders on event time alone. Otherwise, when the source has a created-timestamp column, it orders
-on one 128-bit key, ``event_us * 2**64 + created rank`` (a null created time ranks lowest), which
+orders on event time alone. Otherwise it orders on one 128-bit key, ``event_us * 2**64 + created
+rank``, where the created time is the source's created-timestamp column or, for a source without
+one, the time of the ingestion that wrote the row (a null created time ranks lowest), which
 makes the winner exact at some cost in speed. The
 ``max_age`` lower bound is applied to the match afterwards: if the newest row at or before
 ``ts`` is too old, so is every other candidate.
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pydantic import Field
@@ -33,12 +35,13 @@ from pydantic import Field
 from potluck.config import MemoryLimit, PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
-from potluck.errors import DataValidationError, UnavailableError, ValidationError
+from potluck.errors import ConfigError, DataValidationError, UnavailableError, ValidationError
 from potluck.offline.base import (
     CREATED_TIMESTAMP_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
     INGESTION_ID_COLUMN,
     OfflineStore,
+    SourceVersion,
 )
 from potluck.offline.commits import SourceState, read_source
 from potluck.offline.convert import convert
@@ -46,6 +49,7 @@ from potluck.offline.file_columns import DeclaredFileColumn, check_files
 from potluck.offline.files import (
     SourceFiles,
     filesystem_for,
+    ingestion_time,
     may_tie,
     resolve_path,
     select_days,
@@ -62,7 +66,7 @@ from potluck.offline.pit import (
 )
 from potluck.offline.retrieval import RetrievalJob
 from potluck.offline.snapshots import batch_source_of, pin_sources, require_existing
-from potluck.types import ValueType, to_arrow_type
+from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 try:
     import duckdb
@@ -86,6 +90,8 @@ _TOP_RANK = (1 << 64) - 1
 """The created-rank part of an entity row's order key: above every feature row's."""
 _CREATED_SHIFT = 1 << 63
 """Added to a created time's microseconds so every rank is positive; a null created time is 0."""
+_INGESTION_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+"""How an ingestion id begins: its UTC time (see ``potluck.ingestion.ingest.new_ingestion_id``)."""
 _NO_LOWER_BOUND_US = 10**18
 """A max_age at least this long (31,700 years) cannot exclude any row: skip the bound."""
 
@@ -141,7 +147,11 @@ class DuckDBOfflineStore(OfflineStore):
         if config.memory_limit is not None:
             settings["memory_limit"] = _literal(config.memory_limit)
         for name, value in settings.items():
-            self._db.execute(f"SET GLOBAL {name} = {value}")
+            try:
+                self._db.execute(f"SET GLOBAL {name} = {value}")
+            except duckdb.Error as exc:
+                self._db.close()
+                raise _setting_error(name, value, exc) from None
 
     # ---- range reads ---------------------------------------------------------------------------
 
@@ -173,12 +183,16 @@ class DuckDBOfflineStore(OfflineStore):
             start.date() if start else None,
             end.date() if end else None,
         )
+        # Superseded rows lose to a row of their own ingestion: reading them could only let a
+        # tie go the wrong way.
+        files = without_superseded(files)
         return self._read_range(table, source, files, start, end, batch_size)
 
-    def source_version(self, table: FeatureTable) -> int | None:
-        """Return the latest version of ``table``'s batch source; see the base class."""
+    def source_version(self, table: FeatureTable) -> SourceVersion:
+        """Return ``table``'s batch source and its latest version; see the base class."""
         location = resolve_path(batch_source_of(table).path, self.root)
-        return require_existing(table, read_source(location)).version
+        state = require_existing(table, read_source(location))
+        return SourceVersion(f"{location}#{state.table_id or 'plain'}", state.version)
 
     def _read_range(
         self,
@@ -208,6 +222,8 @@ class DuckDBOfflineStore(OfflineStore):
                 f"AS {_quote(f.name)}"
                 for f in table.features
             ]
+            # Without a created column, the ingestion time stands for it: parsed below, once
+            # per distinct ingestion id of a batch rather than once per row in SQL.
             created = _column_or_null(
                 available, source.created_timestamp_column, ValueType.UNIX_TIMESTAMP
             )
@@ -236,7 +252,10 @@ class DuckDBOfflineStore(OfflineStore):
             with _wrap_errors(f"reading feature table {table.name!r}"):
                 reader = cursor.sql(sql, params=params).to_arrow_reader(batch_size)
                 for batch in reader:
-                    yield _typed(batch, types)
+                    typed = _typed(batch, types)
+                    if source.created_timestamp_column is None:
+                        typed = _with_ingestion_times(typed)
+                    yield typed
         finally:
             cursor.close()
 
@@ -314,7 +333,8 @@ class DuckDBOfflineStore(OfflineStore):
             files = without_superseded(files)
             relation, columns = self._scan(cursor, files, f"potluck:source{number}", join=join)
             _check_differing(columns, files, _join_columns(join))
-            tie_break = join.created_timestamp_column is not None and may_tie(
+            ranks_ties = join.created_timestamp_column is not None or INGESTION_ID_COLUMN in columns
+            tie_break = ranks_ties and may_tie(
                 files, join.event_timestamp_column, join.date_partition_column
             )
             sources.append(ScannedSource(relation, columns, tie_break))
@@ -340,7 +360,9 @@ class DuckDBOfflineStore(OfflineStore):
             return _empty_relation(join), {}
         if files.is_local and self.config.native_local_reads:
             listed = ", ".join(_literal(p) for p in files.paths)
-            relation = f"read_parquet([{listed}], union_by_name = true)"
+            # Columns come from the files only: a `name=value` folder (a date partition) must not
+            # add or override a column, whatever it is called.
+            relation = f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false)"
         else:
             # One pyarrow dataset per distinct file schema (other tools' files may differ, e.g.
             # naive and zoned timestamps, which no single Arrow schema holds), by column name.
@@ -435,9 +457,7 @@ def _source_sql(join: TableJoin, source: ScannedSource, plan: PitPlan) -> str:
     ]
     columns.append(f"{event} AS {_EVENT}")
     if source.tie_break:
-        created = _column_or_null(
-            available, join.created_timestamp_column, ValueType.UNIX_TIMESTAMP
-        )
+        created = _created(available, join.created_timestamp_column)
         columns.append(f"{_order_key(event, created, top=False)} AS {_ORDER}")
     columns += [
         f"{_column_or_null(available, f.source, f.value_type)} AS f{i}"
@@ -450,6 +470,29 @@ def _source_sql(join: TableJoin, source: ScannedSource, plan: PitPlan) -> str:
     return f"SELECT {', '.join(columns)} FROM {relation}" + (
         f" WHERE {' AND '.join(where)}" if where else ""
     )
+
+
+def _created(available: Mapping[str, str], column: str | None) -> str:
+    """Return the SQL of a row's created time, which breaks event-time ties.
+
+    It is the source's created-timestamp column. A source without one uses the time of the
+    ingestion that wrote the row (from its ``ingestion_id``), so a later ingestion wins a tie,
+    in training sets and online alike; rows other tools wrote have none (null, lowest).
+    """
+    if column is not None or INGESTION_ID_COLUMN not in available:
+        return _column_or_null(available, column, ValueType.UNIX_TIMESTAMP)
+    ingestion = _read_as(available, INGESTION_ID_COLUMN, ValueType.STRING)
+    return f"try_strptime(left({ingestion}, 22), '{_INGESTION_TIME_FORMAT}')::TIMESTAMPTZ"
+
+
+def _with_ingestion_times(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Fill the created column with each row's ingestion time (see :func:`_created`)."""
+    encoded = pc.dictionary_encode(batch.column(INGESTION_ID_COLUMN))
+    times = pa.array(
+        [ingestion_time(i) for i in encoded.dictionary.to_pylist()], TIMESTAMP_ARROW_TYPE
+    ).take(encoded.indices)
+    index = batch.schema.get_field_index(CREATED_TIMESTAMP_COLUMN)
+    return batch.set_column(index, CREATED_TIMESTAMP_COLUMN, times)
 
 
 def _order_key(event: str, created: str | None, *, top: bool) -> str:
@@ -617,11 +660,35 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _setting_error(name: str, value: str, exc: duckdb.Error) -> ConfigError:
+    """The error of a store setting DuckDB refused (settings load checks their forms first)."""
+    key = f"offline_store.{name}"
+    return ConfigError(
+        f"setting {key} = {value} is refused by DuckDB: {' '.join(str(exc).split())}; fix "
+        f"{key} in potluck.yaml (or POTLUCK_OFFLINE_STORE__{name.upper()})",
+        key=key,
+        sources=(),
+    )
+
+
+_INTERRUPTED = "Query interrupted"
+"""What DuckDB's Python client raises (as a ``RuntimeError``) when Ctrl-C stops a query."""
+
+
 @contextlib.contextmanager
 def _wrap_errors(doing: str) -> Iterator[None]:
-    """Turn DuckDB errors into potluck errors at the plug-in boundary."""
+    """Turn DuckDB errors into potluck errors at the plug-in boundary.
+
+    A query stopped by Ctrl-C raises :class:`KeyboardInterrupt` again, as Python code would.
+    """
     try:
         yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except RuntimeError as exc:
+        if str(exc) == _INTERRUPTED:
+            raise KeyboardInterrupt from None
+        raise
     except duckdb.Error as exc:
         message = f"{doing} failed in DuckDB: {' '.join(str(exc).split())}"
         if isinstance(exc, (duckdb.IOException, duckdb.HTTPException)):

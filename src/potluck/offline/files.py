@@ -9,10 +9,12 @@ log (:mod:`potluck.offline.commits`). Everything goes through ``pyarrow.fs``, so
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +23,8 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from potluck.errors import ValidationError
+from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.types import from_arrow_type
 
 BATCH_SIZE = 122_880
 """Rows per batch read from input, and rows per Parquet row group written (DuckDB's row group
@@ -30,6 +33,7 @@ size, so a scan of one file runs on every core)."""
 _PART_FILE = re.compile(
     r"part-(?P<id>\d{8}T\d{12}Z-[0-9a-f]{8})-\d{5}(?P<superseded>-superseded)?\.parquet"
 )
+_INGESTION_ID = re.compile(r"(?P<time>\d{8}T\d{12})Z-[0-9a-f]{8}")
 
 
 def resolve_path(path: str, root: Path | None) -> str:
@@ -52,7 +56,59 @@ def filesystem_for(path: str) -> tuple[pafs.FileSystem, str]:
         fs, inner = pafs.FileSystem.from_uri(path)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
         raise ValidationError(f"cannot open {path!r}: {exc}", path=path) from None
+    except OSError as exc:  # an object store's region or credentials could not be resolved
+        raise os_error(path, exc, "open") from None
     return fs, str(inner)
+
+
+def os_error(path: str, exc: OSError, doing: str) -> PotluckError:
+    """Return the potluck error for ``exc``, raised while ``doing`` (read, write...) ``path``.
+
+    Bad paths given by the user are a :class:`ValidationError` (no such file, a file where a
+    folder must be, a folder where a file must be, no permission); on a URL, or for any other
+    local failure (a full disk), the storage is the problem: :class:`UnavailableError`.
+
+    Args:
+        path: The path or URL as the user gave it.
+        exc: The error of Python or of ``pyarrow.fs``.
+        doing: The verb for the message: ``"read"``, ``"write"``, ``"open"``.
+    """
+    if "://" in path and not path.startswith("file://"):
+        detail = " ".join(str(exc).split())
+        return UnavailableError(
+            f"cannot {doing} {path!r}: {detail}; check the URL, the network and the credentials",
+            path=path,
+            address=path,
+        )
+    reason = _local_reason(path, exc)
+    if reason is None:
+        text = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+        return UnavailableError(f"cannot {doing} {path!r}: {text}", path=path)
+    return ValidationError(f"cannot {doing} {path!r}: {reason}", path=path)
+
+
+def _local_reason(path: str, exc: OSError) -> str | None:
+    """Say what is wrong with a local ``path`` the user gave, or ``None`` if it is not the path."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file or folder"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder; give the path of a file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotADirectoryError) or exc.errno == errno.ENOTDIR:
+        blocker = _file_in_the_way(path)
+        where = f"{str(blocker)!r} is a file" if blocker else "a part of it is a file"
+        return f"{where}, so no folder can be made there; choose another path"
+    return None
+
+
+def _file_in_the_way(path: str) -> Path | None:
+    """Return the first folder of ``path`` that is a file, if any."""
+    target = Path(path.removeprefix("file://")).expanduser()
+    for parent in reversed(target.parents):
+        if parent.is_file():
+            return parent
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,6 +188,17 @@ def select_days(
         )
     )
     return SourceFiles(files.filesystem, kept)
+
+
+def ingestion_time(ingestion_id: str | None) -> datetime | None:
+    """Return the UTC time an ingestion id starts with, or ``None`` if it is not one.
+
+    ``ingest()`` makes ids as ``f"{utc_now:%Y%m%dT%H%M%S%fZ}-{8 hex digits}"``.
+    """
+    match = _INGESTION_ID.fullmatch(ingestion_id or "")
+    if match is None:
+        return None
+    return datetime.strptime(match["time"], "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
 
 
 def ingestion_of(name: str) -> str | None:
@@ -225,30 +292,91 @@ def _disjoint(fs: pafs.FileSystem, paths: list[str], column: str) -> bool:
 def write_atomically(table: pa.Table, path: str, *, file_format: Literal["parquet", "csv"]) -> None:
     """Write ``table`` as one Parquet or CSV file at ``path`` (local or URL).
 
-    It is written to a temporary file and renamed, so readers never see half a file.
+    It is written to a temporary file and renamed, so readers never see half a file. Missing
+    folders are created.
 
     Raises:
-        ValidationError: If the table cannot be written in that format (lists into CSV).
+        ValidationError: If the table cannot be written in that format (a list column, or bytes
+            that are not UTF-8 text, into CSV: the message names the column), or ``path``
+            cannot be written (a file where a folder must be, a folder where the file must be,
+            no permission).
+        UnavailableError: If the storage fails: an object store that cannot be reached, a
+            full disk.
     """
+    if file_format == "csv":
+        _check_csv_writable(table, path)
     fs, target = filesystem_for(path)
     directory, _, name = target.rpartition("/")
-    fs.create_dir(directory or "/", recursive=True)
     temp = f"{directory}/_tmp-{uuid.uuid4().hex}-{name}"
     try:
+        fs.create_dir(directory or "/", recursive=True)
         if file_format == "csv":
             with fs.open_output_stream(temp) as stream:
                 pacsv.write_csv(table, stream)
         else:
             pq.write_table(table, temp, filesystem=fs, row_group_size=BATCH_SIZE)
         fs.move(temp, target)
-    except pa.ArrowNotImplementedError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             fs.delete_file(temp)
-        raise ValidationError(f"cannot write {path!r}: {exc}", path=path) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            fs.delete_file(temp)
+        if isinstance(exc, pa.ArrowNotImplementedError):
+            raise ValidationError(f"cannot write {path!r}: {exc}", path=path) from None
+        if isinstance(exc, OSError):
+            raise os_error(path, exc, "write") from None
         raise
+
+
+def _check_csv_writable(table: pa.Table, path: str) -> None:
+    """Refuse what CSV cannot hold (and ``ingest`` could not read back), naming the column.
+
+    Raises:
+        ValidationError: For a list or other nested column, or a bytes value that is not UTF-8
+            text (CSV fields of BYTES columns are read back as their UTF-8 bytes).
+    """
+    for field, column in zip(table.schema, table.columns, strict=True):
+        kind = field.type
+        if pa.types.is_nested(kind):
+            what = "lists" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else kind
+            raise ValidationError(
+                f"cannot write {path!r}: column {field.name!r} holds {what} ({_type_name(kind)}), "
+                "which CSV cannot store; write a .parquet file instead",
+                path=path,
+                column=field.name,
+            )
+        if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)) and not _is_utf8(column):
+            row = next(i for i, v in enumerate(column.to_pylist()) if not _is_utf8_value(v))
+            raise ValidationError(
+                f"cannot write {path!r}: column {field.name!r} row {row} holds bytes that are not "
+                "UTF-8 text, which CSV cannot store; write a .parquet file instead",
+                path=path,
+                column=field.name,
+                row=row,
+            )
+
+
+def _is_utf8(column: pa.ChunkedArray) -> bool:
+    try:
+        column.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _is_utf8_value(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _type_name(arrow_type: pa.DataType) -> str:
+    try:
+        return from_arrow_type(arrow_type).name
+    except ValueError:
+        return str(arrow_type)
 
 
 __all__ = [
@@ -257,8 +385,10 @@ __all__ = [
     "filesystem_for",
     "list_source_files",
     "may_tie",
+    "os_error",
     "part_file_name",
     "ingestion_of",
+    "ingestion_time",
     "resolve_path",
     "select_days",
     "without_superseded",

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from potluck.errors import DataValidationError, ValidationError
 from potluck.offline.convert import first_failure
 from potluck.offline.csv_text import read_csv_column
-from potluck.offline.files import BATCH_SIZE, filesystem_for
+from potluck.offline.files import BATCH_SIZE, filesystem_for, os_error
 from potluck.offline.objects import from_objects
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ def open_input(
         data = pa.Table.from_batches([data])
     if isinstance(data, pa.Table):
         names = tuple(data.column_names)
+        check_unique_columns(names, "the table")
         if wanted is not None:
             data = data.select([n for n in names if n in wanted])
         return InputBatches(data.schema, data.num_rows, iter(data.to_batches(BATCH_SIZE)), names)
@@ -103,8 +104,9 @@ def open_input(
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
-        table = frame_to_table(data, declared, keep_other_columns=keep_other_columns)
         names = tuple(str(n) for n in data.columns)
+        check_unique_columns(names, "the DataFrame")
+        table = frame_to_table(data, declared, keep_other_columns=keep_other_columns)
         return InputBatches(table.schema, table.num_rows, iter(table.to_batches(BATCH_SIZE)), names)
     raise ValidationError(
         "rows must be a pandas DataFrame, a pyarrow Table, or the path of a .parquet or .csv "
@@ -148,6 +150,7 @@ def _open_file(path: str, wanted: set[str] | None) -> InputBatches:
         if suffix == "parquet":
             parquet = pq.ParquetFile(fs.open_input_file(inner))
             names = tuple(parquet.schema_arrow.names)
+            check_unique_columns(names, repr(path))
             read = list(names) if wanted is None else [n for n in names if n in wanted]
             return InputBatches(
                 pa.schema([parquet.schema_arrow.field(n) for n in read]),
@@ -155,14 +158,40 @@ def _open_file(path: str, wanted: set[str] | None) -> InputBatches:
                 parquet.iter_batches(batch_size=BATCH_SIZE, columns=read),
                 names,
             )
-        return _open_csv(fs, inner, wanted)
+        return _open_csv(fs, inner, wanted, path)
     except FileNotFoundError:
         raise ValidationError(f"cannot read {path!r}: no such file", path=path) from None
-    except (OSError, pa.ArrowInvalid) as exc:
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    except pa.ArrowInvalid as exc:
         raise ValidationError(f"cannot read {path!r}: {exc}", path=path) from None
 
 
-def _open_csv(fs: pafs.FileSystem, path: str, wanted: set[str] | None) -> InputBatches:
+def check_unique_columns(names: Sequence[str], where: str) -> None:
+    """Refuse input that names a column twice: which of the two to read would be a guess.
+
+    Args:
+        names: The input's column names, in order.
+        where: The input, for the message (``"the DataFrame"``, ``"'rows.csv'"``).
+
+    Raises:
+        DataValidationError: Naming the first repeated column and its positions (0-based).
+    """
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in seen:
+            raise DataValidationError(
+                f"column {name!r} appears twice in {where} (columns {seen[name]} and "
+                f"{position}, 0-based); rename or drop one of them",
+                column=name,
+                row=None,
+            )
+        seen[name] = position
+
+
+def _open_csv(
+    fs: pafs.FileSystem, path: str, wanted: set[str] | None, given: str
+) -> InputBatches:
     convert = pacsv.ConvertOptions(
         default_column_type=pa.string(),
         null_values=[""],
@@ -176,6 +205,7 @@ def _open_csv(fs: pafs.FileSystem, path: str, wanted: set[str] | None) -> InputB
         convert_options=convert,
     )
     names = tuple(reader.schema.names)
+    check_unique_columns(names, f"the header of {given!r}")
     if wanted is None:
         return InputBatches(reader.schema, None, iter(reader), names, from_csv=True)
     read = [n for n in names if n in wanted]
@@ -250,6 +280,7 @@ __all__ = [
     "DeclaredColumn",
     "InputBatches",
     "InputData",
+    "check_unique_columns",
     "frame_to_table",
     "open_input",
     "read_table",

@@ -50,11 +50,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import field_validator
 
-from potluck._redact import redact_url
-from potluck._setting_forms import check_address, check_redis_url
+from potluck._redact import redact_text, redact_url, url_secrets
+from potluck._setting_forms import MAX_PORT, check_address, check_redis_url
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
-from potluck.errors import PluginDependencyError
+from potluck.errors import ConfigError, PluginDependencyError
 from potluck.online._inputs import prepare_rows, requested_features
 from potluck.online._values import decode_records, max_age_micros, now_micros
 from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteMode, WriteResult
@@ -294,12 +294,21 @@ class RedisOnlineStore(_RedisStore):
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
-        self._client = redis.Redis.from_url(
-            config.url,
-            socket_connect_timeout=_CONNECT_TIMEOUT,
-            socket_timeout=_SOCKET_TIMEOUT,
-            retry=_retry(),
-        )
+        try:
+            self._client = redis.Redis.from_url(
+                config.url,
+                socket_connect_timeout=_CONNECT_TIMEOUT,
+                socket_timeout=_SOCKET_TIMEOUT,
+                retry=_retry(),
+            )
+        except ValueError as exc:  # settings check the form; a config built in code may not be
+            raise ConfigError(
+                f"invalid online_store.url {redact_url(config.url)!r}: "
+                f"{redact_text(str(exc), url_secrets(config.url))}; use "
+                "redis://[user:password@]host:port/db",
+                key="online_store.url",
+                sources=(),
+            ) from None
         kwargs = self._client.connection_pool.connection_kwargs
         self.address = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
 
@@ -401,6 +410,13 @@ class RedisClusterOnlineStore(_RedisStore):
 
 def _host_port(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+        raise ConfigError(
+            f"invalid online_store.startup_nodes entry {redact_url(node)!r}: expected host:port "
+            f"with a port from 1 to {MAX_PORT}",
+            key="online_store.startup_nodes",
+            sources=(),
+        )
     return host, int(port)
 
 

@@ -51,6 +51,7 @@ SQLITE_BUSY_TIMEOUT = 30.0
 """Seconds a SQLite connection waits for another process's write lock before failing."""
 
 _WRITE_OPTION = "potluck_write"
+_MAX_PORT = 65_535
 _PG_SCHEMA_LOCK = 0x706F746C75636B  # "potluck": serialises concurrent schema creation
 _RETRYABLE_PG_CODES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _CONFIG_PROBLEMS = (
@@ -396,6 +397,12 @@ def _create_engine(url: str) -> tuple[Engine, str]:
             key="registry",
             sources=(),
         ) from None
+    if parsed.port is not None and not 1 <= parsed.port <= _MAX_PORT:
+        raise ConfigError(
+            f"invalid registry URL {masked!r}: port {parsed.port} is not from 1 to {_MAX_PORT}",
+            key="registry",
+            sources=(),
+        )
     sqlite = parsed.get_backend_name() == "sqlite"
     connect_args: dict[str, Any] = {}
     if sqlite:

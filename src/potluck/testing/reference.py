@@ -50,8 +50,8 @@ def point_in_time_join(
         One dict per entity row, in order: the row's own items, then ``table__feature`` for each
         table's features. A table's values come from its candidate row with the greatest
         ``event_timestamp``, ties broken by the greatest ``created_timestamp`` (``None``
-        lowest); candidates have the row's keys and ``ts - max_age <= event_timestamp <= ts``.
-        No candidate gives ``None`` values.
+        lowest), then by the later row in ``rows``; candidates have the row's keys and
+        ``ts - max_age <= event_timestamp <= ts``. No candidate gives ``None`` values.
     """
     result: list[dict[str, Any]] = []
     for entity_row in entity_rows:
@@ -67,8 +67,8 @@ def point_in_time_join(
                     continue
                 if table.max_age is not None and event < ts - table.max_age:
                     continue
-                if best is None or _rank(row) > _rank(best):
-                    best = row
+                if best is None or _rank(row) >= _rank(best):
+                    best = row  # on a full tie the later row wins, as it does in ingest()
             for feature in table.features:
                 out[f"{table.name}__{feature}"] = None if best is None else best[feature]
         result.append(out)

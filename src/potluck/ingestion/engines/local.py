@@ -142,8 +142,14 @@ class LocalJob(IngestionJob):
         registry = self._context.registry
         outcome: dict[str, Any]
         try:
-            since = watermark(registry, spec) if spec.since_last else None
-            self._write(status=JobStatus.RUNNING, started_at=utc_now(), since_version=since)
+            source = self._context.offline_store.source_version(self._table)
+            since = watermark(registry, spec, source) if spec.since_last else None
+            self._write(
+                status=JobStatus.RUNNING,
+                started_at=utc_now(),
+                since_version=since,
+                source_id=source.source_id,
+            )
             progress = run_offline_to_online(
                 spec.project,
                 self._table,
@@ -152,6 +158,7 @@ class LocalJob(IngestionJob):
                 self._context.online_store,
                 start=spec.start,
                 end=spec.end,
+                source=source,
                 since_version=since,
                 mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
                 batch_size=spec.batch_size,
