@@ -96,15 +96,29 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def _display_scalar(value: Any, value_type: ValueType | None) -> Any:
-    """One value as :func:`display_value` shows it, as a JSON-ready value (inside a list)."""
+def _float32_text(value: float) -> str:
+    """The fewest digits that read back as the same float32, in the notation ``repr`` would use.
+
+    Positional from 1e-4 up to 1e16 (``0.1894713``, ``1000001.0``), scientific outside
+    (``1e-08``, ``3.4028235e+38``), as Python writes floats.
+    """
+    single = np.float32(value)
+    widened = abs(float(single))  # compared as a double, as repr compares the widened value
+    if widened == 0 or 1e-4 <= widened < 1e16:
+        return str(np.format_float_positional(single, unique=True, trim="0"))
+    return str(np.format_float_scientific(single, unique=True, trim="-", exp_digits=2))
+
+
+def _display_scalar(value: Any, value_type: ValueType | None) -> str:
+    """One value as :func:`display_value` shows it; inside a list, as JSON (strings quoted)."""
     if isinstance(value, float):
         if not math.isfinite(value):
             return _non_finite(value)
-        if value_type is ValueType.FLOAT:
-            return float(str(np.float32(value)))  # the shortest text that is the same float32
-        return value
-    return json_value(value)
+        return _float32_text(value) if value_type is ValueType.FLOAT else repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    shown = json_value(value)
+    return shown if isinstance(shown, str) else str(shown)
 
 
 def display_value(value: Any, value_type: ValueType | None) -> str:
@@ -114,17 +128,22 @@ def display_value(value: Any, value_type: ValueType | None) -> str:
     shortest text that reads back as the same float32: ``0.1894713``), DOUBLE values as the
     shortest text of the double; NaN and infinities as ``NaN``, ``Infinity``, ``-Infinity``;
     bytes as base64; timestamps in ISO 8601 UTC (``2024-05-01T23:00:00Z``); lists as JSON
-    arrays of the same forms (``[0.5, 1.25]``, ``["AAE="]``).
+    arrays of the same forms (``[0.5, 1.25]``, ``["AAE="]``, ``[1.5, "NaN"]``).
     """
     if value is None:
         return ""
     if isinstance(value, list):
         element = value_type.element_type if value_type is not None else None
-        return json.dumps([_display_scalar(v, element) for v in value])
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    shown = _display_scalar(value, value_type)
-    return shown if isinstance(shown, str) else repr(shown)
+        items = []
+        for item in value:
+            text = "null" if item is None else _display_scalar(item, element)
+            numeric = isinstance(item, (int, float)) and text not in _NON_FINITE
+            items.append(text if numeric or item is None else json.dumps(text))
+        return "[" + ", ".join(items) + "]"
+    return _display_scalar(value, value_type)
+
+
+_NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
 
 
 # ---- JSON shapes -------------------------------------------------------------------------------

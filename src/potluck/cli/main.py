@@ -113,9 +113,8 @@ _USAGE_ERROR: type[Exception] = next(
 _CLICK_EXCEPTIONS: tuple[type[BaseException], ...] = (
     next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException"),
     typer.Exit,
-    typer.Abort,
 )
-"""What click handles itself: exits, aborts and usage errors."""
+"""What click handles itself: exits (``fail`` raises one) and click's own errors."""
 
 
 def _is_help_request(exc: Exception) -> bool:

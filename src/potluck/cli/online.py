@@ -28,7 +28,7 @@ from potluck.cli._render import (
     json_value,
     print_json,
 )
-from potluck.cli.main import EXIT_FAILURE, confirm, fail, make_client
+from potluck.cli.main import EXIT_FAILURE, EXIT_INTERRUPTED, confirm, fail, make_client
 from potluck.client import Client
 from potluck.errors import ValidationError
 from potluck.ingestion.job_ids import match_job_id, short_ids
@@ -120,7 +120,7 @@ def ingest_online(
     job = client.start_offline_to_online_ingestion(
         table, _when(start), _when(end), since_last=since_last, full=full
     )
-    record = _follow(job)
+    record, interrupted = _follow(job)
     stats = record.stats
     if output is OutputFormat.JSON:
         print_json(describe(record))
@@ -130,14 +130,29 @@ def ingest_online(
             f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
             f"{stats.rows_rejected} rejected"
         )
+    if interrupted:
+        fail(
+            f"interrupted: job {record.id} stopped with status {record.status.value}; rows "
+            "already written stay",
+            EXIT_INTERRUPTED,
+        )
     if record.status is JobStatus.FAILED:
         fail(f"job {record.id} failed: {record.error}", EXIT_FAILURE)
     if record.status is JobStatus.CANCELLED:
-        raise typer.Exit(EXIT_FAILURE)
+        fail(
+            f"job {record.id} was cancelled (potluck jobs cancel); rows already written stay",
+            EXIT_FAILURE,
+        )
 
 
-def _follow(job: IngestionJob) -> Job:
-    """Follow ``job`` until it ends, with a progress bar on stderr when it is a terminal."""
+def _follow(job: IngestionJob) -> tuple[Job, bool]:
+    """Follow ``job`` until it ends, with a progress bar on stderr when it is a terminal.
+
+    Ctrl-C asks the job to stop at its next batch and waits for it to end.
+
+    Returns:
+        The job's final record, and whether Ctrl-C stopped it.
+    """
     console = Console(stderr=True)
     with Progress(
         SpinnerColumn(),
@@ -165,7 +180,8 @@ def _follow(job: IngestionJob) -> Job:
             while not record.status.is_terminal:
                 time.sleep(PROGRESS_REFRESH)
                 record = job.record()
-    return record
+            return record, True
+    return record, False
 
 
 def _bar_fields(record: Job) -> dict[str, Any]:

@@ -34,10 +34,11 @@ def register(app: typer.Typer) -> None:
 
 
 def require_free_port(host: str, port: int, *, what: str, option: str) -> None:
-    """Check that ``port`` can be listened on at ``host``; port 0 (pick one) always can.
+    """Check that ``port`` (0: any free one) can be listened on at ``host``.
 
     The check binds and closes a socket, as the servers bind theirs (``SO_REUSEADDR``, no
-    ``SO_REUSEPORT``), so another program on the port is found here, before any server starts.
+    ``SO_REUSEPORT``), so another program on the port, or an address that is not this
+    machine's, is found here, before any server starts.
 
     Args:
         host: The interface.
@@ -50,8 +51,6 @@ def require_free_port(host: str, port: int, *, what: str, option: str) -> None:
             cannot be listened on (not an address of this machine: the message names
             ``--host``).
     """
-    if port == 0:
-        return
     address = f"{host}:{port}"
     try:
         family, kind, proto, _, sockaddr = socket.getaddrinfo(

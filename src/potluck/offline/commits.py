@@ -44,9 +44,12 @@ from datetime import datetime, timedelta, timezone
 from typing import IO
 from urllib.parse import unquote
 
+import deltalake
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from potluck.errors import UnavailableError, ValidationError
 from potluck.offline.files import (
@@ -56,18 +59,8 @@ from potluck.offline.files import (
     ingestion_of,
     list_source_files,
     select_days,
+    without_superseded,
 )
-
-try:
-    import deltalake
-    from deltalake.exceptions import DeltaError, TableNotFoundError
-    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
-except ImportError as exc:  # pragma: no cover - deltalake is a core dependency
-    from potluck.errors import PluginDependencyError
-
-    raise PluginDependencyError(
-        "batch sources need deltalake; run: pip install deltalake", plugin="deltalake"
-    ) from exc
 
 LOG_FOLDER = "_delta_log"
 LOCK_FOLDER = "_potluck/ingestions"
@@ -165,9 +158,10 @@ def count_rows(
     """Count, from metadata only, the rows a range read of the source at ``location`` reads.
 
     The files are those :func:`read_source` gives for ``version`` and ``since_version``, less
-    the ``<partition_column>=YYYY-MM-DD`` folders outside the range's days, as the offline store
-    selects them. Without a range each file's rows come from the log's ``numRecords`` (its
-    Parquet footer where the log has none, and for a plain folder); no data is read. With
+    the ``<partition_column>=YYYY-MM-DD`` folders outside the range's days and the files of
+    rows an ingestion superseded, as the offline store selects them. Without a range each
+    file's rows come from the log's ``numRecords`` (its Parquet footer where the log has none,
+    and for a plain folder); no data is read. With
     ``start`` or ``end``, each file's footer is read and row groups whose ``event_column``
     statistics lie wholly outside ``[start, end)`` are left out, so the count is an upper bound
     where a row group straddles a bound (or has no statistics).
@@ -193,12 +187,14 @@ def count_rows(
     start, end = _as_utc(start), _as_utc(end)
     state = read_source(location, version=version, since_version=since_version)
     fs, root = filesystem_for(location)
-    files = select_days(
-        state.files,
-        root,
-        partition_column,
-        start.date() if start else None,
-        end.date() if end else None,
+    files = without_superseded(
+        select_days(
+            state.files,
+            root,
+            partition_column,
+            start.date() if start else None,
+            end.date() if end else None,
+        )
     )
     if start is not None or end is not None:
         return sum(_rows_in_range(fs, path, event_column, start, end) for path in files.paths)

@@ -89,23 +89,23 @@ def os_error(path: str, exc: OSError, doing: str) -> PotluckError:
 
 def _local_reason(path: str, exc: OSError) -> str | None:
     """Say what is wrong with a local ``path`` the user gave, or ``None`` if it is not the path."""
+    local = Path(path.removeprefix("file://")).expanduser()
     if isinstance(exc, FileNotFoundError):
         return "no such file or folder"
-    if isinstance(exc, IsADirectoryError):
+    if isinstance(exc, IsADirectoryError) or exc.errno == errno.EISDIR or local.is_dir():
         return "it is a folder; give the path of a file"
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, NotADirectoryError) or exc.errno == errno.ENOTDIR:
-        blocker = _file_in_the_way(path)
+        blocker = _file_in_the_way(local)
         where = f"{str(blocker)!r} is a file" if blocker else "a part of it is a file"
         return f"{where}, so no folder can be made there; choose another path"
     return None
 
 
-def _file_in_the_way(path: str) -> Path | None:
+def _file_in_the_way(path: Path) -> Path | None:
     """Return the first folder of ``path`` that is a file, if any."""
-    target = Path(path.removeprefix("file://")).expanduser()
-    for parent in reversed(target.parents):
+    for parent in reversed(path.parents):
         if parent.is_file():
             return parent
     return None

@@ -155,7 +155,7 @@ def _open_file(path: str, wanted: set[str] | None) -> InputBatches:
             return InputBatches(
                 pa.schema([parquet.schema_arrow.field(n) for n in read]),
                 parquet.metadata.num_rows,
-                parquet.iter_batches(batch_size=BATCH_SIZE, columns=read),
+                _read_errors(parquet.iter_batches(batch_size=BATCH_SIZE, columns=read), path),
                 names,
             )
         return _open_csv(fs, inner, wanted, path)
@@ -207,11 +207,29 @@ def _open_csv(
     names = tuple(reader.schema.names)
     check_unique_columns(names, f"the header of {given!r}")
     if wanted is None:
-        return InputBatches(reader.schema, None, iter(reader), names, from_csv=True)
+        return InputBatches(
+            reader.schema, None, _read_errors(iter(reader), given), names, from_csv=True
+        )
     read = [n for n in names if n in wanted]
     schema = pa.schema([reader.schema.field(n) for n in read])
     batches = (batch.select(read) for batch in reader)
-    return InputBatches(schema, None, batches, names, from_csv=True)
+    return InputBatches(schema, None, _read_errors(batches, given), names, from_csv=True)
+
+
+def _read_errors(batches: Iterator[pa.RecordBatch], path: str) -> Iterator[pa.RecordBatch]:
+    """Yield ``batches``, turning a failure to read a later part of the file into our errors.
+
+    A file is read batch by batch, so a malformed CSV line or a damaged Parquet page past the
+    first block fails only as it is reached.
+    """
+    try:
+        yield from batches
+    except FileNotFoundError:
+        raise ValidationError(f"cannot read {path!r}: no such file", path=path) from None
+    except OSError as exc:
+        raise os_error(path, exc, "read") from None
+    except pa.ArrowInvalid as exc:
+        raise ValidationError(f"cannot read {path!r}: {exc}", path=path) from None
 
 
 def frame_to_table(

@@ -54,6 +54,8 @@ _WRITE_OPTION = "potluck_write"
 _MAX_PORT = 65_535
 _PG_SCHEMA_LOCK = 0x706F746C75636B  # "potluck": serialises concurrent schema creation
 _RETRYABLE_PG_CODES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_DAMAGED_FILE = ("file is not a database", "database disk image is malformed")
+"""What SQLite says of a registry file that is not, or no longer, a database."""
 _CONFIG_PROBLEMS = (
     "authentication failed",
     "no password supplied",
@@ -371,6 +373,14 @@ class SqlRegistry(Registry):
         except sa.exc.DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_PG_CODES:
                 raise t.LostRace() from exc
+            detail = _driver_detail(exc)
+            if any(sign in detail.lower() for sign in _DAMAGED_FILE):
+                raise ConfigError(
+                    f"registry {self._masked_url} is not a readable registry database: {detail}; "
+                    "point the 'registry' setting at another file, or restore this one",
+                    key="registry",
+                    sources=(),
+                ) from exc
             if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
                 raise
             raise self._connection_error(exc) from exc
