@@ -3,13 +3,15 @@
 # under .services/. Installs the Debian packages it needs when they are missing.
 #   scripts/services.sh start   -> writes .services/env (export lines for the test fixtures)
 #   scripts/services.sh stop
+# Ports can be moved (two checkouts side by side): POTLUCK_SERVICES_PORT_OFFSET=100 adds 100 to each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 STATE=$ROOT/.services
-PG_PORT=55432
-REDIS_PORT=56379
-CLUSTER_PORTS=(47001 47002 47003)
+OFFSET=${POTLUCK_SERVICES_PORT_OFFSET:-0}
+PG_PORT=$((55432 + OFFSET))
+REDIS_PORT=$((56379 + OFFSET))
+CLUSTER_PORTS=($((47001 + OFFSET)) $((47002 + OFFSET)) $((47003 + OFFSET)))
 
 need_apt() {
   local missing=()
