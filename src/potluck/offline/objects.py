@@ -35,7 +35,6 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from potluck.offline.convert import BadValue, kind, to_type
@@ -96,6 +95,8 @@ def objects_to_type(
     """Like :func:`from_objects`, but raise :class:`~potluck.offline.convert.BadValue`."""
     if kind(target) == "list":
         return _lists(values, target, expected)
+    import pandas as pd  # imported when objects are read, not when the CLI starts
+
     inferred = pd.api.types.infer_dtype(values, skipna=True)
     if inferred == "empty":
         return pa.nulls(len(values), target)
@@ -169,6 +170,8 @@ def _value(value: Any, target: pa.DataType, expected: str, row: int) -> Any:
 
 
 def _is_null(value: Any) -> bool:
+    import pandas as pd
+
     if value is None or value is pd.NA or value is pd.NaT:
         return True
     if isinstance(value, (float, np.floating)):
@@ -247,6 +250,8 @@ def _read_timestamp(value: Any, target: pa.DataType, expected: str, row: int) ->
             raise BadValue(row, bad.detail) from None
         result: datetime = converted[0].as_py()
         return result
+    import pandas as pd
+
     if isinstance(value, pd.Timestamp) and value.nanosecond:
         raise BadValue(
             row,
