@@ -418,10 +418,17 @@ def _env_value(keys: list[str], value: str) -> Any:
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"cannot read config file {path}: {exc.strerror}", key="config", sources=(str(path),)
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be read); save it "
+            "as UTF-8",
+            key="config",
+            sources=(str(path),),
         ) from None
     try:
         loaded = yaml.safe_load(text)

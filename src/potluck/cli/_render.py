@@ -36,7 +36,7 @@ OutputOption = Annotated[
 
 def console() -> Console:
     """Return a console on stdout that never wraps a table row into the next line's cells."""
-    return Console(soft_wrap=False, highlight=False)
+    return Console(soft_wrap=False, highlight=False, markup=False)
 
 
 def print_json(data: Any) -> None:

@@ -231,7 +231,7 @@ def jobs_list(
             f"{job.stats.rows_written:,}",
             _minute(job.started_at),
         )
-    Console(soft_wrap=False, highlight=False).print(out)
+    Console(soft_wrap=False, highlight=False, markup=False).print(out)
 
 
 def _minute(moment: datetime | None) -> str:
@@ -358,7 +358,7 @@ def online_get(
                 statuses[name][row],
                 "" if moment is None else iso_utc(moment),
             )
-    Console(soft_wrap=False, highlight=False).print(out)
+    Console(soft_wrap=False, highlight=False, markup=False).print(out)
 
 
 def online_purge(
