@@ -74,10 +74,12 @@ def require_free_port(host: str, port: int, *, what: str, option: str) -> None:
 def serve(
     ctx: typer.Context,
     grpc_port: Annotated[
-        int, typer.Option("--grpc-port", help="The gRPC port (0 picks a free one).", min=0, max=65535)
+        int,
+        typer.Option("--grpc-port", help="The gRPC port (0 picks a free one).", min=0, max=65535),
     ] = 6566,
     http_port: Annotated[
-        int, typer.Option("--http-port", help="The HTTP port (0 picks a free one).", min=0, max=65535)
+        int,
+        typer.Option("--http-port", help="The HTTP port (0 picks a free one).", min=0, max=65535),
     ] = 6567,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
     refresh_interval: Annotated[
@@ -175,7 +177,10 @@ def _serving_service(
 def core(
     ctx: typer.Context,
     port: Annotated[
-        int, typer.Option("--port", help="The port to listen on (0 picks a free one).", min=0, max=65535)
+        int,
+        typer.Option(
+            "--port", help="The port to listen on (0 picks a free one).", min=0, max=65535
+        ),
     ] = 6565,
     host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
 ) -> None:
