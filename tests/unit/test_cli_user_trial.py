@@ -63,3 +63,22 @@ def test_a_config_file_that_is_not_utf8_is_one_clear_error(project: Path) -> Non
         f"error: config file {project / 'potluck.yaml'} is not UTF-8 text (byte 1 cannot be "
         "read); save it as UTF-8"
     )
+
+
+@pytest.mark.parametrize("name", ["training.parquet", "training.csv"])
+def test_out_under_a_file_names_the_file(project: Path, name: str) -> None:
+    import pyarrow as pa
+
+    from potluck.errors import ValidationError
+    from potluck.offline.files import write_atomically
+
+    (project / "notes.txt").write_text("x")
+    with pytest.raises(ValidationError) as refused:
+        write_atomically(
+            pa.table({"a": [1]}), str(project / "notes.txt" / name), file_format="parquet"
+        )
+    assert refused.value.message == (
+        f"cannot write {str(project / 'notes.txt' / name)!r}: "
+        f"{str(project / 'notes.txt')!r} is a file, so no folder can be made there; "
+        "choose another path"
+    )

@@ -96,8 +96,10 @@ def _local_reason(path: str, exc: OSError) -> str | None:
         return "it is a folder; give the path of a file"
     if isinstance(exc, PermissionError):
         return "permission denied"
-    if isinstance(exc, NotADirectoryError) or exc.errno == errno.ENOTDIR:
-        blocker = _file_in_the_way(local)
+    not_a_folder = isinstance(exc, NotADirectoryError) or exc.errno == errno.ENOTDIR
+    exists = isinstance(exc, FileExistsError) or exc.errno == errno.EEXIST
+    blocker = _file_in_the_way(local)
+    if not_a_folder or (exists and blocker is not None):  # EEXIST: making a folder over a file
         where = f"{str(blocker)!r} is a file" if blocker else "a part of it is a file"
         return f"{where}, so no folder can be made there; choose another path"
     return None
