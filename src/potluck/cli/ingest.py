@@ -23,6 +23,14 @@ from potluck.definitions.serde import parse_duration
 from potluck.errors import ValidationError
 from potluck.offline.files import write_atomically
 
+ReportOutputOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--output", "-o", help="How to print the report: a line of text (table), or JSON (json)."
+    ),
+]
+"""The ``--output/-o`` option of the commands that print one report (ingest, historical)."""
+
 LARGE_INPUT_ROWS = 100_000
 """Inputs with at least this many rows (or of unknown size) get a progress bar on a terminal."""
 
@@ -45,14 +53,7 @@ def ingest(
             metavar="FILE",
         ),
     ],
-    output: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--output",
-            "-o",
-            help="How to print the report: a line of text (table), or JSON (json).",
-        ),
-    ] = OutputFormat.TABLE,
+    output: ReportOutputOption = OutputFormat.TABLE,
 ) -> None:
     """Validate FILE against TABLE and append its rows to the table's batch source.
 
@@ -133,14 +134,7 @@ def historical(
             "by an earlier run) to rebuild a training set exactly; repeatable.",
         ),
     ] = None,
-    output: Annotated[
-        OutputFormat,
-        typer.Option(
-            "--output",
-            "-o",
-            help="How to print the report: a line of text (table), or JSON (json).",
-        ),
-    ] = OutputFormat.TABLE,
+    output: ReportOutputOption = OutputFormat.TABLE,
 ) -> None:
     """Build a point-in-time-correct training set and write it to --out (-O).
 
