@@ -12,6 +12,11 @@ OFFSET=${POTLUCK_SERVICES_PORT_OFFSET:-0}
 PG_PORT=$((55432 + OFFSET))
 REDIS_PORT=$((56379 + OFFSET))
 CLUSTER_PORTS=($((47001 + OFFSET)) $((47002 + OFFSET)) $((47003 + OFFSET)))
+SPARK_MASTER_PORT=$((57077 + OFFSET))
+SPARK_WORKER_PORT=$((57078 + OFFSET))
+SPARK_MASTER_UI=$((58080 + OFFSET))
+SPARK_WORKER_UI=$((58081 + OFFSET))
+VENV_PY=${POTLUCK_SERVICES_PYTHON:-$ROOT/.venv/bin/python}
 
 need_apt() {
   local missing=()
@@ -73,6 +78,41 @@ start_redis() {
   done
 }
 
+spark_home() { "$VENV_PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))'; }
+
+# A standalone Spark master and one worker from the pyspark package (it has no sbin/ scripts, so
+# the daemons start through spark-class). The worker offers 2 cores and 3 GiB; each test
+# application asks for one core, so a training-set session and a spark-submit job run side by side.
+start_spark() {
+  if ! "$VENV_PY" -c 'import pyspark' 2>/dev/null; then
+    echo "services: pyspark is not installed in $VENV_PY; Spark is not started" >&2
+    return 0
+  fi
+  local home; home=$(spark_home)
+  mkdir -p "$STATE/spark/local" "$STATE/spark/work" "$STATE/spark/logs"
+  (
+    export SPARK_HOME=$home SPARK_LOCAL_IP=127.0.0.1 SPARK_LOCAL_DIRS=$STATE/spark/local
+    export PYSPARK_PYTHON=$VENV_PY SPARK_DAEMON_MEMORY=256m SPARK_LOG_DIR=$STATE/spark/logs
+    export SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false"
+    export SPARK_WORKER_OPTS="-Dspark.worker.cleanup.enabled=false"
+    nohup "$home/bin/spark-class" org.apache.spark.deploy.master.Master --host 127.0.0.1 \
+      --port $SPARK_MASTER_PORT --webui-port $SPARK_MASTER_UI >"$STATE/spark/master.log" 2>&1 &
+    echo $! > "$STATE/spark/master.pid"
+    wait_port 127.0.0.1 $SPARK_MASTER_PORT 60
+    nohup "$home/bin/spark-class" org.apache.spark.deploy.worker.Worker --host 127.0.0.1 \
+      --port $SPARK_WORKER_PORT --webui-port $SPARK_WORKER_UI --cores 2 --memory 3g \
+      --work-dir "$STATE/spark/work" spark://127.0.0.1:$SPARK_MASTER_PORT \
+      >"$STATE/spark/worker.log" 2>&1 &
+    echo $! > "$STATE/spark/worker.pid"
+  )
+  local deadline=$((SECONDS + 90))
+  until grep -q 'Successfully registered with master' "$STATE/spark/worker.log" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "services: spark worker did not register" >&2; return 1; }
+    sleep 0.3
+  done
+  SPARK_MASTER_URL=spark://127.0.0.1:$SPARK_MASTER_PORT
+}
+
 stop_all() {
   if [ -d "$STATE/pg" ] && [ -f "$STATE/pg/postmaster.pid" ]; then
     runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
@@ -81,6 +121,9 @@ stop_all() {
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
   if [ -x "$STATE/kafka/stop.sh" ]; then "$STATE/kafka/stop.sh" || true; fi
+  for pidfile in "$STATE"/spark/worker.pid "$STATE"/spark/master.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   sleep 0.5
 }
 
@@ -91,11 +134,18 @@ case "${1:-start}" in
     rm -rf "$STATE"; mkdir -p "$STATE"; chmod 755 "$STATE"
     start_postgres
     start_redis
+    SPARK_MASTER_URL=""
+    start_spark
     cat > "$STATE/env" <<ENV
 export POTLUCK_TEST_POSTGRES_URL=postgresql://potluck:potluck@127.0.0.1:$PG_PORT/potluck
 export POTLUCK_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export POTLUCK_TEST_REDIS_CLUSTER_NODES=127.0.0.1:${CLUSTER_PORTS[0]},127.0.0.1:${CLUSTER_PORTS[1]},127.0.0.1:${CLUSTER_PORTS[2]}
 ENV
+    if [ -n "$SPARK_MASTER_URL" ]; then
+      echo "export POTLUCK_TEST_SPARK_MASTER=$SPARK_MASTER_URL" >> "$STATE/env"
+      echo "export POTLUCK_TEST_SPARK_PYTHON=$VENV_PY" >> "$STATE/env"
+    fi
+    echo "services: spark ${SPARK_MASTER_URL:-not started}" >&2
     echo "services: postgres :$PG_PORT, redis :$REDIS_PORT, redis cluster :${CLUSTER_PORTS[*]}" >&2
     ;;
   stop) stop_all ;;

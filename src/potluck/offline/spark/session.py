@@ -1,0 +1,153 @@
+"""Starting a Spark session from :class:`SparkSettings`, and mapping Spark's errors to potluck's.
+
+Code that runs on executors raises :class:`~potluck.errors.PotluckError` as usual;
+:func:`executor_errors` wraps such code so the error crosses the JVM as text, and
+:func:`spark_errors` on the driver turns it back into the same error class and message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
+from potluck import errors
+from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.offline.spark.settings import SparkSettings, is_loopback
+
+try:
+    from pyspark.errors import PySparkException
+    from pyspark.sql import SparkSession
+except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
+    from potluck.errors import PluginDependencyError
+
+    raise PluginDependencyError(
+        "the Spark plug-ins need pyspark; run: pip install 'potluck[spark]'",
+        plugin="spark",
+        extra="spark",
+    ) from exc
+
+_MARK = "potluck-error:"
+"""Starts the text an executor's :class:`PotluckError` crosses the JVM as."""
+
+BASE_CONF: Mapping[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+"""Properties every potluck application sets (the settings' ``conf`` can override them)."""
+
+
+def session_conf(settings: SparkSettings, app_name: str) -> dict[str, str]:
+    """Return the Spark properties of an application named ``app_name`` on ``settings``' cluster.
+
+    A master on this machine gets a driver that listens on 127.0.0.1 only and no web UI.
+    """
+    conf = {"spark.master": settings.master, "spark.app.name": app_name, **BASE_CONF}
+    if is_loopback(settings.master):
+        conf.update(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.ui.enabled": "false",
+            }
+        )
+    conf.update(settings.conf)
+    return conf
+
+
+def executor_python(settings: SparkSettings) -> str:
+    """Return the interpreter executors run: the settings' ``python`` or the driver's own."""
+    return settings.python or sys.executable
+
+
+def start_session(settings: SparkSettings, app_name: str) -> SparkSession:
+    """Start (or join) this process's Spark session on ``settings``' cluster.
+
+    ``PYSPARK_PYTHON`` is set in this process's environment first: executors only take the
+    interpreter from there. One process has one Spark context; a second call returns it.
+
+    Raises:
+        UnavailableError: If the cluster cannot be reached or the session does not start.
+    """
+    os.environ["PYSPARK_PYTHON"] = executor_python(settings)
+    if is_loopback(settings.master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder
+    for key, value in session_conf(settings, app_name).items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - py4j and the JVM raise anything at start
+        raise UnavailableError(
+            f"cannot start a Spark session on {settings.master}: {_first_line(exc)}; check that "
+            "the master is running and reachable (and JAVA_HOME points at Java 17 or newer)"
+        ) from None
+
+
+@contextlib.contextmanager
+def executor_errors() -> Iterator[None]:
+    """Let a :class:`PotluckError` raised on an executor cross the JVM intact."""
+    try:
+        yield
+    except PotluckError as exc:
+        payload = {"class": type(exc).__name__, "message": exc.message, "attrs": exc.attrs()}
+        raise RuntimeError(_MARK + json.dumps(payload, default=str)) from None
+
+
+@contextlib.contextmanager
+def spark_errors(doing: str) -> Iterator[None]:
+    """Turn errors out of Spark into potluck errors, on the driver.
+
+    An executor's :class:`PotluckError` (see :func:`executor_errors`) is raised again as
+    itself; any other Spark failure becomes a :class:`ValidationError` that says what was being
+    done. Ctrl-C stays a :class:`KeyboardInterrupt`.
+    """
+    try:
+        yield
+    except PotluckError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Spark wraps executor errors in py4j and its own
+        text = str(exc)
+        carried = _carried(text)
+        if carried is not None:
+            raise carried from None
+        if isinstance(exc, (PySparkException, ConnectionError)) or "Py4J" in type(exc).__name__:
+            raise ValidationError(f"{doing} failed in Spark: {_first_line(exc)}") from None
+        raise
+
+
+def _carried(text: str) -> PotluckError | None:
+    start = text.find(_MARK)
+    if start < 0:
+        return None
+    decoder = json.JSONDecoder()
+    try:
+        payload, _ = decoder.raw_decode(text[start + len(_MARK) :])
+    except ValueError:
+        return None
+    cls = getattr(errors, str(payload.get("class")), None)
+    if not (isinstance(cls, type) and issubclass(cls, PotluckError)):
+        cls = PotluckError
+    error: PotluckError = cls(str(payload["message"]), **dict(payload.get("attrs") or {}))
+    return error
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+__all__ = [
+    "BASE_CONF",
+    "executor_errors",
+    "executor_python",
+    "session_conf",
+    "spark_errors",
+    "start_session",
+]
