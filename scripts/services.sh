@@ -16,7 +16,10 @@ SPARK_MASTER_PORT=$((57077 + OFFSET))
 SPARK_WORKER_PORT=$((57078 + OFFSET))
 SPARK_MASTER_UI=$((58080 + OFFSET))
 SPARK_WORKER_UI=$((58081 + OFFSET))
+KAFKA_PORT=$((59092 + OFFSET))
+KAFKA_CONTROLLER_PORT=$((59093 + OFFSET))
 VENV_PY=${POTLUCK_SERVICES_PYTHON:-$ROOT/.venv/bin/python}
+JARS=${POTLUCK_JARS_CACHE:-$HOME/.cache/potluck/jars}
 
 need_apt() {
   local missing=()
@@ -113,6 +116,74 @@ start_spark() {
   SPARK_MASTER_URL=spark://127.0.0.1:$SPARK_MASTER_PORT
 }
 
+# Jars from Maven Central into a cache outside the repo (~/.m2 and ~/.cache/potluck/jars).
+fetch_jars() {  # pom name, output folder
+  local out=$JARS/$2
+  if [ ! -f "$out/.complete" ]; then
+    command -v mvn >/dev/null || { echo "services: Maven (mvn) is needed for $2" >&2; return 1; }
+    rm -rf "$out"; mkdir -p "$out"
+    mvn -B -q -f "$ROOT/scripts/jars/$1.pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$out" >"$STATE/mvn-$2.log" 2>&1 \
+      || { echo "services: resolving $2 jars failed, see $STATE/mvn-$2.log" >&2; return 1; }
+    touch "$out/.complete"
+  fi
+}
+
+# One Kafka broker in KRaft mode (broker and controller in one JVM), loopback only.
+start_kafka() {
+  fetch_jars kafka-broker kafka
+  fetch_jars spark-kafka spark-kafka
+  local dir=$STATE/kafka
+  mkdir -p "$dir/data" "$dir/logs"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+auto.create.topics.enable=false
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=2000
+log.cleaner.dedupe.buffer.size=16777216
+PROPS
+  cat > "$dir/log4j2.properties" <<PROPS
+appender.file.type=File
+appender.file.name=file
+appender.file.fileName=$dir/logs/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+PROPS
+  local cp="$JARS/kafka/*" id
+  id=$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+  java -cp "$cp" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+    >"$dir/format.log" 2>&1 || { echo "services: kafka format failed, see $dir/format.log" >&2; return 1; }
+  nohup java -Xms256m -Xmx256m -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -Dkafka.logs.dir="$dir/logs" -cp "$cp" kafka.Kafka "$dir/server.properties" \
+    >"$dir/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
+  printf '#!/bin/sh\nkill "$(cat %s/pid)" 2>/dev/null || true\n' "$dir" > "$dir/stop.sh"
+  chmod +x "$dir/stop.sh"
+  local deadline=$((SECONDS + 60))
+  until grep -q 'Kafka Server started' "$dir/logs/server.log" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "services: kafka did not start, see $dir/logs" >&2; return 1; }
+    sleep 0.3
+  done
+}
+
 stop_all() {
   if [ -d "$STATE/pg" ] && [ -f "$STATE/pg/postmaster.pid" ]; then
     runuser -u postgres -- "$(pg_bin)/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
@@ -136,6 +207,7 @@ case "${1:-start}" in
     start_redis
     SPARK_MASTER_URL=""
     start_spark
+    start_kafka
     cat > "$STATE/env" <<ENV
 export POTLUCK_TEST_POSTGRES_URL=postgresql://potluck:potluck@127.0.0.1:$PG_PORT/potluck
 export POTLUCK_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
@@ -145,7 +217,11 @@ ENV
       echo "export POTLUCK_TEST_SPARK_MASTER=$SPARK_MASTER_URL" >> "$STATE/env"
       echo "export POTLUCK_TEST_SPARK_PYTHON=$VENV_PY" >> "$STATE/env"
     fi
-    echo "services: spark ${SPARK_MASTER_URL:-not started}" >&2
+    cat >> "$STATE/env" <<ENV
+export POTLUCK_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export POTLUCK_TEST_SPARK_KAFKA_JARS=$(ls "$JARS"/spark-kafka/*.jar | paste -sd, -)
+ENV
+    echo "services: spark ${SPARK_MASTER_URL:-not started}, kafka :$KAFKA_PORT" >&2
     echo "services: postgres :$PG_PORT, redis :$REDIS_PORT, redis cluster :${CLUSTER_PORTS[*]}" >&2
     ;;
   stop) stop_all ;;

@@ -94,3 +94,9 @@ SPARK_TEST_CONF = {
     "spark.task.maxFailures": "1",
 }
 """Spark properties every test application uses (see :func:`spark_master`)."""
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """``host:port`` of a live Kafka broker (KRaft, 4 partitions per new topic by default)."""
+    return require_service("POTLUCK_TEST_KAFKA_BOOTSTRAP", "Kafka broker")
