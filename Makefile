@@ -26,8 +26,9 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## test: install dev deps, start every service the tests need, lint, run the whole suite
+## test: install dev deps and Feast 0.9's SDK (.venv-feast09), start every service the tests need, lint, run the whole suite
 test: $(VENV)/.installed-dev
+	bash scripts/feast09_venv.sh
 	bash scripts/services.sh start
 	$(MAKE) lint
 	set -a; . .services/env; set +a; $(VENV)/bin/pytest -q -p no:cacheprovider; \
@@ -48,4 +49,4 @@ benchmarks: $(VENV)/.installed-dev
 	set -a; . .services/env; set +a; for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .services .potluck examples/quickstart/.potluck examples/quickstart/data
+	rm -rf $(VENV) .venv-feast09 .services .potluck examples/quickstart/.potluck examples/quickstart/data

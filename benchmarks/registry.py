@@ -45,8 +45,13 @@ from potluck.registry.sql import SqlRegistry
 
 PROJECT = "bench"
 DRIVER = Entity(name="driver_id", value_type=ValueType.INT64)
-FEATURE_TYPES = (ValueType.DOUBLE, ValueType.INT64, ValueType.STRING, ValueType.FLOAT,
-                 ValueType.INT64_LIST)
+FEATURE_TYPES = (
+    ValueType.DOUBLE,
+    ValueType.INT64,
+    ValueType.STRING,
+    ValueType.FLOAT,
+    ValueType.INT64_LIST,
+)
 
 
 def make_tables(count: int) -> list[FeatureTable]:
@@ -56,8 +61,7 @@ def make_tables(count: int) -> list[FeatureTable]:
             entities=["driver_id"],
             features=[Feature(name=f"f{j}", value_type=FEATURE_TYPES[j]) for j in range(5)],
             max_age=timedelta(hours=1 + i % 24),
-            batch_source=FileSource(path=f"/data/table_{i:05d}",
-                                    event_timestamp_column="event_ts"),
+            batch_source=FileSource(path=f"/data/table_{i:05d}", event_timestamp_column="event_ts"),
             labels={"team": f"team_{i % 10}"},
         )
         for i in range(count)
@@ -102,8 +106,9 @@ def through_core(url: str) -> Iterator[Registry]:
             "from potluck.registry.server import run_core\n"
             f"run_core(load_settings({str(config)!r}, environ={{}}), port=0)\n"
         )
-        with subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
-                              text=True) as proc:
+        with subprocess.Popen(
+            [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True
+        ) as proc:
             try:
                 address = core_address(proc)
                 with closing(RemoteRegistry(address, timeout=600.0)) as remote:
@@ -122,28 +127,48 @@ def core_address(proc: subprocess.Popen[str]) -> str:
     raise SystemExit(f"potluck core exited with {proc.wait()} before listening")
 
 
-def measure_apply(registry: Registry, objects: list[Entity | FeatureTable], backend: str,
-                  mode: str, samples: Samples) -> None:
+def measure_apply(
+    registry: Registry,
+    objects: list[Entity | FeatureTable],
+    backend: str,
+    mode: str,
+    samples: Samples,
+) -> None:
     samples.add("apply (create)", backend, mode, timed(lambda: registry.apply(PROJECT, objects)))
-    samples.add("apply (unchanged)", backend, mode,
-                timed(lambda: registry.apply(PROJECT, objects)))
+    samples.add("apply (unchanged)", backend, mode, timed(lambda: registry.apply(PROJECT, objects)))
 
 
-def measure_reads(registry: Registry, names: list[str], lists: int, expected: int, backend: str,
-                  mode: str, samples: Samples) -> None:
+def measure_reads(
+    registry: Registry,
+    names: list[str],
+    lists: int,
+    expected: int,
+    backend: str,
+    mode: str,
+    samples: Samples,
+) -> None:
     for name in names:
-        samples.add("get_feature_table", backend, mode,
-                    timed(lambda n=name: registry.get(PROJECT, "feature_table", n)))
+        samples.add(
+            "get_feature_table",
+            backend,
+            mode,
+            timed(lambda n=name: registry.get(PROJECT, "feature_table", n)),
+        )
     sizes: list[int] = []
     for _ in range(lists):
-        samples.add("list_feature_tables", backend, mode,
-                    timed(lambda: sizes.append(len(registry.list(PROJECT, "feature_table")))))
+        samples.add(
+            "list_feature_tables",
+            backend,
+            mode,
+            timed(lambda: sizes.append(len(registry.list(PROJECT, "feature_table")))),
+        )
     if sizes != [expected] * lists:
         raise SystemExit(f"{backend} {mode}: listed {sizes} tables, expected {expected}")
 
 
-def run_backend(backend: str, new_url: Callable[[], str], args: argparse.Namespace,
-                samples: Samples) -> None:
+def run_backend(
+    backend: str, new_url: Callable[[], str], args: argparse.Namespace, samples: Samples
+) -> None:
     objects: list[Entity | FeatureTable] = [DRIVER, *make_tables(args.tables)]
     rng = random.Random(42)
     names = [f"table_{rng.randrange(args.tables):05d}" for _ in range(args.gets)]
@@ -152,8 +177,7 @@ def run_backend(backend: str, new_url: Callable[[], str], args: argparse.Namespa
             with opener(new_url()) as registry:
                 measure_apply(registry, objects, backend, mode, samples)
                 if repeat == 0:
-                    measure_reads(registry, names, args.lists, args.tables, backend, mode,
-                                  samples)
+                    measure_reads(registry, names, args.lists, args.tables, backend, mode, samples)
         print(f"  {backend} {mode}: done", file=sys.stderr)
 
 
@@ -202,12 +226,13 @@ def report(samples: Samples, backends: list[str], args: argparse.Namespace) -> s
             core = samples.values[(op, backend, "core")]
             stats = [("median", statistics.median)]
             if op.startswith(("get", "list")):
-                stats = [("p50", lambda v: percentile(v, 0.5)),
-                         ("p99", lambda v: percentile(v, 0.99))]
+                stats = [
+                    ("p50", lambda v: percentile(v, 0.5)),
+                    ("p99", lambda v: percentile(v, 0.99)),
+                ]
             for stat, fn in stats:
                 e, c = fn(emb), fn(core)
-                lines.append(f"| {op} | {backend} | {stat} | {fmt(e)} | {fmt(c)} | "
-                             f"{c / e:.2f}x |")
+                lines.append(f"| {op} | {backend} | {stat} | {fmt(e)} | {fmt(c)} | {c / e:.2f}x |")
     floor = statistics.median(samples.values[("get_feature_table", "sqlite", "embedded")])
     lines += ["", f"floor (embedded SQLite get_feature_table p50): {fmt(floor)}"]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-IMPORT = re.compile(r"^from (potluck\.core\.v1|feast\.types|feast\.serving) import", re.M)
+IMPORT = re.compile(r"^from (potluck\.core\.v1|feast\.(?:core|serving|types)) import", re.M)
 
 
 def generate(out: Path) -> None:
@@ -41,7 +41,7 @@ def generate(out: Path) -> None:
     )
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
-    for path in out.rglob("*.py*"):
+    for path in [*out.rglob("*.py"), *out.rglob("*.pyi")]:
         text = IMPORT.sub(r"from potluck._proto.\1 import", path.read_text())
         path.write_text(text)
     for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:

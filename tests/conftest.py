@@ -81,19 +81,10 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
 def spark_master() -> str:
     """The ``spark://host:port`` URL of a live standalone Spark cluster (one worker, 2 cores).
 
-    Every application the tests start asks for one core (``spark.cores.max=1``), so a training
-    set session in the test process and a ``spark-submit`` job run side by side.
+    Every application the tests start asks for one core (``tests/spark/_spark_support.py``), so
+    a training-set session in the test process and a ``spark-submit`` job run side by side.
     """
     return require_service("POTLUCK_TEST_SPARK_MASTER", "Spark master")
-
-
-SPARK_TEST_CONF = {
-    "spark.cores.max": "1",
-    "spark.executor.memory": "1g",
-    "spark.sql.shuffle.partitions": "4",
-    "spark.task.maxFailures": "1",
-}
-"""Spark properties every test application uses (see :func:`spark_master`)."""
 
 
 @pytest.fixture(scope="session")

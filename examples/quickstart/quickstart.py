@@ -141,12 +141,12 @@ def entity_rows() -> pd.DataFrame:
         {
             "driver_id": [1001, 1002, 1001, 1003, 1004, UNKNOWN_DRIVER],
             "event_timestamp": [
-                NOW,                                     # the latest hour's values
+                NOW,  # the latest hour's values
                 NOW,
-                LAST_HOUR - timedelta(days=1),           # a day earlier: that hour's values
-                LAST_HOUR - timedelta(minutes=30),       # the hour before the latest
-                LAST_HOUR - timedelta(days=4),           # before the history starts: nulls
-                NOW,                                     # an unknown driver: nulls
+                LAST_HOUR - timedelta(days=1),  # a day earlier: that hour's values
+                LAST_HOUR - timedelta(minutes=30),  # the hour before the latest
+                LAST_HOUR - timedelta(days=4),  # before the history starts: nulls
+                NOW,  # an unknown driver: nulls
             ],
         }
     )

@@ -9,16 +9,22 @@ so a password never leaves the process in clear, whatever the URL's form:
 - a password holding ``@``, ``:``, ``/``, ``?`` or ``#``: the credentials run to the **last** ``@``,
   so a raw ``@`` in a password is masked whole (the host shown may then be cut short: masking
   errs on the side of hiding);
-- a secret in the query string: ``?password=...``, ``?token=...`` and the like
-  (:data:`SECRET_QUERY_KEYS`).
+- a secret in the query string: ``?password=...``, ``?token=...``, an object store's
+  ``?access_key=...&secret_key=...&session_token=...``, a signed URL's ``X-Amz-Signature=...``
+  and the like (:func:`is_secret_key`);
+- object-store URLs like any other: ``s3://KEY:SECRET@bucket/path``, ``gs://user:pw@bucket``,
+  ``hdfs://user:pw@host:8020/path`` (a secret key may hold ``/`` and ``+``).
 
 The masked form keeps the scheme, the user name, the host and the rest, and puts ``***`` where
-the secret was: ``postgresql://potluck:***@db:5432/features``.
+the secret was: ``postgresql://potluck:***@db:5432/features``. The placeholder ``user:password``
+that potluck's own hints write (``postgresql://user:password@host:port/database``,
+``redis://[user:password@]host:port/db``) is left as it is: it is no one's secret.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -40,24 +46,35 @@ SECRET_QUERY_KEYS = frozenset(
         "api_key",
         "apikey",
         "sslpassword",
+        "ssl_password",
+        "sig",
+        "sas",
+        "external_id",
     }
 )
-"""Query-string keys whose values are secrets (compared without case)."""
+"""Query-string keys whose values are secrets (compared without case, ``-`` read as ``_``)."""
+
+SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "signature", "credential")
+"""A query key that holds one of these, or ends in ``key``, is a secret too: pyarrow's and the
+object stores' ``session_token``, ``access_key``, ``account_key``, ``sas_token``,
+``client_secret``, a signed URL's ``X-Amz-Signature``, ``X-Amz-Credential`` and
+``X-Amz-Security-Token`` (masking errs on the side of hiding)."""
+
+PLACEHOLDER_CREDENTIALS = ("user", "password")
+"""The user name and password that hints show as placeholders; never masked."""
 
 MIN_SECRET_LENGTH = 3
 """Known secrets shorter than this are only masked inside URLs, never in free text (replacing a
 two-letter password everywhere would garble every message)."""
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
-_QUERY_SECRET = re.compile(
-    r"(?P<key>(?:^|(?<=[?&;]))(?:" + "|".join(sorted(SECRET_QUERY_KEYS)) + r"))=(?P<value>[^&#;]*)",
-    re.IGNORECASE,
-)
-_URL_IN_TEXT = re.compile(
-    r"(?:[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]*"  # scheme://...
-    r"|[^\s'\"<>(),=]+@[^\s'\"<>()@,]*)"  # user:password@host without a scheme
-    r"[^\s'\"<>.,:;()\[\]]"  # not ending in the punctuation of the sentence around it
-)
+_QUERY_PARAMETER = re.compile(r"(?P<key>(?:^|(?<=[?&;]))[A-Za-z0-9_.\-]+)=(?P<value>[^&#;]*)")
+_WORD = re.compile(r"[^\s'\"<>]+")
+"""A run of text that may hold a URL: URLs in messages end at a space or a quote."""
+_SCHEME_CHARS = frozenset(string.ascii_letters + string.digits + "+.-")
+_SENTENCE_PUNCTUATION = ".,:;()[]"
+"""Characters that end a URL's word without being part of it (the sentence around it)."""
+_NOT_IN_USERINFO = re.compile(r"([(),])")
 
 
 @dataclass(frozen=True)
@@ -77,9 +94,33 @@ class Credentials:
     password: str | None
 
 
+def is_secret_key(key: str) -> bool:
+    """Whether a query-string key holds a secret: see :data:`SECRET_QUERY_KEYS`.
+
+    Example:
+        >>> is_secret_key("X-Amz-Security-Token"), is_secret_key("region")
+        (True, False)
+    """
+    name = key.lower().replace("-", "_")
+    return (
+        name in SECRET_QUERY_KEYS
+        or name.endswith("key")
+        or any(part in name for part in SECRET_KEY_PARTS)
+    )
+
+
+def _secret_parameters(url: str) -> list[re.Match[str]]:
+    return [m for m in _QUERY_PARAMETER.finditer(url) if is_secret_key(m.group("key"))]
+
+
 def mask_query_secrets(url: str) -> str:
     """Return ``url`` with the values of its secret query keys (``password=``...) masked."""
-    return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}={MASK}", url)
+
+    def mask(match: re.Match[str]) -> str:
+        key = match.group("key")
+        return f"{key}={MASK}" if is_secret_key(key) else match.group(0)
+
+    return _QUERY_PARAMETER.sub(mask, url)
 
 
 def find_credentials(url: str) -> Credentials | None:
@@ -109,9 +150,13 @@ def redact_url(url: str) -> str:
     """
     url = mask_query_secrets(url)
     found = find_credentials(url)
-    if found is not None and found.password is not None:
+    if found is not None and found.password is not None and not _placeholder(found):
         url = f"{url[: found.start]}{found.username}:{MASK}{url[found.end :]}"
     return url
+
+
+def _placeholder(found: Credentials) -> bool:
+    return (found.username.lstrip("["), found.password) == PLACEHOLDER_CREDENTIALS
 
 
 def url_secrets(url: str) -> set[str]:
@@ -121,9 +166,9 @@ def url_secrets(url: str) -> set[str]:
     """
     found: set[str] = set()
     credentials = find_credentials(mask_query_secrets(url))
-    if credentials is not None and credentials.password:
+    if credentials is not None and credentials.password and not _placeholder(credentials):
         found.add(credentials.password)
-    found.update(m.group("value") for m in _QUERY_SECRET.finditer(url) if m.group("value"))
+    found.update(m.group("value") for m in _secret_parameters(url) if m.group("value"))
     return found | {unquote(s) for s in found}
 
 
@@ -143,6 +188,41 @@ def secrets_in(values: Iterable[object]) -> set[str]:
     return found
 
 
+def _without_punctuation(text: str) -> tuple[str, str]:
+    """Split the sentence punctuation that ends ``text`` (``).``) off it."""
+    kept = text.rstrip(_SENTENCE_PUNCTUATION)
+    return kept, text[len(kept) :]
+
+
+def _redact_word(word: str) -> str:
+    """Mask the URL a word of text holds: ``scheme://...`` or, without a scheme, ``user:pw@host``.
+
+    A URL with a scheme runs from the scheme to the end of the word; one without runs from the
+    last ``=`` before its ``@`` (``url=user:pw@host``), within ``(``, ``)`` or ``,``. Sentence
+    punctuation at the end is left out. Linear in the word's length, whatever it holds.
+    """
+    mark = word.find("://")
+    if mark > 0:
+        start = mark
+        while start > 0 and word[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        while start < mark and word[start] not in string.ascii_letters:
+            start += 1
+        if start < mark:
+            url, end = _without_punctuation(word[start:])
+            return f"{_redact_word(word[:start])}{redact_url(url)}{end}"
+    if "@" not in word:
+        return word
+    pieces = _NOT_IN_USERINFO.split(word)
+    for i, piece in enumerate(pieces):
+        at = piece.rfind("@")
+        if at > 0:
+            begin = piece.rfind("=", 0, at) + 1
+            url, end = _without_punctuation(piece[begin:])
+            pieces[i] = f"{piece[:begin]}{redact_url(url)}{end}"
+    return "".join(pieces)
+
+
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     """Return ``text`` with every URL in it redacted and every known secret replaced.
 
@@ -151,7 +231,7 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
         secrets: Secrets to mask wherever they appear (see :func:`url_secrets`); those shorter
             than :data:`MIN_SECRET_LENGTH` are only masked inside URLs.
     """
-    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    text = _WORD.sub(lambda m: _redact_word(m.group(0)), text)
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= MIN_SECRET_LENGTH:
             text = text.replace(secret, MASK)
@@ -160,9 +240,12 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
 
 __all__ = [
     "MASK",
+    "PLACEHOLDER_CREDENTIALS",
     "SECRET_QUERY_KEYS",
+    "SECRET_KEY_PARTS",
     "Credentials",
     "find_credentials",
+    "is_secret_key",
     "mask_query_secrets",
     "redact_text",
     "redact_url",

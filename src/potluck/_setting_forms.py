@@ -15,18 +15,34 @@ from __future__ import annotations
 import re
 
 from potluck._redact import find_credentials, mask_query_secrets
+from potluck._redis_url import check_database_and_query
 
 MAX_PORT = 65_535
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
 _HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+")
 _MEMORY = re.compile(r"\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>[KMGT]i?B)\s*", re.IGNORECASE)
+_MEMORY_UNITS = {
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+"""Bytes per unit of a memory size, as DuckDB reads them."""
 _PERCENT = re.compile(r"\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*%")  # DuckDB: no space after %
 _ENCODE_HINT = (
     "cannot tell where its credentials end; percent-encode '@', '/', '?' and '#' in the user "
     "name and password (%40, %2F, %3F, %23)"
 )
 REGISTRY_EXAMPLE = "sqlite:///.potluck/registry.db or postgresql://user@host:5432/database"
+REGISTRY_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+"""The registry URL schemes potluck supports: a SQLite file, or PostgreSQL through psycopg 3
+(``potluck[postgres]``), which is also what plain ``postgresql://`` uses. A scheme may be written
+in any case (it is stored in lower case, as SQLAlchemy reads it)."""
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -72,30 +88,46 @@ def _check_server_url(url: str, start: int, *, one_at: bool) -> None:
 
 
 def check_registry_url(url: str) -> str:
-    """Check a registry URL: a SQLAlchemy URL with a scheme and a numeric port.
+    """Check a registry URL: one of :data:`REGISTRY_SCHEMES`, with a numeric port.
 
     Its credentials must end where SQLAlchemy reads their end: no other raw ``@`` (in the
-    password or the query).
+    password or the query). Other databases SQLAlchemy knows (``mysql://``...) are refused
+    here, when settings load, rather than when their driver is found missing.
+
+    Returns:
+        The URL, its scheme in lower case.
     """
     scheme = _SCHEME.match(url)
     if scheme is None:
         raise ValueError(f"expected a URL such as {REGISTRY_EXAMPLE}")
-    if scheme.group(1).split("+")[0].lower() == "sqlite":
-        return url
-    _check_server_url(url, scheme.end(), one_at=True)
+    name = scheme.group(1).lower()
+    if name not in REGISTRY_SCHEMES:
+        raise ValueError(
+            f"the scheme {scheme.group(1)!r} is not supported; the registry is a SQLite file "
+            "(sqlite:///path/to/registry.db) or a PostgreSQL database "
+            "(postgresql://user@host:5432/database, or postgresql+psycopg://...)"
+        )
+    url = name + url[len(name) :]
+    if name != "sqlite":
+        _check_server_url(url, scheme.end(), one_at=True)
     return url
 
 
 def check_redis_url(url: str) -> str:
-    """Check a Redis URL: ``redis://``, ``rediss://`` or ``unix://``, with a numeric port."""
+    """Check a Redis URL: ``redis://``, ``rediss://`` or ``unix://``, with a numeric port.
+
+    The database (``/DB``, a whole number) and every query parameter are checked too, against
+    what redis-py reads (see :mod:`potluck._redis_url`).
+    """
     scheme = _SCHEME.match(url)
-    if scheme is None or scheme.group(1).lower() not in REDIS_SCHEMES:
+    if scheme is None or scheme.group(1) not in REDIS_SCHEMES:
         raise ValueError(
             "expected redis://host:port/db (credentials as user:password@ before the host), "
             "rediss://... for TLS, or unix:///path/to/socket"
         )
-    if scheme.group(1).lower() != "unix":
+    if scheme.group(1) != "unix":
         _check_server_url(url, scheme.end(), one_at=False)
+    check_database_and_query(url)
     return url
 
 
@@ -113,7 +145,11 @@ def check_address(address: str) -> str:
 
 
 def check_memory_limit(value: str) -> str:
-    """Check a memory size the way DuckDB reads ``memory_limit``: ``4GB``, ``512MiB``, ``80%``."""
+    """Check a memory size the way DuckDB reads ``memory_limit``: ``4GB``, ``512MiB``, ``80%``.
+
+    A size must be within DuckDB's range, less than 2^64 bytes. How small a limit DuckDB can
+    work in depends on the query, so a tiny one fails when a query runs out of memory.
+    """
     amount = _MEMORY.fullmatch(value) or _PERCENT.fullmatch(value)
     if amount is None:
         raise ValueError(
@@ -125,6 +161,12 @@ def check_memory_limit(value: str) -> str:
         raise ValueError("must be more than 0")
     if amount.re is _PERCENT and number > 100:
         raise ValueError("a share of RAM is at most 100%")
+    if amount.re is _MEMORY and number * _MEMORY_UNITS[amount.group("unit").lower()] >= 2.0**64:
+        # DuckDB multiplies the number (a double) by the unit and refuses 2^64 bytes or more.
+        raise ValueError(
+            "is beyond DuckDB's range: a memory limit is less than 2^64 bytes (18446744TB, "
+            "16777216TiB); use a smaller one, such as 80%"
+        )
     return value
 
 
@@ -132,6 +174,7 @@ __all__ = [
     "MAX_PORT",
     "REDIS_SCHEMES",
     "REGISTRY_EXAMPLE",
+    "REGISTRY_SCHEMES",
     "check_address",
     "check_memory_limit",
     "check_redis_url",

@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from potluck.config import Settings, load_settings
+from potluck.config import CONFIG_FILE_NAME, Settings, load_settings
 from potluck.definitions import Entity, FeatureTable
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.definitions.sources import resolve_source_path
-from potluck.errors import ValidationError
+from potluck.errors import NotFoundError, ValidationError
 from potluck.registry.base import Change, Project, Registry, Revision
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from potluck.ingestion.engines.base import Engine, IngestionJob
     from potluck.ingestion.ingest import IngestionReport, ProgressCallback
     from potluck.ingestion.jobs import Job
+    from potluck.ingestion.stream.publish import PublishReport
     from potluck.offline.base import OfflineStore
     from potluck.offline.commits import GarbageReport
     from potluck.offline.inputs import InputData
@@ -49,6 +50,16 @@ def open_registry(settings: Settings) -> Registry:
     return SqlRegistry(settings.registry_url)
 
 
+_EMPTY_REGISTRY = "sqlite:///:memory:"
+"""What a preview (``apply(..., dry_run=True)``) plans against while no registry file exists."""
+
+
+def _missing_registry_file(settings: Settings) -> Path | None:
+    """Return the registry's SQLite file if the settings name one that does not exist yet."""
+    path = settings.registry_file
+    return path if path is not None and not path.exists() else None
+
+
 def _raises_max_age(old: timedelta | None, new: timedelta | None) -> bool:
     """Whether a table's ``max_age`` going from ``old`` to ``new`` lets values live longer."""
     return old is not None and (new is None or new > old)
@@ -61,17 +72,23 @@ def _with_absolute_source(obj: Definition, root: str | Path) -> Definition:
     path = resolve_source_path(obj.batch_source.path, root)
     if path == obj.batch_source.path:
         return obj
-    return dataclasses.replace(
-        obj, batch_source=dataclasses.replace(obj.batch_source, path=path)
-    )
+    return dataclasses.replace(obj, batch_source=dataclasses.replace(obj.batch_source, path=path))
 
 
 class Client:
     """The potluck SDK.
 
+    Nothing is written until a call that writes: ``apply`` (not a dry run) and
+    ``create_project`` create the registry (and ``.potluck/``). While the registry's SQLite file
+    does not exist, every other call that needs the registry (reads, ingestion, jobs) raises
+    :class:`~potluck.errors.NotFoundError`, as the ``potluck`` command does: outside any project
+    folder "no potluck project found", in one "project ... does not exist" (nothing was applied
+    yet); ``list_projects`` in a project folder is then ``[]``.
+
     Args:
-        config_path: A ``potluck.yaml``; defaults to ``$POTLUCK_CONFIG`` or ``./potluck.yaml``,
-            else embedded defaults (everything in local files under ``.potluck/``).
+        config_path: A ``potluck.yaml``; defaults to ``$POTLUCK_CONFIG``, else the nearest
+            ``potluck.yaml`` in the working folder or its parents, else embedded defaults
+            (everything in local files under ``.potluck/`` of the working folder).
         core_url: ``host:port`` of a Core service; overrides the config.
         serving_url: ``host:port`` of an Online Serving gRPC endpoint; overrides the config.
         project: The project to work in; overrides the config.
@@ -100,12 +117,52 @@ class Client:
             settings = load_settings(config_path, overrides=overrides)
         self.settings = settings
         self._project = check_name(settings.project, "project")
-        self._registry: Registry = open_registry(settings)
+        self._opened_registry: Registry | None = None
+        if _missing_registry_file(settings) is None:
+            self._opened_registry = open_registry(settings)
         self._online_store: OnlineStore | None = None
         self._offline_store: OfflineStore | None = None
         self._engine: Engine | None = None
         self._readers: dict[str, ServingService | RemoteServing] = {}
         self._jobs: dict[str, IngestionJob] = {}
+
+    # ---- the registry: opened when it exists, created only by a call that writes ----------------
+
+    @property
+    def _registry(self) -> Registry:
+        """The registry, to read; opened once its SQLite file exists (it never creates it).
+
+        Raises:
+            NotFoundError: While the registry's SQLite file does not exist (see the class).
+        """
+        if self._opened_registry is None:
+            missing = _missing_registry_file(self.settings)
+            if missing is not None:
+                raise self._nothing_applied(missing)
+            self._opened_registry = open_registry(self.settings)
+        return self._opened_registry
+
+    def _writable_registry(self) -> Registry:
+        """The registry, for a call that writes: its SQLite file (and folder) created if missing."""
+        if self._opened_registry is None:
+            self._opened_registry = open_registry(self.settings)
+        return self._opened_registry
+
+    def _nothing_applied(self, registry_file: Path) -> NotFoundError:
+        """The error of a read before anything was applied (the registry file is missing)."""
+        if self.settings.config_file is None:
+            return NotFoundError(
+                f"no potluck project found: no {CONFIG_FILE_NAME} in {Path.cwd()} or its "
+                f"parents, and no registry at {registry_file}; apply definitions to start one "
+                "here (Client.apply), run `potluck init`, or work in a project folder",
+                kind="project",
+            )
+        return NotFoundError(
+            f"project {self._project!r} does not exist (nothing was applied yet: no registry at "
+            f"{registry_file}); apply definitions to create it",
+            kind="project",
+            name=self._project,
+        )
 
     # ---- projects ------------------------------------------------------------------------------
 
@@ -119,12 +176,21 @@ class Client:
         self._project = check_name(name, "project")
 
     def list_projects(self, *, include_archived: bool = False) -> list[Project]:
-        """Return the projects, sorted by name."""
+        """Return the projects, sorted by name (none in a project folder before the first apply).
+
+        Raises:
+            NotFoundError: Outside any project folder, if no registry exists (see the class).
+        """
+        missing = _missing_registry_file(self.settings)
+        if self._opened_registry is None and missing is not None:
+            if self.settings.config_file is None:
+                raise self._nothing_applied(missing)
+            return []
         return self._registry.list_projects(include_archived=include_archived)
 
     def create_project(self, name: str) -> Project:
-        """Create project ``name``."""
-        return self._registry.create_project(check_name(name, "project"))
+        """Create project ``name`` (and the registry, if it does not exist yet)."""
+        return self._writable_registry().create_project(check_name(name, "project"))
 
     def archive_project(self, name: str) -> Project:
         """Archive project ``name``: its definitions stay readable, applies are refused."""
@@ -177,13 +243,26 @@ class Client:
                 )
         folder = self.settings.root if root is None else root
         resolved = [_with_absolute_source(item, folder) for item in items]
+        if dry_run and self._opened_registry is None and _missing_registry_file(self.settings):
+            return self._preview(resolved, force=force)
+        registry = self._writable_registry() if not dry_run else self._registry
         if not dry_run:
             self._follow_max_age(resolved, force=force)
-        changes = self._registry.apply(self._project, resolved, force=force, dry_run=dry_run)
+        changes = registry.apply(self._project, resolved, force=force, dry_run=dry_run)
         if not dry_run:
             self._refresh_readers()
             self._provision_sources([t for t in resolved if isinstance(t, FeatureTable)])
         return changes
+
+    def _preview(self, objects: Sequence[Definition], *, force: bool) -> list[Change]:
+        """Plan ``objects`` against an empty registry in memory: nothing is created."""
+        from potluck.registry.sql import SqlRegistry
+
+        empty = SqlRegistry(_EMPTY_REGISTRY)
+        try:
+            return empty.apply(self._project, list(objects), force=force, dry_run=True)
+        finally:
+            empty.close()
 
     def _follow_max_age(self, objects: Sequence[Definition], *, force: bool) -> None:
         """Extend online expiry for the tables whose ``max_age`` this apply raises or removes.
@@ -245,7 +324,8 @@ class Client:
     def list_entities(self, labels: Mapping[str, str] | None = None) -> list[Entity]:
         """Return the project's entities whose labels include ``labels``, sorted by name."""
         return [
-            e for e in self._registry.list(self._project, KIND_ENTITY, labels)
+            e
+            for e in self._registry.list(self._project, KIND_ENTITY, labels)
             if isinstance(e, Entity)
         ]
 
@@ -260,7 +340,8 @@ class Client:
     def list_feature_tables(self, labels: Mapping[str, str] | None = None) -> list[FeatureTable]:
         """Return the project's feature tables whose labels include ``labels``."""
         return [
-            t for t in self._registry.list(self._project, KIND_FEATURE_TABLE, labels)
+            t
+            for t in self._registry.list(self._project, KIND_FEATURE_TABLE, labels)
             if isinstance(t, FeatureTable)
         ]
 
@@ -341,13 +422,14 @@ class Client:
         """
         from potluck.offline.pit import resolve_refs
 
+        registry = self._registry
         requests = resolve_refs(
             feature_refs,
             self._project,
             lambda project, name: cast(
-                FeatureTable, self._registry.get(project, KIND_FEATURE_TABLE, name)
+                FeatureTable, registry.get(project, KIND_FEATURE_TABLE, name)
             ),
-            lambda project, name: cast(Entity, self._registry.get(project, KIND_ENTITY, name)),
+            lambda project, name: cast(Entity, registry.get(project, KIND_ENTITY, name)),
         )
         return self._offline().get_historical_features(entity_source, requests, versions=versions)
 
@@ -453,6 +535,99 @@ class Client:
         job = self._job_engine().submit(spec, context)
         self._jobs[job.id] = job
         return job
+
+    def start_stream_to_online_ingestion(
+        self,
+        table: FeatureTable | str,
+        *,
+        group_id: str | None = None,
+        batch_size: int | None = None,
+        batch_interval: float | None = None,
+        kafka_config: Mapping[str, str] | None = None,
+    ) -> IngestionJob:
+        """Start consuming ``table``'s stream source into the online store; return the job.
+
+        The job runs on the configured engine until it is stopped (``job.cancel()``,
+        ``potluck jobs cancel``) and then ends ``CANCELLED``. It reads the topic in
+        micro-batches, writes each with newer-wins (and appends it to the batch source when the
+        source has ``offline_sink``), and commits the offsets only after that, so a restart
+        resumes where it stopped and each key ends at its newest value. Bad messages are
+        counted per reason in the job's record (and sent to the source's dead-letter topic);
+        brokers or stores it cannot reach are retried, and reported in the record's
+        ``warning``. Jobs of one ``group_id``, in any processes, share the topic's partitions.
+        The job has its own connections to the registry and the online store, so it outlives
+        :meth:`close`; stop it (``job.cancel(); job.wait()``) to end it.
+
+        Args:
+            table: The feature table or its name; it needs a stream source.
+            group_id: The Kafka consumer group (default ``potluck.<project>.<table>``).
+            batch_size: The most messages in one micro-batch (default 65,536).
+            batch_interval: Seconds a micro-batch gathers messages once it has a first one
+                (default 0.02).
+            kafka_config: librdkafka properties over potluck's (security settings,
+                ``session.timeout.ms`` ...); not recorded.
+
+        Raises:
+            NotFoundError: If the table does not exist.
+            ValidationError: If it has no stream source, or a setting is out of range.
+            DefinitionError: If its protobuf message class cannot be imported.
+        """
+        from potluck.ingestion.engines.base import JobContext
+        from potluck.ingestion.jobs import STREAM_TO_ONLINE, JobSpec
+
+        name = table.name if isinstance(table, FeatureTable) else table
+        spec = JobSpec(kind=STREAM_TO_ONLINE, project=self._project, table=name, group_id=group_id)
+        if batch_size is not None or batch_interval is not None:
+            spec = dataclasses.replace(
+                spec,
+                batch_size=spec.batch_size if batch_size is None else batch_size,
+                batch_interval=spec.batch_interval if batch_interval is None else batch_interval,
+            )
+        store = self._online()
+        context = JobContext(
+            open_registry(self.settings),  # the job's own: it closes them when it ends
+            self._offline(),
+            type(store)(store.config),
+            dict(kafka_config or {}),
+        )
+        return self._job_engine().submit(spec, context)
+
+    def publish(
+        self,
+        table: FeatureTable | str,
+        data: InputData,
+        *,
+        kafka_config: Mapping[str, str] | None = None,
+    ) -> PublishReport:
+        """Write rows to ``table``'s stream source (its Kafka topic), in the source's format.
+
+        The frame is validated exactly as :meth:`ingest` validates it, under the stream
+        source's column names, before anything is sent: a bad frame publishes nothing. Each row
+        is one message keyed by its canonical entity key (one key stays in one partition), and
+        all are sent in one Kafka transaction.
+
+        Args:
+            table: The feature table or its name; it needs a stream source.
+            data: A pandas DataFrame, a pyarrow Table, or a ``.parquet``/``.csv`` path or URL.
+            kafka_config: librdkafka properties over potluck's producer settings.
+
+        Returns:
+            The table, topic and number of messages sent.
+
+        Raises:
+            NotFoundError: If the table or one of its entities does not exist.
+            ValidationError: If it has no stream source or its topic does not exist.
+            DataValidationError: If a row does not fit; ``column`` and ``row`` name the first.
+            UnavailableError: If the brokers cannot be reached (nothing becomes visible).
+        """
+        from potluck.ingestion.stream.batch import StreamTable
+        from potluck.ingestion.stream.publish import publish
+
+        resolved = table if isinstance(table, FeatureTable) else self.get_feature_table(table)
+        entities = {name: self.get_entity(name) for name in resolved.entities}
+        types = {name: entity.value_type for name, entity in entities.items()}
+        stream = StreamTable(self._project, resolved, types)
+        return publish(stream, entities, data, kafka_config=kafka_config)
 
     def list_jobs(self, table: str | None = None) -> list[Job]:
         """Return the project's ingestion jobs (records), newest first.
@@ -627,7 +802,8 @@ class Client:
             self._online_store.close()
         if self._offline_store is not None:
             self._offline_store.close()
-        self._registry.close()
+        if self._opened_registry is not None:
+            self._opened_registry.close()
 
     def __enter__(self) -> Client:
         return self

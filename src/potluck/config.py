@@ -7,8 +7,12 @@ Resolution order, later wins: built-in defaults, the YAML file (``POTLUCK_CONFIG
 nearest ``potluck.yaml`` in the working folder or its parents, as git finds ``.git``), then
 environment variables named ``POTLUCK_<KEY>`` with ``__`` for nesting
 (``POTLUCK_ONLINE_STORE__URL``). An environment variable that sets a plug-in section's ``type`` to
-another plug-in replaces the file's section instead of merging into it. Relative paths are
-relative to the config file's folder (the working folder when there is no file).
+another plug-in replaces the file's section instead of merging into it. A ``POTLUCK_*`` variable
+that is no setting is an error when its name is close to a setting's (a typo), unless
+``potluck._env_names`` lists it as read by something else (``POTLUCK_CONFIG``,
+``POTLUCK_DEBUG``, ``POTLUCK_TEST_*``...). YAML, in the file and in variables, may not repeat a
+key in a mapping. Relative paths are relative to the config file's folder (the working folder
+when there is no file).
 
 Everything is validated when it is loaded: every top-level setting, and each plug-in section
 against its plug-in's config class. The first problem is one :class:`ConfigError` whose message
@@ -27,9 +31,12 @@ import pydantic
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from potluck._env_names import closest_setting, is_not_a_setting
 from potluck._redact import redact_text, redact_url, secrets_in
 from potluck._setting_forms import check_address, check_memory_limit, check_registry_url
-from potluck.errors import ConfigError
+from potluck._yaml import MAX_DEPTH, DuplicateKeyError, TooDeepError
+from potluck._yaml import load as read_yaml
+from potluck.errors import ConfigError, PotluckError
 
 ENV_PREFIX = "POTLUCK_"
 CONFIG_FILE_NAME = "potluck.yaml"
@@ -299,9 +306,11 @@ def load_settings(
             ``None`` values mean "not given".
 
     Raises:
-        ConfigError: If the file cannot be read or parsed, or a value is invalid (a plug-in
-            section included: an unknown ``type``, a missing or unknown key, a bad value); the
-            message names the key, the value and every source that was read.
+        ConfigError: If the file cannot be read or parsed (a key repeated in a mapping
+            included), a value is invalid (a plug-in section included: an unknown ``type``, a
+            missing or unknown key, a bad value), or a ``POTLUCK_*`` variable misspells a
+            setting; the message names the key (or variable), the value and every source that
+            was read.
         PluginDependencyError: If a plug-in section names a plug-in whose optional extra is not
             installed.
     """
@@ -321,12 +330,13 @@ def load_settings(
         data = _read_file(file_path)
         sources.append(str(file_path))
         root = file_path.parent
-    sources.extend(_overlay_environment(data, env))
+    unread = _overlay_environment(data, env, sources)
     if overrides:
         given = {k: v for k, v in overrides.items() if v is not None}
         if given:
             data.update(given)
             sources.append("arguments")
+    _check_unread_variables(unread, sources)
     data.setdefault("root", root)
     data["config_file"] = file_path
     data["sources"] = tuple(sources)
@@ -345,23 +355,31 @@ def _check_plugin_sections(settings: Settings, sources: Sequence[str]) -> None:
         plugins.validate(interface, getattr(settings, interface.name), sources=sources)
 
 
-def _overlay_environment(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
-    """Apply the ``POTLUCK_*`` variables to ``data`` in name order; return the sources read.
+def _overlay_environment(
+    data: dict[str, Any], env: Mapping[str, str], sources: list[str]
+) -> list[str]:
+    """Apply the ``POTLUCK_*`` variables to ``data`` in name order.
 
-    A variable naming a key inside a plug-in section refines the file's section (or the
-    built-in one), unless the environment also sets that section's ``type`` to another
-    plug-in: then the section starts empty, so no key of the other plug-in is left over.
+    Each variable read is appended to ``sources``. A variable naming a key inside a plug-in
+    section refines the file's section (or the built-in one), unless the environment also sets
+    that section's ``type`` to another plug-in: then the section starts empty, so no key of the
+    other plug-in is left over.
+
+    Returns:
+        The ``POTLUCK_*`` variables that are no setting and are not listed as such in
+        :mod:`potluck._env_names`, in name order (see :func:`_check_unread_variables`).
     """
-    sources: list[str] = []
+    unread: list[str] = []
     started: set[str] = set()
     for name, value in sorted(env.items()):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or is_not_a_setting(name):
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
         if keys[0] not in SETTING_NAMES or not all(keys):
+            unread.append(name)
             continue
         if len(keys) > 1 and keys[0] not in started:
-            data[keys[0]] = _section_base(keys[0], data.get(keys[0]), env)
+            data[keys[0]] = _section_base(keys[0], data.get(keys[0]), env, sources)
             started.add(keys[0])
         target = data
         for key in keys[:-1]:
@@ -370,20 +388,69 @@ def _overlay_environment(data: dict[str, Any], env: Mapping[str, str]) -> list[s
                 nested = {}
                 target[key] = nested
             target = nested
-        target[keys[-1]] = _env_value(keys, value)
+        target[keys[-1]] = _env_value(name, keys, value, sources)
         sources.append(f"environment {name}")
-    return sources
+    return unread
 
 
-def _env_type(section: str, env: Mapping[str, str]) -> Any:
+def _check_unread_variables(unread: Sequence[str], sources: Sequence[str]) -> None:
+    """Refuse the first unread ``POTLUCK_*`` variable whose name is close to a setting's.
+
+    Raises:
+        ConfigError: Naming the variable, the setting it most likely meant and every source
+            that was read.
+    """
+    for name in unread:
+        meant = closest_setting(name, _setting_variables(name))
+        if meant is None:
+            continue
+        hint = ""
+        if "__" in meant and "__" not in name:
+            hint = ", with two underscores between nested keys"
+        raise ConfigError(
+            f"unknown environment variable {name}: did you mean {meant}{hint}? Rename or unset "
+            f"it ({describe_sources(sources)})",
+            key=name,
+            sources=tuple(sources),
+        )
+
+
+def _setting_variables(name: str) -> list[str]:
+    """Return the setting variables ``name`` may misspell.
+
+    That is every top-level setting's and each plug-in section's ``type``; and, for a section
+    ``name`` starts with (or starts with a near spelling of), the key of every known plug-in of
+    it. Plug-ins are imported only then, so a variable far from every section costs nothing;
+    one whose module cannot be imported (a missing optional extra) adds no keys.
+    """
+    from potluck import plugins
+
+    names = {ENV_PREFIX + setting.upper() for setting in SETTING_NAMES}
+    head = name.removeprefix(ENV_PREFIX).upper()
+    for interface in plugins.INTERFACES:
+        section = interface.name.upper()
+        keys = {"type"}
+        if head.startswith(section) or closest_setting(head.split("__")[0], [section]):
+            for plugin in plugins.known_names(interface):
+                try:
+                    keys.update(plugins.plugin_class(interface, plugin).config_class.model_fields)
+                except PotluckError:
+                    continue
+        names.update(f"{ENV_PREFIX}{section}__{key.upper()}" for key in keys)
+    return sorted(names)
+
+
+def _env_type(section: str, env: Mapping[str, str], sources: Sequence[str]) -> Any:
     wanted = f"{ENV_PREFIX}{section}__type".lower()
     for name, value in env.items():
         if name.lower() == wanted:
-            return _env_value([section, "type"], value)
+            return _env_value(name, [section, "type"], value, sources)
     return None
 
 
-def _section_base(section: str, current: Any, env: Mapping[str, str]) -> dict[str, Any]:
+def _section_base(
+    section: str, current: Any, env: Mapping[str, str], sources: Sequence[str]
+) -> dict[str, Any]:
     """The section that environment variables refine key by key.
 
     The file's (or an earlier variable's) section when there is one, else the built-in one;
@@ -392,20 +459,36 @@ def _section_base(section: str, current: Any, env: Mapping[str, str]) -> dict[st
     if not isinstance(current, dict):
         default = Settings.model_fields[section].get_default(call_default_factory=True)
         current = dict(default) if isinstance(default, dict) else {}
-    env_type = _env_type(section, env)
+    env_type = _env_type(section, env, sources)
     if env_type is not None and current.get("type") != env_type:
         return {}
     return dict(current)
 
 
-def _env_value(keys: list[str], value: str) -> Any:
-    """Read an environment value as a YAML scalar or collection (``4``, ``[a, b]``, ``null``).
+def _env_value(name: str, keys: list[str], value: str, sources: Sequence[str]) -> Any:
+    """Read variable ``name``'s value as YAML: a scalar or a collection (``4``, ``[a, b]``).
 
     A top-level text setting keeps the raw text unless YAML reads it as text or null, so
     ``POTLUCK_PROJECT=no`` stays ``"no"`` and ``sqlite:///:memory:`` stays a URL.
+
+    Raises:
+        ConfigError: If the value is a mapping that holds a key twice, or nests collections
+            more than ``MAX_DEPTH`` levels deep.
     """
     try:
-        parsed = yaml.safe_load(value) if value else value
+        parsed = read_yaml(value) if value else value
+    except DuplicateKeyError as exc:
+        raise setting_error(
+            ".".join(keys),
+            f"its value holds the key {exc.key!r} twice; keep one of them",
+            sources=[*sources, f"environment {name}"],
+        ) from None
+    except TooDeepError:
+        raise setting_error(
+            ".".join(keys),
+            f"its value is nested too deeply (more than {MAX_DEPTH} levels)",
+            sources=[*sources, f"environment {name}"],
+        ) from None
     except yaml.YAMLError:
         return value
     is_text_setting = len(keys) == 1 and not isinstance(
@@ -431,7 +514,21 @@ def _read_file(path: Path) -> dict[str, Any]:
             sources=(str(path),),
         ) from None
     try:
-        loaded = yaml.safe_load(text)
+        loaded = read_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(
+            f"config file {path}, line {exc.line}: duplicate key {exc.key!r} (first at line "
+            f"{exc.first_line}); a key may be given once in a mapping, keep one of them",
+            key="config",
+            sources=(str(path),),
+        ) from None
+    except TooDeepError as exc:
+        raise ConfigError(
+            f"config file {path}, line {exc.line}: nested too deeply (more than {MAX_DEPTH} "
+            "levels)",
+            key="config",
+            sources=(str(path),),
+        ) from None
     except yaml.YAMLError as exc:
         # One line, for the CLI's "error: ..." output: the problem and where it is.
         mark = getattr(exc, "problem_mark", None)
@@ -453,8 +550,7 @@ def _read_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(loaded) - set(SETTING_NAMES))
     if unknown:
         raise ConfigError(
-            f"unknown setting {unknown[0]!r} in {path}; known settings: "
-            f"{', '.join(SETTING_NAMES)}",
+            f"unknown setting {unknown[0]!r} in {path}; known settings: {', '.join(SETTING_NAMES)}",
             key=unknown[0],
             sources=(str(path),),
         )

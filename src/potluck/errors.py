@@ -29,6 +29,11 @@ Hierarchy::
 
 Warnings, where the operation goes on, live in :mod:`potluck.notices`.
 
+A message never shows a credential: whatever URL it quotes (a registry, a Redis store, an
+``s3://KEY:SECRET@bucket`` path, a ``?secret_key=`` query), :class:`PotluckError` masks it when
+the error is made (:func:`potluck._redact.redact_text`), so every output built from a message
+(a CLI error line, a job record, a server's status) is masked too.
+
 ``TerminalError`` and ``TransientError`` are the retry markers that ingestion and stream jobs use to
 decide between retrying, dead-lettering and failing; both are ordinary ``Exception`` subclasses.
 """
@@ -37,18 +42,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from potluck._redact import redact_text
+
 
 class PotluckError(Exception):
     """Base class of every error potluck raises on purpose.
 
     Attributes:
         code: A stable, transport-neutral code for this kind of error.
-        message: The human-readable message, which says what to do next where it can.
+        message: The human-readable message, which says what to do next where it can; the
+            credentials of any URL in it are masked.
     """
 
     code: ClassVar[str] = "internal"
 
     def __init__(self, message: str, **attrs: Any) -> None:
+        message = redact_text(message)
         super().__init__(message)
         self.message = message
         self._attrs = attrs

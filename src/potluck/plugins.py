@@ -49,8 +49,9 @@ OFFLINE_STORES = Interface(
     group="potluck.offline_stores",
     builtins={
         "duckdb": "potluck.offline.duckdb:DuckDBOfflineStore",
+        "spark": "potluck.offline.spark.store:SparkOfflineStore",
     },
-    extras={},
+    extras={"spark": "spark"},
 )
 ENGINES = Interface(
     name="engine",
@@ -58,8 +59,9 @@ ENGINES = Interface(
     group="potluck.engines",
     builtins={
         "local": "potluck.ingestion.engines.local:LocalEngine",
+        "spark": "potluck.ingestion.engines.spark:SparkEngine",
     },
-    extras={},
+    extras={"spark": "spark"},
 )
 INTERFACES = (ONLINE_STORES, OFFLINE_STORES, ENGINES)
 
@@ -70,10 +72,14 @@ def _import(path: str, interface: Interface, name: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = interface.extras.get(name)
-        hint = f"pip install 'potluck[{extra}]'" if extra else "install the plug-in's package"
+        hint = (
+            f"run: pip install 'potluck[{extra}]'"
+            if extra
+            else "install the package that provides it (the plug-in's package)"
+        )
         raise PluginDependencyError(
             f"{interface.name} {name!r} needs {exc.name or module_name}, which is not installed; "
-            f"run: {hint}",
+            f"{hint}",
             plugin=name,
             extra=extra,
         ) from exc

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from potluck import (
-    AvroFormat,
     Entity,
     Feature,
     FeatureTable,
     FileSource,
     KafkaSource,
+    ProtoFormat,
     ValueType,
 )
 from potluck.errors import (
@@ -38,8 +38,9 @@ from potluck.registry.base import Change, JobRecord, Project, Registry
 ENTITY = "entity"
 TABLE = "feature_table"
 
-DRIVER = Entity(name="driver_id", value_type=ValueType.INT64, description="a driver",
-                labels={"team": "rides"})
+DRIVER = Entity(
+    name="driver_id", value_type=ValueType.INT64, description="a driver", labels={"team": "rides"}
+)
 CITY = Entity(name="city", value_type=ValueType.STRING)
 
 
@@ -62,7 +63,7 @@ def stats(**overrides: Any) -> FeatureTable:
         "stream_source": KafkaSource(
             bootstrap_servers="127.0.0.1:9092",
             topic="driver_stats",
-            message_format=AvroFormat(schema_json='{"type": "record"}'),
+            message_format=ProtoFormat(class_path="events_pb2.DriverStats"),
             event_timestamp_column="event_ts",
         ),
         "labels": {"team": "rides"},
@@ -119,8 +120,13 @@ def test_apply_creates_objects_and_reapplying_changes_nothing(registry: Registry
     changes = registry.apply("p", [DRIVER, stats()])
     assert changes == [
         Change(ENTITY, "driver_id", "create", 0, ()),
-        Change(TABLE, "driver_stats", "create", 1,
-               ("+ feature conv_rate DOUBLE", "+ feature trips INT64")),
+        Change(
+            TABLE,
+            "driver_stats",
+            "create",
+            1,
+            ("+ feature conv_rate DOUBLE", "+ feature trips INT64"),
+        ),
     ]
     again = registry.apply("p", [DRIVER, stats()])
     assert again == [
@@ -156,14 +162,20 @@ def test_a_changed_table_gets_the_next_revision_and_its_old_spec_goes_to_history
     registry.apply("p", [DRIVER, v1])
     changes = registry.apply("p", [v2])
     assert changes == [
-        Change(TABLE, "driver_stats", "update", 2, (
-            "+ feature acc_rate INT64",
-            "max_age 2h -> 3h",
-            "labels {'team': 'rides'} -> {'team': 'rides', 'tier': 'gold'}",
-            "warning: raising max_age of driver_stats: values that already expired from the "
-            "online store are not restored; run `potluck ingest-online driver_stats --full` to "
-            "reload them",
-        )),
+        Change(
+            TABLE,
+            "driver_stats",
+            "update",
+            2,
+            (
+                "+ feature acc_rate INT64",
+                "max_age 2h -> 3h",
+                "labels {'team': 'rides'} -> {'team': 'rides', 'tier': 'gold'}",
+                "warning: raising max_age of driver_stats: values that already expired from the "
+                "online store are not restored; run `potluck ingest-online driver_stats --full` to "
+                "reload them",
+            ),
+        ),
     ]
     assert get_table(registry).revision == 2
     history = registry.history("p", TABLE, "driver_stats")
@@ -205,13 +217,19 @@ def test_changing_a_feature_type_needs_force(registry: Registry) -> None:
     assert get_table(registry) == stats()
     assert get_table(registry).revision == 1
     (change,) = registry.apply("p", [retyped], force=True)
-    assert change == Change(TABLE, "driver_stats", "update", 2, (
-        "~ feature conv_rate DOUBLE -> INT64 (forced)",
-        "warning: feature conv_rate of driver_stats changes type DOUBLE -> INT64, which is not a "
-        "lossless widening: values stored online as DOUBLE read as NULL_VALUE; run "
-        "`potluck ingest-online driver_stats --full` to reload them",
-        "~ feature conv_rate labels {'unit': 'ratio'} -> {}",
-    ))
+    assert change == Change(
+        TABLE,
+        "driver_stats",
+        "update",
+        2,
+        (
+            "~ feature conv_rate DOUBLE -> INT64 (forced)",
+            "warning: feature conv_rate of driver_stats changes type DOUBLE -> INT64, which is not a "
+            "lossless widening: values stored online as DOUBLE read as NULL_VALUE; run "
+            "`potluck ingest-online driver_stats --full` to reload them",
+            "~ feature conv_rate labels {'unit': 'ratio'} -> {}",
+        ),
+    )
     assert get_table(registry).feature("conv_rate").value_type is ValueType.INT64
 
 
@@ -252,8 +270,9 @@ def test_removed_features_are_archived_and_only_come_back_with_their_type(
     (change,) = registry.apply(
         "p", [stats(features=[feature("conv_rate"), feature("trips", ValueType.INT64)])]
     )
-    assert change == Change(TABLE, "driver_stats", "update", 3,
-                            ("+ feature trips INT64 (restored from archive)",))
+    assert change == Change(
+        TABLE, "driver_stats", "update", 3, ("+ feature trips INT64 (restored from archive)",)
+    )
 
 
 def test_an_archived_feature_comes_back_with_another_type_when_forced(registry: Registry) -> None:
@@ -293,21 +312,31 @@ def test_an_entity_applied_earlier_is_known_to_later_applies(registry: Registry)
 
 def test_changing_the_type_of_an_entity_in_use_needs_force(registry: Registry) -> None:
     registry.apply("p", [DRIVER, CITY, stats()])
-    as_string = Entity(name="driver_id", value_type=ValueType.STRING, description="a driver",
-                       labels={"team": "rides"})
+    as_string = Entity(
+        name="driver_id",
+        value_type=ValueType.STRING,
+        description="a driver",
+        labels={"team": "rides"},
+    )
     error = raised(lambda: registry.apply("p", [as_string]), IncompatibleChangeError)
     assert error.message == (
         "entity driver_id changes type INT64 -> STRING but feature table driver_stats uses it; "
         "pass force=True (CLI --force) to allow it"
     )
     (change,) = registry.apply("p", [as_string], force=True)
-    assert change == Change(ENTITY, "driver_id", "update", 0, (
-        "value_type INT64 -> STRING",
-        "warning: feature table driver_stats: entity driver_id changes type, so values stored "
-        "online under the old keys are no longer read (NOT_FOUND); run "
-        "`potluck online purge driver_stats` to remove them and "
-        "`potluck ingest-online driver_stats --full` to reload",
-    ))
+    assert change == Change(
+        ENTITY,
+        "driver_id",
+        "update",
+        0,
+        (
+            "value_type INT64 -> STRING",
+            "warning: feature table driver_stats: entity driver_id changes type, so values stored "
+            "online under the old keys are no longer read (NOT_FOUND); run "
+            "`potluck online purge driver_stats` to remove them and "
+            "`potluck ingest-online driver_stats --full` to reload",
+        ),
+    )
     # An entity no table uses changes type freely.
     (change,) = registry.apply("p", [Entity(name="city", value_type=ValueType.INT64)])
     assert change == Change(ENTITY, "city", "update", 0, ("value_type STRING -> INT64",))
@@ -324,17 +353,26 @@ def test_an_object_given_twice_is_rejected(registry: Registry) -> None:
 def test_dry_run_returns_the_plan_and_writes_nothing(registry: Registry) -> None:
     planned = registry.apply("p", [DRIVER, stats()], dry_run=True)
     assert [(c.name, c.action, c.revision) for c in planned] == [
-        ("driver_id", "create", 0), ("driver_stats", "create", 1),
+        ("driver_id", "create", 0),
+        ("driver_stats", "create", 1),
     ]
     assert registry.list_projects() == []
     assert registry.list("p", TABLE) == []
     registry.apply("p", [DRIVER, stats()])
     planned = registry.apply("p", [stats(max_age=timedelta(hours=3))], dry_run=True)
-    assert planned == [Change(TABLE, "driver_stats", "update", 2, (
-        "max_age 2h -> 3h",
-        "warning: raising max_age of driver_stats: values that already expired from the online "
-        "store are not restored; run `potluck ingest-online driver_stats --full` to reload them",
-    ))]
+    assert planned == [
+        Change(
+            TABLE,
+            "driver_stats",
+            "update",
+            2,
+            (
+                "max_age 2h -> 3h",
+                "warning: raising max_age of driver_stats: values that already expired from the online "
+                "store are not restored; run `potluck ingest-online driver_stats --full` to reload them",
+            ),
+        )
+    ]
     assert get_table(registry).revision == 1
     assert get_table(registry).max_age == timedelta(hours=2)
 
@@ -416,12 +454,21 @@ def test_list_returns_objects_sorted_by_name_and_filters_on_every_label(
     registry: Registry,
 ) -> None:
     tables = [
-        FeatureTable(name="zeta", entities=["driver_id"], features=[feature("x")],
-                     labels={"team": "rides", "tier": "gold"}),
-        FeatureTable(name="alpha", entities=["driver_id"], features=[feature("x")],
-                     labels={"team": "rides"}),
-        FeatureTable(name="mid", entities=["driver_id"], features=[feature("x")],
-                     labels={"team": "maps", "tier": "gold"}),
+        FeatureTable(
+            name="zeta",
+            entities=["driver_id"],
+            features=[feature("x")],
+            labels={"team": "rides", "tier": "gold"},
+        ),
+        FeatureTable(
+            name="alpha", entities=["driver_id"], features=[feature("x")], labels={"team": "rides"}
+        ),
+        FeatureTable(
+            name="mid",
+            entities=["driver_id"],
+            features=[feature("x")],
+            labels={"team": "maps", "tier": "gold"},
+        ),
     ]
     registry.apply("p", [DRIVER, CITY, *tables])
 
@@ -552,8 +599,14 @@ def test_a_project_name_must_be_a_valid_name(registry: Registry) -> None:
 
 
 def test_job_records_round_trip_and_list_newest_first(registry: Registry) -> None:
-    body = {"kind": "offline_to_online", "status": "RUNNING", "stats": {"rows_read": 10},
-            "tables": ["driver_stats"], "error": None, "ratio": 0.5}
+    body = {
+        "kind": "offline_to_online",
+        "status": "RUNNING",
+        "stats": {"rows_read": 10},
+        "tables": ["driver_stats"],
+        "error": None,
+        "ratio": 0.5,
+    }
     registry.put_job(JobRecord(project="p", id="job_a", body=body))
     registry.put_job(JobRecord(project="p", id="job_b", body={"status": "PENDING"}))
     registry.put_job(JobRecord(project="other", id="job_c", body={}))
@@ -596,7 +649,7 @@ def test_a_wrong_password_is_a_config_error_naming_the_masked_url(postgres_url: 
     error = raised(reg.list_projects, ConfigError)
     masked = url.render_as_string(hide_password=True)
     assert error.message == (
-        f'cannot connect to registry {masked}: password authentication failed for user '
+        f"cannot connect to registry {masked}: password authentication failed for user "
         f'"{url.username}"'
     )
     assert "wrong-secret" not in error.message
@@ -619,8 +672,7 @@ def test_an_unreachable_database_is_unavailable(postgres_url: str) -> None:
     reg = SqlRegistry(url.render_as_string(hide_password=False))
     error = raised(lambda: reg.apply("p", [DRIVER]), UnavailableError)
     assert error.message == (
-        f"cannot connect to registry {url.render_as_string(hide_password=True)}: "
-        "Connection refused"
+        f"cannot connect to registry {url.render_as_string(hide_password=True)}: Connection refused"
     )
     reg.close()
 

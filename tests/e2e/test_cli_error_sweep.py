@@ -165,6 +165,8 @@ BASES: dict[str, list[str]] = {
     "online purge": ["online", "purge", "driver_stats"],
     "core": ["core", "--port", BUSY],
     "serve": ["serve", "--grpc-port", BUSY, "--http-port", "0"],
+    "publish": ["publish", "nope", "rows.parquet"],
+    "stream": ["stream", "nope"],
 }
 """Per command that reads settings: an invocation that fails, or reads only, once settings are
 broken; the global cases put bad settings in front of it (``init`` reads none)."""
@@ -270,15 +272,29 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["core", "--port", "-1"], BAD),
         (["core", "--port", "abc"], BAD),
         (["core", "--port", BUSY], FAILED),
-        (["core", "--host", "10.254.254.254", "--port", "6565"], FAILED),
+        (["core", "--host", "10.254.254.254", "--port", "6565"], BAD),
     ],
     "serve": [
         (["serve", "--grpc-port", BUSY], FAILED),
         (["serve", "--grpc-port", "0", "--http-port", BUSY], FAILED),
-        (["serve", "--host", "10.254.254.254"], FAILED),
+        (["serve", "--host", "10.254.254.254"], BAD),
         (["serve", "--workers", "0"], BAD),
         (["serve", "--refresh-interval", "0"], BAD),
         (["serve", "--grpc-port", "http"], BAD),
+    ],
+    "publish": [
+        (["publish", "nope", "rows.parquet"], BAD),
+        (["publish", "driver_stats", "rows.parquet"], BAD),  # no stream source
+        (["publish", "driver_stats", "rows.parquet", "-k", "noequals"], BAD),
+        (["publish", "driver_stats", "rows.parquet", "-k", "a=1", "-k", "a=2"], BAD),
+    ],
+    "stream": [
+        (["stream", "nope"], BAD),
+        (["stream", "driver_stats"], BAD),  # no stream source
+        (["stream", "driver_stats", "--batch-interval", "0"], BAD),
+        (["stream", "driver_stats", "--batch-size", "0"], BAD),
+        (["stream", "driver_stats", "--metrics-port", "70000"], BAD),
+        (["stream", "driver_stats", "-k", "=1"], BAD),
     ],
 }
 """Each command's own bad inputs and the exit code docs/cli.md documents for each."""

@@ -282,7 +282,9 @@ def test_a_memory_limit_duckdb_refuses_names_the_setting() -> None:
             "registry",
         ),
         (
-            lambda: RedisOnlineStore(RedisConfig.model_construct(url="redis://:secret@cache:abc/0")),
+            lambda: RedisOnlineStore(
+                RedisConfig.model_construct(url="redis://:secret@cache:abc/0")
+            ),
             "invalid online_store.url 'redis://:***@cache:abc/0': Port could not be cast to "
             "integer value as 'abc'; use redis://[user:password@]host:port/db",
             "online_store.url",
@@ -319,7 +321,10 @@ def test_a_damaged_registry_file_names_the_setting(project: Path) -> None:
 
 
 def test_a_failed_ingest_online_prints_only_its_error(project: Path) -> None:
-    env = {"POTLUCK_ONLINE_STORE__TYPE": "redis", "POTLUCK_ONLINE_STORE__URL": "redis://127.0.0.1:1/0"}
+    env = {
+        "POTLUCK_ONLINE_STORE__TYPE": "redis",
+        "POTLUCK_ONLINE_STORE__URL": "redis://127.0.0.1:1/0",
+    }
     result = runner.invoke(app, ["ingest-online", "driver_stats"], env=env)
     code, message = error_of(result)
     assert code == 1
@@ -480,8 +485,16 @@ def _reading(pid: int, path: Path) -> bool:
 def test_ctrl_c_during_historical_is_one_line_and_exit_130(slow_project: Path) -> None:
     env = _without_settings()
     process = subprocess.Popen(
-        [str(POTLUCK), "historical", "-f", "driver_stats:conv_rate", "-e", "entities.parquet",
-         "-O", "training.parquet"],
+        [
+            str(POTLUCK),
+            "historical",
+            "-f",
+            "driver_stats:conv_rate",
+            "-e",
+            "entities.parquet",
+            "-O",
+            "training.parquet",
+        ],
         cwd=slow_project,
         env=env,
         stdout=subprocess.PIPE,
@@ -498,7 +511,11 @@ def test_ctrl_c_during_historical_is_one_line_and_exit_130(slow_project: Path) -
     out, err = process.communicate(timeout=30)
     assert (process.returncode, err, out) == (130, "error: interrupted\n", "")
     assert sorted(p.name for p in slow_project.iterdir()) == [
-        ".potluck", "data", "definitions.yaml", "entities.parquet", "potluck.yaml"
+        ".potluck",
+        "data",
+        "definitions.yaml",
+        "entities.parquet",
+        "potluck.yaml",
     ]
 
 
@@ -534,7 +551,7 @@ def test_ctrl_c_during_ingest_online_stops_its_job_and_exits_130(slow_project: P
     assert (process.returncode, err) == (
         130,
         f"error: interrupted: job {job_id} stopped with status CANCELLED; rows already written "
-        "stay\n",
+        f"stay; see `potluck jobs describe {job_id}`\n",
     )
     assert out.startswith(f"job {job_id} CANCELLED: ")
 

@@ -172,7 +172,12 @@ def test_quickstart_applies_ingests_trains_and_serves(quickstart: Path) -> None:
     assert (quickstart / ".potluck" / "registry.db").is_file()
     assert (quickstart / ".potluck" / "online.db").is_file()
     assert sorted(p.name for p in quickstart.iterdir()) == [
-        ".gitignore", ".potluck", "data", "definitions.py", "definitions.yaml", "quickstart.py"
+        ".gitignore",
+        ".potluck",
+        "data",
+        "definitions.py",
+        "definitions.yaml",
+        "quickstart.py",
     ]
 
 
@@ -208,8 +213,16 @@ def test_quickstart_runs_again_and_its_hints_work(quickstart: Path) -> None:
     assert (table["revision"], [h["revision"] for h in table["history"]]) == (1, [1])
 
     online = _run(
-        [str(POTLUCK), "online", "get", "driver_stats:conv_rate", "--entity", "driver_id=1001",
-         "--output", "json"],
+        [
+            str(POTLUCK),
+            "online",
+            "get",
+            "driver_stats:conv_rate",
+            "--entity",
+            "driver_id=1001",
+            "--output",
+            "json",
+        ],
         quickstart,
     )
     assert (online.returncode, online.stderr) == (0, "")

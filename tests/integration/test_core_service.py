@@ -24,13 +24,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from potluck import (
-    AvroFormat,
     Client,
     Entity,
     Feature,
     FeatureTable,
     FileSource,
     KafkaSource,
+    ProtoFormat,
     ValueType,
 )
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
@@ -53,8 +53,9 @@ from potluck.registry.remote import RemoteRegistry
 from potluck.registry.server import CoreServer, run_core, start_core_server
 from potluck.registry.sql import SqlRegistry
 
-DRIVER = Entity(name="driver_id", value_type=ValueType.INT64, description="a driver",
-                labels={"team": "rides"})
+DRIVER = Entity(
+    name="driver_id", value_type=ValueType.INT64, description="a driver", labels={"team": "rides"}
+)
 CITY = Entity(name="city", value_type=ValueType.STRING)
 
 
@@ -77,7 +78,7 @@ def _stats(**overrides: Any) -> FeatureTable:
         "stream_source": KafkaSource(
             bootstrap_servers="127.0.0.1:9092",
             topic="driver_stats",
-            message_format=AvroFormat(schema_json='{"type": "record"}'),
+            message_format=ProtoFormat(class_path="events_pb2.DriverStats"),
             event_timestamp_column="event_ts",
         ),
         "labels": {"team": "rides"},
@@ -182,15 +183,19 @@ def test_apply_get_list_round_trip(registry: SqlRegistry, remote: RemoteRegistry
 
 def test_same_plan_as_the_registry_itself(registry: SqlRegistry, remote: RemoteRegistry) -> None:
     remote.apply("default", [DRIVER, _stats()])
-    changed = _stats(features=[
-        Feature(name="conv_rate", value_type=ValueType.DOUBLE, labels={"unit": "ratio"}),
-        Feature(name="trips", value_type=ValueType.INT64_LIST),
-        Feature(name="rating", value_type=ValueType.FLOAT),
-    ], max_age=timedelta(hours=3))
+    changed = _stats(
+        features=[
+            Feature(name="conv_rate", value_type=ValueType.DOUBLE, labels={"unit": "ratio"}),
+            Feature(name="trips", value_type=ValueType.INT64_LIST),
+            Feature(name="rating", value_type=ValueType.FLOAT),
+        ],
+        max_age=timedelta(hours=3),
+    )
     direct = registry.apply("default", [DRIVER, changed], dry_run=True)
     assert remote.apply("default", [DRIVER, changed], dry_run=True) == direct
     assert [(c.name, c.action, c.revision) for c in direct] == [
-        ("driver_id", "unchanged", 0), ("driver_stats", "update", 2)
+        ("driver_id", "unchanged", 0),
+        ("driver_stats", "update", 2),
     ]
     assert direct[1].details  # the plan says what changes, and it travels unchanged
     assert remote.get("default", "feature_table", "driver_stats") == _stats()  # dry run
@@ -301,12 +306,17 @@ def test_projects(registry: SqlRegistry, remote: RemoteRegistry) -> None:
 
 
 def test_jobs(registry: SqlRegistry, remote: RemoteRegistry) -> None:
-    body = {"status": "SUCCEEDED", "stats": {"read": 10, "written": 9, "rejected": 1},
-            "errors": ["row 3: null key"], "ratio": 0.5, "done": True, "parent": None}
+    body = {
+        "status": "SUCCEEDED",
+        "stats": {"read": 10, "written": 9, "rejected": 1},
+        "errors": ["row 3: null key"],
+        "ratio": 0.5,
+        "done": True,
+        "parent": None,
+    }
     remote.put_job(JobRecord(project="default", id="job-1", body=body))
     remote.put_job(JobRecord(project="default", id="job-2", body={"status": "RUNNING"}))
-    assert remote.get_job("default", "job-1") == JobRecord(project="default", id="job-1",
-                                                           body=body)
+    assert remote.get_job("default", "job-1") == JobRecord(project="default", id="job-1", body=body)
     assert registry.get_job("default", "job-1").body == body
     remote.put_job(JobRecord(project="default", id="job-2", body={"status": "FAILED"}))
     assert remote.get_job("default", "job-2").body == {"status": "FAILED"}
@@ -331,8 +341,9 @@ def test_unknown_kind_is_refused_before_any_call(remote: RemoteRegistry) -> None
 # ---- errors: same class, message and fields as the registry raises -----------------------------
 
 
-def _same_error(registry: Registry, remote: RemoteRegistry,
-                call: Callable[[Registry], object]) -> PotluckError:
+def _same_error(
+    registry: Registry, remote: RemoteRegistry, call: Callable[[Registry], object]
+) -> PotluckError:
     direct = _raised(lambda: call(registry))
     through_core = _raised(lambda: call(remote))
     assert type(through_core) is type(direct)
@@ -369,17 +380,38 @@ def test_errors_come_back_as_raised(registry: SqlRegistry, remote: RemoteRegistr
 @pytest.mark.parametrize(
     ("rpc", "request_", "status", "code"),
     [
-        ("GetEntity", pb.GetRequest(project="default", name="nobody"),
-         grpc.StatusCode.NOT_FOUND, "not_found"),
-        ("CreateProject", pb.ProjectRequest(name="default"),
-         grpc.StatusCode.ALREADY_EXISTS, "already_exists"),
-        ("Apply", pb.ApplyRequest(project="default",
-                                  entities=[defs_pb.EntitySpec(name="Bad Name", value_type=4)]),
-         grpc.StatusCode.INVALID_ARGUMENT, "invalid_definition"),
-        ("DeleteEntity", pb.GetRequest(project="default", name="driver_id"),
-         grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
-        ("PutJob", pb.Job(project="default", id="j", body_json="[1, 2"),
-         grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+        (
+            "GetEntity",
+            pb.GetRequest(project="default", name="nobody"),
+            grpc.StatusCode.NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "CreateProject",
+            pb.ProjectRequest(name="default"),
+            grpc.StatusCode.ALREADY_EXISTS,
+            "already_exists",
+        ),
+        (
+            "Apply",
+            pb.ApplyRequest(
+                project="default", entities=[defs_pb.EntitySpec(name="Bad Name", value_type=4)]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_definition",
+        ),
+        (
+            "DeleteEntity",
+            pb.GetRequest(project="default", name="driver_id"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_argument",
+        ),
+        (
+            "PutJob",
+            pb.Job(project="default", id="j", body_json="[1, 2"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid_argument",
+        ),
     ],
 )
 def test_status_codes_on_the_wire(
@@ -547,8 +579,9 @@ def _run_core(registry_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Po
         f"run_core(load_settings({str(tmp_path / 'potluck.yaml')!r}, environ={{}}), port=0)\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("POTLUCK_")}
-    with subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
-                          env=env, cwd=tmp_path) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path
+    ) as proc:
         try:
             assert proc.stderr is not None
             seen: list[str] = []
@@ -568,8 +601,9 @@ def _run_core(registry_url: str, tmp_path: Path) -> Iterator[tuple[subprocess.Po
 def test_run_core_serves_until_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "core.db"
     with _run_core(f"sqlite:///{db}", tmp_path) as (proc, line):
-        match = re.fullmatch(r"potluck core listening on (127\.0\.0\.1:\d+) \(registry: (.*)\)",
-                             line)
+        match = re.fullmatch(
+            r"potluck core listening on (127\.0\.0\.1:\d+) \(registry: (.*)\)", line
+        )
         assert match, line
         assert match.group(2) == f"sqlite:///{db}"
         with closing(RemoteRegistry(match.group(1))) as remote:

@@ -453,8 +453,8 @@ def test_cli_plan_warns_full_reloads_and_purge_removes(client: Client, tmp_path:
     result = runner.invoke(app, [*base, "ingest-online", "cli_stats", "--full", "--since-last"])
     assert result.exit_code == 2
     assert result.stderr == (
-        "error: full and since_last cannot be combined: a full reload reads every row of the "
-        "batch source (within start and end); drop one of them\n"
+        "error: --full cannot be combined with --since-last: a full reload reads every row of "
+        "the batch source (within --start and --end); drop one of them\n"
     )
     purge = [*base, "online", "purge", "cli_stats", "--output", "json"]
     result = runner.invoke(app, purge, input="n\n")

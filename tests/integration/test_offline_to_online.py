@@ -303,7 +303,8 @@ def test_cli(client: Client, tmp_path: Path) -> None:
             "driver_id=2",
             "-e",
             "driver_id=3",
-            "--output", "json",
+            "--output",
+            "json",
         ],
     )
     assert got.exit_code == 0, got.output

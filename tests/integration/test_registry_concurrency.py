@@ -107,9 +107,7 @@ def test_eight_processes_adding_features_lose_no_update(url: str) -> None:
     conflicts = run_writers(url, "add_own_feature")
     table = setup.get(PROJECT, "feature_table", TABLE)
     assert isinstance(table, FeatureTable)
-    assert sorted(table.feature_names) == sorted(
-        ["conv_rate", *(f"f{i}" for i in range(WRITERS))]
-    )
+    assert sorted(table.feature_names) == sorted(["conv_rate", *(f"f{i}" for i in range(WRITERS))])
     assert table.revision == 1 + WRITERS
     history = setup.history(PROJECT, "feature_table", TABLE)
     assert [r.revision for r in history] == list(range(1, 2 + WRITERS))

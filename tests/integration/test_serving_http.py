@@ -63,7 +63,8 @@ def _call(
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
-            return await client.request(method, url, json=body, content=content)
+            headers = {"content-type": "application/json"} if content is not None else None
+            return await client.request(method, url, json=body, content=content, headers=headers)
 
     return asyncio.run(go())
 

@@ -120,13 +120,17 @@ def test_unavailable_while_down_then_recovers(
         assert resp.json()["error"]["message"].startswith(
             f"online store Redis at 127.0.0.1:{redis_port} is unavailable"
         )
-        assert http.get("/health").status_code == 200
+        assert http.get("/health").status_code == 503  # readiness follows the store
+        assert http.get("/health/live").status_code == 200
 
         redis_proc = _start_redis(redis_port, tmp_path)
         try:
             deadline = time.monotonic() + 10
             while http.post("/get-online-features", json=BODY).status_code != 200:
                 assert time.monotonic() < deadline, "serving did not recover"
+                time.sleep(0.1)
+            while http.get("/health").status_code != 200:  # within the check's ~1 s cache
+                assert time.monotonic() < deadline, "readiness did not recover"
                 time.sleep(0.1)
             after = stub.GetOnlineFeatures(REQUEST)
             assert list(after.results[1].statuses) == [pb.NOT_FOUND]  # a fresh, empty Redis

@@ -69,8 +69,10 @@ def stored(root: Path) -> dict[str, Any]:
     with Client(settings=Settings(root=root)) as client:
         return {
             "entities": [e.name for e in client.list_entities()],
-            "tables": [(t.name, t.batch_source and t.batch_source.path)
-                       for t in client.list_feature_tables()],
+            "tables": [
+                (t.name, t.batch_source and t.batch_source.path)
+                for t in client.list_feature_tables()
+            ],
         }
 
 
@@ -82,7 +84,8 @@ def test_repeated_f_applies_every_file_in_one_transaction(workdir: Path) -> None
     assert result.stderr == "building driver_stats\n"
     changes = json.loads(result.stdout)
     assert [(c["name"], c["action"]) for c in changes] == [
-        ("driver_id", "create"), ("driver_stats", "create")
+        ("driver_id", "create"),
+        ("driver_stats", "create"),
     ]
     # No potluck.yaml: a table's relative source path resolves beside the file defining it.
     assert stored(workdir) == {
@@ -101,14 +104,13 @@ def test_a_folder_stands_for_its_definitions_files(workdir: Path) -> None:
     write(workdir / "defs" / "sub" / "c.yaml", "ignored: subfolders are not read\n")
     planned = json.loads(run("plan", "defs", "-o", "json").stdout)
     assert [(c["name"], c["action"]) for c in planned] == [
-        ("driver_id", "create"), ("driver_stats", "create")
+        ("driver_id", "create"),
+        ("driver_stats", "create"),
     ]
     assert stored(workdir) == {"entities": [], "tables": []}
     result = run("apply", "defs", "-o", "json")
     assert (result.exit_code, result.stderr) == (0, "")
-    assert stored(workdir)["tables"] == [
-        ("driver_stats", str(workdir / "defs" / "data" / "stats"))
-    ]
+    assert stored(workdir)["tables"] == [("driver_stats", str(workdir / "defs" / "data" / "stats"))]
 
 
 def test_one_bad_file_writes_nothing(workdir: Path) -> None:
@@ -147,8 +149,10 @@ def test_an_object_defined_twice_differently_names_both_places(workdir: Path) ->
         run("apply", "-f", "a.yaml", "-f", "b.py"),
         "b.py, line 4: entity 'driver_id' is defined twice, differently: also at a.yaml, line 2",
     )
-    write(workdir / "c.py", "from potluck import Entity\nd = Entity(name='driver_id', "
-                            "value_type='INT64')\n")
+    write(
+        workdir / "c.py",
+        "from potluck import Entity\nd = Entity(name='driver_id', value_type='INT64')\n",
+    )
     result = run("apply", "-f", "a.yaml", "-f", "c.py", "-o", "json")
     assert [c["name"] for c in json.loads(result.stdout)] == ["driver_id"]
     assert_error(
@@ -162,8 +166,9 @@ def test_paths_that_hold_nothing_are_bad_input(workdir: Path) -> None:
     write(workdir / "helpers" / "h.py", "X = 1\n")
     assert_error(run("apply", "empty"), "empty: holds no *.yaml, *.yml, *.py")
     assert_error(run("apply", "helpers"), "helpers: defines no entities or feature tables")
-    assert_error(run("apply", "-f", "helpers/h.py"),
-                 "helpers/h.py: defines no entities or feature tables")
+    assert_error(
+        run("apply", "-f", "helpers/h.py"), "helpers/h.py: defines no entities or feature tables"
+    )
     assert_error(run("apply", "nowhere"), "nowhere: no such file or folder")
     assert_error(
         run("plan"),

@@ -279,8 +279,9 @@ def test_a_missing_or_unknown_kind_of_file_is_bad_input(
 
 
 def test_an_incompatible_change_needs_force(workdir: Path, applied: dict[str, Any]) -> None:
-    retyped = DEFINITIONS.replace("{name: avg_daily_trips, value_type: INT64}",
-                                  "{name: avg_daily_trips, value_type: DOUBLE}")
+    retyped = DEFINITIONS.replace(
+        "{name: avg_daily_trips, value_type: INT64}", "{name: avg_daily_trips, value_type: DOUBLE}"
+    )
     write(workdir / "retyped.yaml", retyped)
     assert_error(
         run("apply", "-f", "retyped.yaml"),
@@ -420,8 +421,7 @@ def test_plan_shows_the_changes_and_writes_nothing(workdir: Path) -> None:
     table = ok("plan", "-f", "good.yaml").stdout
     assert table.startswith("Plan for project 'default' (nothing written)")
     assert re.search(r"feature_table\s+│\s+driver_stats\s+│\s+create\s+│\s+1", table)
-    assert registry_state(workdir)["entities"] == []
-    assert registry_state(workdir)["tables"] == []
+    assert sorted(p.name for p in workdir.iterdir()) == ["good.yaml"]  # not even a registry
 
 
 def test_apply_is_idempotent_and_keeps_history(workdir: Path) -> None:
@@ -550,10 +550,7 @@ def test_feature_tables_delete_asks_first(workdir: Path, applied: dict[str, Any]
 
     confirmed = run("feature-tables", "delete", "driver_stats", input="y\n")
     assert confirmed.exit_code == 0
-    assert confirmed.stdout == (
-        "Delete feature table 'driver_stats' from project 'default'? [y/N]: y\n"
-        "Deleted feature table 'driver_stats' from project 'default'.\n"
-    )
+    assert confirmed.stdout == "Deleted feature table 'driver_stats' from project 'default'.\n"
     assert registry_state(workdir)["tables"] == []
     assert registry_state(workdir)["entities"] == applied["entities"]
 
@@ -607,7 +604,11 @@ def test_entry_point_reports_bad_input_in_one_line(tmp_path: Path) -> None:
     write(tmp_path / "defs.py", "raise ValueError('bad definitions')\n")
     proc = subprocess.run(
         [str(POTLUCK), "apply", "-f", "defs.py"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         2,
@@ -630,7 +631,10 @@ def core_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     write(server_root / "potluck.yaml", "registry: sqlite:///core.db\n")
     proc = subprocess.Popen(
         [str(POTLUCK), "--config", str(server_root / "potluck.yaml"), "core", "--port", "0"],
-        env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env=_env(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stderr is not None

@@ -51,13 +51,16 @@ def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
 
 
 def test_a_file_sets_values_and_becomes_the_root_for_relative_paths(workdir: Path) -> None:
-    path = write(workdir / "conf" / "potluck.yaml", """
+    path = write(
+        workdir / "conf" / "potluck.yaml",
+        """
 project: rides
 registry: sqlite:///state/registry.db
 online_store: {type: redis, url: "redis://127.0.0.1:6379/0"}
 engine: {type: local, progress_interval: 2}
 core_url: "core:6565"
-""")
+""",
+    )
     settings = load_settings(path, environ={})
     assert settings.project == "rides"
     assert settings.online_store == {"type": "redis", "url": "redis://127.0.0.1:6379/0"}
@@ -83,29 +86,38 @@ def test_the_file_is_found_in_the_working_folder_or_through_potluck_config(
 
 
 def test_environment_variables_overlay_the_file_key_by_key(workdir: Path) -> None:
-    path = write(workdir / "potluck.yaml",
-                 "project: rides\nonline_store: {type: redis, url: 'redis://a:1/0'}\n")
-    settings = load_settings(path, environ={
-        "POTLUCK_ONLINE_STORE__URL": "redis://b:2/0",
-        "POTLUCK_PROJECT": "maps",
-        "POTLUCK_TEST_POSTGRES_URL": "postgresql://ignored",  # not a setting: ignored
-        "POTLUCK_UNKNOWN": "x",
-        "OTHER_PROJECT": "x",
-    })
+    path = write(
+        workdir / "potluck.yaml",
+        "project: rides\nonline_store: {type: redis, url: 'redis://a:1/0'}\n",
+    )
+    settings = load_settings(
+        path,
+        environ={
+            "POTLUCK_ONLINE_STORE__URL": "redis://b:2/0",
+            "POTLUCK_PROJECT": "maps",
+            "POTLUCK_TEST_POSTGRES_URL": "postgresql://ignored",  # not a setting: ignored
+            "POTLUCK_UNKNOWN": "x",
+            "OTHER_PROJECT": "x",
+        },
+    )
     assert settings.online_store == {"type": "redis", "url": "redis://b:2/0"}
     assert settings.project == "maps"
     assert settings.sources == (
-        str(path), "environment POTLUCK_ONLINE_STORE__URL", "environment POTLUCK_PROJECT"
+        str(path),
+        "environment POTLUCK_ONLINE_STORE__URL",
+        "environment POTLUCK_PROJECT",
     )
 
 
 def test_environment_values_are_read_as_yaml_scalars(workdir: Path) -> None:
-    settings = load_settings(environ={
-        "POTLUCK_OFFLINE_STORE__THREADS": "4",
-        "POTLUCK_OFFLINE_STORE__NATIVE_LOCAL_READS": "false",
-        "POTLUCK_ONLINE_STORE": "{type: redis_cluster, startup_nodes: [a:7000, b:7001]}",
-        "POTLUCK_CORE_URL": "null",
-    })
+    settings = load_settings(
+        environ={
+            "POTLUCK_OFFLINE_STORE__THREADS": "4",
+            "POTLUCK_OFFLINE_STORE__NATIVE_LOCAL_READS": "false",
+            "POTLUCK_ONLINE_STORE": "{type: redis_cluster, startup_nodes: [a:7000, b:7001]}",
+            "POTLUCK_CORE_URL": "null",
+        }
+    )
     assert settings.offline_store == {"type": "duckdb", "threads": 4, "native_local_reads": False}
     assert settings.online_store == {"type": "redis_cluster", "startup_nodes": ["a:7000", "b:7001"]}
     assert settings.core_url is None
@@ -119,9 +131,12 @@ def test_text_settings_keep_environment_text_that_yaml_would_change(workdir: Pat
 def test_one_environment_key_refines_the_default_section(workdir: Path) -> None:
     path_only = load_settings(environ={"POTLUCK_ONLINE_STORE__PATH": "/tmp/online.db"})
     assert path_only.online_store == {"type": "sqlite", "path": "/tmp/online.db"}
-    other_type = load_settings(environ={
-        "POTLUCK_ONLINE_STORE__TYPE": "redis", "POTLUCK_ONLINE_STORE__URL": "redis://h:1/0",
-    })
+    other_type = load_settings(
+        environ={
+            "POTLUCK_ONLINE_STORE__TYPE": "redis",
+            "POTLUCK_ONLINE_STORE__URL": "redis://h:1/0",
+        }
+    )
     assert other_type.online_store == {"type": "redis", "url": "redis://h:1/0"}
 
 
@@ -141,8 +156,11 @@ def test_settings_are_frozen(workdir: Path) -> None:
 
 
 def test_registry_urls_other_than_relative_sqlite_files_are_kept(workdir: Path) -> None:
-    for url in ("sqlite:////abs/registry.db", "sqlite:///:memory:",
-                "postgresql://potluck@db:5432/potluck"):
+    for url in (
+        "sqlite:////abs/registry.db",
+        "sqlite:///:memory:",
+        "postgresql://potluck@db:5432/potluck",
+    ):
         assert load_settings(environ={"POTLUCK_REGISTRY": url}).registry_url == url
 
 

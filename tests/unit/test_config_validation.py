@@ -46,119 +46,156 @@ FILE = "{file}"
 
 BAD_SETTINGS = [
     pytest.param(
-        "online_store: {type: redis_cluser}\n", {}, "online_store.type",
+        "online_store: {type: redis_cluser}\n",
+        {},
+        "online_store.type",
         "invalid setting 'online_store.type' = 'redis_cluser': unknown online_store type; known "
         "types: redis, redis_cluster, sqlite (read from {file})",
         id="unknown-type",
     ),
     pytest.param(
-        "online_store: {type: redis}\n", {}, "online_store.url",
+        "online_store: {type: redis}\n",
+        {},
+        "online_store.url",
         "invalid setting 'online_store.url': missing, and online_store type 'redis' requires it "
         "(read from {file})",
         id="redis-without-url",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, threads: many}\n", {}, "offline_store.threads",
+        "offline_store: {type: duckdb, threads: many}\n",
+        {},
+        "offline_store.threads",
         "invalid setting 'offline_store.threads' = 'many': input should be a valid integer, "
         "unable to parse string as an integer (read from {file})",
         id="threads-many",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, threads: 0}\n", {}, "offline_store.threads",
+        "offline_store: {type: duckdb, threads: 0}\n",
+        {},
+        "offline_store.threads",
         "invalid setting 'offline_store.threads' = 0: input should be greater than or equal to 1 "
         "(read from {file})",
         id="threads-zero",
     ),
     pytest.param(
-        None, {"POTLUCK_ENGINE__PROGRESS_INTERVAL": "-1"}, "engine.progress_interval",
+        None,
+        {"POTLUCK_ENGINE__PROGRESS_INTERVAL": "-1"},
+        "engine.progress_interval",
         "invalid setting 'engine.progress_interval' = -1: input should be greater than or equal "
         "to 0 (read from environment POTLUCK_ENGINE__PROGRESS_INTERVAL)",
         id="progress-interval-negative",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, memory_limit: lots}\n", {}, "offline_store.memory_limit",
+        "offline_store: {type: duckdb, memory_limit: lots}\n",
+        {},
+        "offline_store.memory_limit",
         "invalid setting 'offline_store.memory_limit' = 'lots': expected a number and a unit, "
         "such as 4GB or 512MiB (KB, MB, GB, TB for powers of 1000; KiB, MiB, GiB, TiB for powers "
         "of 1024), or a share of RAM such as 80% (read from {file})",
         id="memory-limit-no-number",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, memory_limit: '4'}\n", {}, "offline_store.memory_limit",
+        "offline_store: {type: duckdb, memory_limit: '4'}\n",
+        {},
+        "offline_store.memory_limit",
         "invalid setting 'offline_store.memory_limit' = '4': expected a number and a unit, such "
         "as 4GB or 512MiB (KB, MB, GB, TB for powers of 1000; KiB, MiB, GiB, TiB for powers of "
         "1024), or a share of RAM such as 80% (read from {file})",
         id="memory-limit-no-unit",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, memory_limit: 0GB}\n", {}, "offline_store.memory_limit",
+        "offline_store: {type: duckdb, memory_limit: 0GB}\n",
+        {},
+        "offline_store.memory_limit",
         "invalid setting 'offline_store.memory_limit' = '0GB': must be more than 0 "
         "(read from {file})",
         id="memory-limit-zero",
     ),
     pytest.param(
-        "offline_store: {type: duckdb, memory_limit: 150%}\n", {}, "offline_store.memory_limit",
+        "offline_store: {type: duckdb, memory_limit: 150%}\n",
+        {},
+        "offline_store.memory_limit",
         "invalid setting 'offline_store.memory_limit' = '150%': a share of RAM is at most 100% "
         "(read from {file})",
         id="memory-limit-over-100-percent",
     ),
     pytest.param(
-        "online_store: {type: sqlite, pth: x.db}\n", {}, "online_store.pth",
+        "online_store: {type: sqlite, pth: x.db}\n",
+        {},
+        "online_store.pth",
         "invalid setting 'online_store.pth' = 'x.db': not a key of online_store type 'sqlite'; "
         "its keys: type, path (read from {file})",
         id="unknown-plugin-key",
     ),
     pytest.param(
-        "engine: {progress_interval: 1}\n", {}, "engine.type",
+        "engine: {progress_interval: 1}\n",
+        {},
+        "engine.type",
         "invalid setting 'engine.type': missing; every engine names its plug-in with type, one "
-        "of: local (read from {file})",
+        "of: local, spark (read from {file})",
         id="missing-type",
     ),
     pytest.param(
-        "registry: postgresql://potluck@db:five/features\n", {}, "registry",
+        "registry: postgresql://potluck@db:five/features\n",
+        {},
+        "registry",
         "invalid setting 'registry' = 'postgresql://potluck@db:five/features': port 'five' is "
         "not a number from 1 to 65535 (read from {file})",
         id="registry-port",
     ),
     pytest.param(
-        "registry: .potluck/registry.db\n", {}, "registry",
+        "registry: .potluck/registry.db\n",
+        {},
+        "registry",
         "invalid setting 'registry' = '.potluck/registry.db': expected a URL such as "
         "sqlite:///.potluck/registry.db or postgresql://user@host:5432/database (read from {file})",
         id="registry-not-a-url",
     ),
     pytest.param(
-        "online_store: {type: redis, url: 'redis://cache:six/0'}\n", {}, "online_store.url",
+        "online_store: {type: redis, url: 'redis://cache:six/0'}\n",
+        {},
+        "online_store.url",
         "invalid setting 'online_store.url' = 'redis://cache:six/0': port 'six' is not a number "
         "from 1 to 65535 (read from {file})",
         id="redis-port",
     ),
     pytest.param(
-        "online_store: {type: redis, url: 'cache:6379'}\n", {}, "online_store.url",
+        "online_store: {type: redis, url: 'cache:6379'}\n",
+        {},
+        "online_store.url",
         "invalid setting 'online_store.url' = 'cache:6379': expected redis://host:port/db "
         "(credentials as user:password@ before the host), rediss://... for TLS, or "
         "unix:///path/to/socket (read from {file})",
         id="redis-without-scheme",
     ),
     pytest.param(
-        "online_store: {type: redis_cluster, startup_nodes: [nohost]}\n", {},
+        "online_store: {type: redis_cluster, startup_nodes: [nohost]}\n",
+        {},
         "online_store.startup_nodes",
         "invalid setting 'online_store.startup_nodes' = ['nohost']: 'nohost': expected "
         "host:port, such as 127.0.0.1:6565 (read from {file})",
         id="cluster-node-without-port",
     ),
     pytest.param(
-        "core_url: core:abc\n", {}, "core_url",
+        "core_url: core:abc\n",
+        {},
+        "core_url",
         "invalid setting 'core_url' = 'core:abc': port 'abc' is not a number from 1 to 65535 "
         "(read from {file})",
         id="core-url-port",
     ),
     pytest.param(
-        "serving_url: http://serving:6566\n", {}, "serving_url",
+        "serving_url: http://serving:6566\n",
+        {},
+        "serving_url",
         "invalid setting 'serving_url' = 'http://serving:6566': expected host:port without a "
         "scheme, such as 127.0.0.1:6565 (read from {file})",
         id="serving-url-scheme",
     ),
     pytest.param(
-        "project: rides\n", {"POTLUCK_PROJECT": "Rides"}, "project",
+        "project: rides\n",
+        {"POTLUCK_PROJECT": "Rides"},
+        "project",
         "invalid setting 'project' = 'Rides': names match [a-z_][a-z0-9_]* (lower-case letters, "
         "digits and underscores, not starting with a digit) (read from {file}, then environment "
         "POTLUCK_PROJECT)",
@@ -243,10 +280,12 @@ def test_valid_forms_load(workdir: Path) -> None:
 
 def test_environment_switches_the_type_beside_the_file_init_writes(workdir: Path) -> None:
     (workdir / "potluck.yaml").write_text(default_config_yaml())
-    switched = load_settings(environ={
-        "POTLUCK_ONLINE_STORE__TYPE": "redis",
-        "POTLUCK_ONLINE_STORE__URL": "redis://cache:6379/0",
-    })
+    switched = load_settings(
+        environ={
+            "POTLUCK_ONLINE_STORE__TYPE": "redis",
+            "POTLUCK_ONLINE_STORE__URL": "redis://cache:6379/0",
+        }
+    )
     assert switched.online_store == {"type": "redis", "url": "redis://cache:6379/0"}
     same_type = load_settings(environ={"POTLUCK_ONLINE_STORE__TYPE": "sqlite"})
     assert same_type.online_store == {"type": "sqlite", "path": ".potluck/online.db"}

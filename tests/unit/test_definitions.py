@@ -42,7 +42,9 @@ def feature(name: str = "conv_rate", value_type: ValueType = ValueType.DOUBLE) -
 
 def table(**overrides: object) -> FeatureTable:
     spec: dict[str, object] = {
-        "name": "driver_stats", "entities": ["driver_id"], "features": [feature()],
+        "name": "driver_stats",
+        "entities": ["driver_id"],
+        "features": [feature()],
     }
     spec.update(overrides)
     return FeatureTable(**spec)
@@ -56,7 +58,9 @@ def file_source(**overrides: object) -> FileSource:
 
 def kafka_source(**overrides: object) -> KafkaSource:
     spec: dict[str, object] = {
-        "bootstrap_servers": "127.0.0.1:9092", "topic": "t", "message_format": "json",
+        "bootstrap_servers": "127.0.0.1:9092",
+        "topic": "t",
+        "message_format": "json",
         "event_timestamp_column": "ts",
     }
     spec.update(overrides)
@@ -65,138 +69,322 @@ def kafka_source(**overrides: object) -> KafkaSource:
 
 BAD_INPUTS: list[tuple[str, Callable[[], object], str, str]] = [
     # (id, construct, field, message)
-    ("entity name upper case", lambda: Entity(name="Driver", value_type=ValueType.INT64),
-     "entity.name", f"entity.name: invalid name 'Driver'; {NAME_RULE}"),
-    ("entity name leading digit", lambda: Entity(name="1driver", value_type=ValueType.INT64),
-     "entity.name", f"entity.name: invalid name '1driver'; {NAME_RULE}"),
-    ("entity name with dash", lambda: Entity(name="driver-id", value_type=ValueType.INT64),
-     "entity.name", f"entity.name: invalid name 'driver-id'; {NAME_RULE}"),
-    ("entity name empty", lambda: Entity(name="", value_type=ValueType.INT64),
-     "entity.name", f"entity.name: invalid name ''; {NAME_RULE}"),
-    ("entity name not a string", lambda: Entity(name=None, value_type=ValueType.INT64),
-     "entity.name", f"entity.name: invalid name None; {NAME_RULE}"),
-    ("entity name too long", lambda: Entity(name="a" * 65, value_type=ValueType.INT64),
-     "entity.name",
-     "entity.name: name 'aaaaaaaaaaaaaaaaaaaa'... is 65 characters; the limit is 64"),
-    ("entity name reserved", lambda: Entity(name="event_timestamp", value_type=ValueType.INT64),
-     "entity.name", f"entity.name: 'event_timestamp' {RESERVED}"),
-    ("entity unknown type name", lambda: Entity(name="d", value_type="int"),
-     "entity.value_type",
-     f"entity d: value_type: unknown value type 'int'; expected one of {TYPES}"),
-    ("entity unknown type number", lambda: Entity(name="d", value_type=9),
-     "entity.value_type", f"entity d: value_type: unknown value type 9; expected one of {TYPES}"),
-    ("entity bool type", lambda: Entity(name="d", value_type=True),
-     "entity.value_type", "entity d: value_type: not a value type: True"),
-    ("entity list type", lambda: Entity(name="d", value_type=ValueType.INT64_LIST),
-     "entity.value_type", "entity d: value_type INT64_LIST is a list; entity keys must be scalar"),
-    ("entity description", lambda: Entity(name="d", value_type=ValueType.INT64, description=5),
-     "entity.description", "entity.description: must be a string, got 5"),
-    ("entity labels not a mapping",
-     lambda: Entity(name="d", value_type=ValueType.INT64, labels=["a"]),
-     "entity.labels", "entity d: labels: must be a mapping of strings, got ['a']"),
-    ("entity label value", lambda: Entity(name="d", value_type=ValueType.INT64, labels={"a": 1}),
-     "entity.labels", "entity d: labels: labels map non-empty strings to strings, got 'a': 1"),
-    ("feature name reserved", lambda: feature("ingestion_id"),
-     "feature.name", f"feature.name: 'ingestion_id' {RESERVED}"),
-    ("feature name created_timestamp", lambda: feature("created_timestamp"),
-     "feature.name", f"feature.name: 'created_timestamp' {RESERVED}"),
-    ("feature name invalid", lambda: feature("Conv Rate"),
-     "feature.name", f"feature.name: invalid name 'Conv Rate'; {NAME_RULE}"),
-    ("feature type", lambda: Feature(name="x", value_type="decimal"),
-     "feature.value_type",
-     f"feature x: value_type: unknown value type 'decimal'; expected one of {TYPES}"),
-    ("feature labels", lambda: Feature(name="x", value_type=ValueType.INT64, labels={"": "v"}),
-     "feature.labels", "feature x: labels: labels map non-empty strings to strings, got '': 'v'"),
-    ("table name", lambda: table(name="Driver Stats"),
-     "feature_table.name", f"feature_table.name: invalid name 'Driver Stats'; {NAME_RULE}"),
-    ("entities as a string", lambda: table(entities="driver_id"), "feature_table.entities",
-     "feature table driver_stats: entities must be a list of entity names, got 'driver_id'"),
-    ("no entities", lambda: table(entities=[]), "feature_table.entities",
-     "feature table driver_stats: needs at least one entity"),
-    ("entity listed twice", lambda: table(entities=["driver_id", "driver_id"]),
-     "feature_table.entities", "feature table driver_stats: entity 'driver_id' is listed twice"),
-    ("entity name invalid", lambda: table(entities=["Driver"]), "feature_table.entities",
-     f"feature_table.entities: invalid name 'Driver'; {NAME_RULE}"),
-    ("duplicate features", lambda: table(features=[feature(), feature()]),
-     "feature_table.features", "feature table driver_stats: feature 'conv_rate' is defined twice"),
-    ("feature named like an entity", lambda: table(features=[feature("driver_id")]),
-     "feature_table.features",
-     "feature table driver_stats: feature 'driver_id' has the name of one of the table's "
-     "entities; rename the feature"),
-    ("no features", lambda: table(features=[]), "feature_table.features",
-     "feature table driver_stats: needs at least one feature"),
-    ("feature not a Feature", lambda: table(features=["conv_rate"]), "feature_table.features",
-     "feature table driver_stats: features must be Feature objects, got 'conv_rate'"),
-    ("features not a list", lambda: table(features=feature()), "feature_table.features",
-     "feature table driver_stats: features must be a list of Feature, got "
-     "Feature(name='conv_rate', value_type=<ValueType.DOUBLE: 5>, labels={})"),
-    ("negative max_age", lambda: table(max_age=timedelta(hours=-1)), "feature_table.max_age",
-     "feature table driver_stats: max_age must be positive, got -1:00:00; use None for values "
-     "that never age out"),
-    ("zero max_age", lambda: table(max_age=timedelta(0)), "feature_table.max_age",
-     "feature table driver_stats: max_age must be positive, got 0:00:00; use None for values "
-     "that never age out"),
-    ("max_age in seconds", lambda: table(max_age=3600), "feature_table.max_age",
-     "feature table driver_stats: max_age must be a datetime.timedelta or None, got 3600"),
-    ("batch source not a FileSource", lambda: table(batch_source="s3://bucket/x"),
-     "feature_table.batch_source",
-     "feature table driver_stats: batch_source must be a FileSource, got 's3://bucket/x'"),
-    ("stream source not a KafkaSource", lambda: table(stream_source="kafka"),
-     "feature_table.stream_source",
-     "feature table driver_stats: stream_source must be a KafkaSource, got 'kafka'"),
-    ("table labels", lambda: table(labels="team=rides"), "feature_table.labels",
-     "feature table driver_stats: labels: must be a mapping of strings, got 'team=rides'"),
-    ("batch source without path", lambda: file_source(path=""), "batch_source.path",
-     "batch_source.path: must be a non-empty folder or URL, got ''"),
-    ("batch source without event timestamp column", lambda: file_source(event_timestamp_column=""),
-     "batch_source.event_timestamp_column",
-     "batch_source.event_timestamp_column: a batch source needs the name of its event "
-     "timestamp column"),
-    ("batch source event timestamp column None",
-     lambda: file_source(event_timestamp_column=None), "batch_source.event_timestamp_column",
-     "batch_source.event_timestamp_column: a batch source needs the name of its event "
-     "timestamp column"),
-    ("batch source created column empty", lambda: file_source(created_timestamp_column=""),
-     "batch_source.created_timestamp_column",
-     "batch_source.created_timestamp_column: must be a non-empty column name, got ''"),
-    ("batch source partition column empty", lambda: file_source(date_partition_column=""),
-     "batch_source.date_partition_column",
-     "batch_source.date_partition_column: must be a non-empty column name, got ''"),
-    ("batch source csv", lambda: file_source(file_format="csv"), "batch_source.file_format",
-     "batch_source.file_format: 'csv' is not supported; use one of parquet"),
-    ("batch source field mapping", lambda: file_source(field_mapping={"rate": ""}),
-     "batch_source.field_mapping",
-     "batch_source.field_mapping: must map source column names to feature or entity names, "
-     "got {'rate': ''}"),
-    ("stream without brokers", lambda: kafka_source(bootstrap_servers=""),
-     "stream_source.bootstrap_servers",
-     "stream_source.bootstrap_servers: must list at least one host:port"),
-    ("stream without topic", lambda: kafka_source(topic=""), "stream_source.topic",
-     "stream_source.topic: must be a non-empty topic name"),
-    ("stream format unknown", lambda: kafka_source(message_format="xml"),
-     "stream_source.message_format",
-     "stream_source.message_format: must be 'json', AvroFormat(schema_json=...) or "
-     "ProtoFormat(class_path=...), got 'xml'"),
-    ("stream without event timestamp column", lambda: kafka_source(event_timestamp_column=""),
-     "stream_source.event_timestamp_column",
-     "stream_source.event_timestamp_column: must be a non-empty column name, got ''"),
-    ("stream created column empty", lambda: kafka_source(created_timestamp_column=""),
-     "stream_source.created_timestamp_column",
-     "stream_source.created_timestamp_column: must be a non-empty column name, got ''"),
-    ("stream field mapping", lambda: kafka_source(field_mapping=[("a", "b")]),
-     "stream_source.field_mapping",
-     "stream_source.field_mapping: must map source column names to feature or entity names, "
-     "got [('a', 'b')]"),
-    ("avro without schema", lambda: AvroFormat(schema_json="  "),
-     "stream_source.message_format.schema_json",
-     "stream_source.message_format.schema_json: an Avro format needs its schema"),
-    ("avro schema not text", lambda: AvroFormat(schema_json={"type": "record"}),
-     "stream_source.message_format.schema_json",
-     "stream_source.message_format.schema_json: must be a string, got {'type': 'record'}"),
-    ("proto class without module", lambda: ProtoFormat(class_path="DriverEvent"),
-     "stream_source.message_format.class_path",
-     "stream_source.message_format.class_path: must be a dotted path such as "
-     "'mypkg.events_pb2.DriverEvent', got 'DriverEvent'"),
+    (
+        "entity name upper case",
+        lambda: Entity(name="Driver", value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: invalid name 'Driver'; {NAME_RULE}",
+    ),
+    (
+        "entity name leading digit",
+        lambda: Entity(name="1driver", value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: invalid name '1driver'; {NAME_RULE}",
+    ),
+    (
+        "entity name with dash",
+        lambda: Entity(name="driver-id", value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: invalid name 'driver-id'; {NAME_RULE}",
+    ),
+    (
+        "entity name empty",
+        lambda: Entity(name="", value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: invalid name ''; {NAME_RULE}",
+    ),
+    (
+        "entity name not a string",
+        lambda: Entity(name=None, value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: invalid name None; {NAME_RULE}",
+    ),
+    (
+        "entity name too long",
+        lambda: Entity(name="a" * 65, value_type=ValueType.INT64),
+        "entity.name",
+        "entity.name: name 'aaaaaaaaaaaaaaaaaaaa'... is 65 characters; the limit is 64",
+    ),
+    (
+        "entity name reserved",
+        lambda: Entity(name="event_timestamp", value_type=ValueType.INT64),
+        "entity.name",
+        f"entity.name: 'event_timestamp' {RESERVED}",
+    ),
+    (
+        "entity unknown type name",
+        lambda: Entity(name="d", value_type="int"),
+        "entity.value_type",
+        f"entity d: value_type: unknown value type 'int'; expected one of {TYPES}",
+    ),
+    (
+        "entity unknown type number",
+        lambda: Entity(name="d", value_type=9),
+        "entity.value_type",
+        f"entity d: value_type: unknown value type 9; expected one of {TYPES}",
+    ),
+    (
+        "entity bool type",
+        lambda: Entity(name="d", value_type=True),
+        "entity.value_type",
+        "entity d: value_type: not a value type: True",
+    ),
+    (
+        "entity list type",
+        lambda: Entity(name="d", value_type=ValueType.INT64_LIST),
+        "entity.value_type",
+        "entity d: value_type INT64_LIST is a list; entity keys must be scalar",
+    ),
+    (
+        "entity description",
+        lambda: Entity(name="d", value_type=ValueType.INT64, description=5),
+        "entity.description",
+        "entity.description: must be a string, got 5",
+    ),
+    (
+        "entity labels not a mapping",
+        lambda: Entity(name="d", value_type=ValueType.INT64, labels=["a"]),
+        "entity.labels",
+        "entity d: labels: must be a mapping of strings, got ['a']",
+    ),
+    (
+        "entity label value",
+        lambda: Entity(name="d", value_type=ValueType.INT64, labels={"a": 1}),
+        "entity.labels",
+        "entity d: labels: labels map non-empty strings to strings, got 'a': 1",
+    ),
+    (
+        "feature name reserved",
+        lambda: feature("ingestion_id"),
+        "feature.name",
+        f"feature.name: 'ingestion_id' {RESERVED}",
+    ),
+    (
+        "feature name created_timestamp",
+        lambda: feature("created_timestamp"),
+        "feature.name",
+        f"feature.name: 'created_timestamp' {RESERVED}",
+    ),
+    (
+        "feature name invalid",
+        lambda: feature("Conv Rate"),
+        "feature.name",
+        f"feature.name: invalid name 'Conv Rate'; {NAME_RULE}",
+    ),
+    (
+        "feature type",
+        lambda: Feature(name="x", value_type="decimal"),
+        "feature.value_type",
+        f"feature x: value_type: unknown value type 'decimal'; expected one of {TYPES}",
+    ),
+    (
+        "feature labels",
+        lambda: Feature(name="x", value_type=ValueType.INT64, labels={"": "v"}),
+        "feature.labels",
+        "feature x: labels: labels map non-empty strings to strings, got '': 'v'",
+    ),
+    (
+        "table name",
+        lambda: table(name="Driver Stats"),
+        "feature_table.name",
+        f"feature_table.name: invalid name 'Driver Stats'; {NAME_RULE}",
+    ),
+    (
+        "entities as a string",
+        lambda: table(entities="driver_id"),
+        "feature_table.entities",
+        "feature table driver_stats: entities must be a list of entity names, got 'driver_id'",
+    ),
+    (
+        "no entities",
+        lambda: table(entities=[]),
+        "feature_table.entities",
+        "feature table driver_stats: needs at least one entity",
+    ),
+    (
+        "entity listed twice",
+        lambda: table(entities=["driver_id", "driver_id"]),
+        "feature_table.entities",
+        "feature table driver_stats: entity 'driver_id' is listed twice",
+    ),
+    (
+        "entity name invalid",
+        lambda: table(entities=["Driver"]),
+        "feature_table.entities",
+        f"feature_table.entities: invalid name 'Driver'; {NAME_RULE}",
+    ),
+    (
+        "duplicate features",
+        lambda: table(features=[feature(), feature()]),
+        "feature_table.features",
+        "feature table driver_stats: feature 'conv_rate' is defined twice",
+    ),
+    (
+        "feature named like an entity",
+        lambda: table(features=[feature("driver_id")]),
+        "feature_table.features",
+        "feature table driver_stats: feature 'driver_id' has the name of one of the table's "
+        "entities; rename the feature",
+    ),
+    (
+        "no features",
+        lambda: table(features=[]),
+        "feature_table.features",
+        "feature table driver_stats: needs at least one feature",
+    ),
+    (
+        "feature not a Feature",
+        lambda: table(features=["conv_rate"]),
+        "feature_table.features",
+        "feature table driver_stats: features must be Feature objects, got 'conv_rate'",
+    ),
+    (
+        "features not a list",
+        lambda: table(features=feature()),
+        "feature_table.features",
+        "feature table driver_stats: features must be a list of Feature, got "
+        "Feature(name='conv_rate', value_type=<ValueType.DOUBLE: 5>, labels={})",
+    ),
+    (
+        "negative max_age",
+        lambda: table(max_age=timedelta(hours=-1)),
+        "feature_table.max_age",
+        "feature table driver_stats: max_age must be positive, got -1:00:00; use None for values "
+        "that never age out",
+    ),
+    (
+        "zero max_age",
+        lambda: table(max_age=timedelta(0)),
+        "feature_table.max_age",
+        "feature table driver_stats: max_age must be positive, got 0:00:00; use None for values "
+        "that never age out",
+    ),
+    (
+        "max_age in seconds",
+        lambda: table(max_age=3600),
+        "feature_table.max_age",
+        "feature table driver_stats: max_age must be a datetime.timedelta or None, got 3600",
+    ),
+    (
+        "batch source not a FileSource",
+        lambda: table(batch_source="s3://bucket/x"),
+        "feature_table.batch_source",
+        "feature table driver_stats: batch_source must be a FileSource, got 's3://bucket/x'",
+    ),
+    (
+        "stream source not a KafkaSource",
+        lambda: table(stream_source="kafka"),
+        "feature_table.stream_source",
+        "feature table driver_stats: stream_source must be a KafkaSource, got 'kafka'",
+    ),
+    (
+        "table labels",
+        lambda: table(labels="team=rides"),
+        "feature_table.labels",
+        "feature table driver_stats: labels: must be a mapping of strings, got 'team=rides'",
+    ),
+    (
+        "batch source without path",
+        lambda: file_source(path=""),
+        "batch_source.path",
+        "batch_source.path: must be a non-empty folder or URL, got ''",
+    ),
+    (
+        "batch source without event timestamp column",
+        lambda: file_source(event_timestamp_column=""),
+        "batch_source.event_timestamp_column",
+        "batch_source.event_timestamp_column: a batch source needs the name of its event "
+        "timestamp column",
+    ),
+    (
+        "batch source event timestamp column None",
+        lambda: file_source(event_timestamp_column=None),
+        "batch_source.event_timestamp_column",
+        "batch_source.event_timestamp_column: a batch source needs the name of its event "
+        "timestamp column",
+    ),
+    (
+        "batch source created column empty",
+        lambda: file_source(created_timestamp_column=""),
+        "batch_source.created_timestamp_column",
+        "batch_source.created_timestamp_column: must be a non-empty column name, got ''",
+    ),
+    (
+        "batch source partition column empty",
+        lambda: file_source(date_partition_column=""),
+        "batch_source.date_partition_column",
+        "batch_source.date_partition_column: must be a non-empty column name, got ''",
+    ),
+    (
+        "batch source csv",
+        lambda: file_source(file_format="csv"),
+        "batch_source.file_format",
+        "batch_source.file_format: 'csv' is not supported; use one of parquet",
+    ),
+    (
+        "batch source field mapping",
+        lambda: file_source(field_mapping={"rate": ""}),
+        "batch_source.field_mapping",
+        "batch_source.field_mapping: must map source column names to feature or entity names, "
+        "got {'rate': ''}",
+    ),
+    (
+        "stream without brokers",
+        lambda: kafka_source(bootstrap_servers=""),
+        "stream_source.bootstrap_servers",
+        "stream_source.bootstrap_servers: must list at least one host:port",
+    ),
+    (
+        "stream without topic",
+        lambda: kafka_source(topic=""),
+        "stream_source.topic",
+        "stream_source.topic: must be a non-empty topic name",
+    ),
+    (
+        "stream format unknown",
+        lambda: kafka_source(message_format="xml"),
+        "stream_source.message_format",
+        "stream_source.message_format: must be 'json', AvroFormat(schema_json=...) or "
+        "ProtoFormat(class_path=...), got 'xml'",
+    ),
+    (
+        "stream without event timestamp column",
+        lambda: kafka_source(event_timestamp_column=""),
+        "stream_source.event_timestamp_column",
+        "stream_source.event_timestamp_column: must be a non-empty column name, got ''",
+    ),
+    (
+        "stream created column empty",
+        lambda: kafka_source(created_timestamp_column=""),
+        "stream_source.created_timestamp_column",
+        "stream_source.created_timestamp_column: must be a non-empty column name, got ''",
+    ),
+    (
+        "stream field mapping",
+        lambda: kafka_source(field_mapping=[("a", "b")]),
+        "stream_source.field_mapping",
+        "stream_source.field_mapping: must map source column names to feature or entity names, "
+        "got [('a', 'b')]",
+    ),
+    (
+        "avro without schema",
+        lambda: AvroFormat(schema_json="  "),
+        "stream_source.message_format.schema_json",
+        "stream_source.message_format.schema_json: an Avro format needs its schema",
+    ),
+    (
+        "avro schema not text",
+        lambda: AvroFormat(schema_json={"type": "record"}),
+        "stream_source.message_format.schema_json",
+        "stream_source.message_format.schema_json: must be a string, got {'type': 'record'}",
+    ),
+    (
+        "proto class without module",
+        lambda: ProtoFormat(class_path="DriverEvent"),
+        "stream_source.message_format.class_path",
+        "stream_source.message_format.class_path: must be a dotted path such as "
+        "'mypkg.events_pb2.DriverEvent', got 'DriverEvent'",
+    ),
 ]
 
 
@@ -253,22 +441,33 @@ def test_the_revision_does_not_take_part_in_equality() -> None:
 
 def test_sources_accept_every_documented_form() -> None:
     source = file_source(
-        path="s3://bucket/driver_stats", created_timestamp_column="created",
-        date_partition_column="day", field_mapping={"rate": "conv_rate"},
+        path="s3://bucket/driver_stats",
+        created_timestamp_column="created",
+        date_partition_column="day",
+        field_mapping={"rate": "conv_rate"},
     )
     assert (source.file_format, source.field_mapping) == ("parquet", {"rate": "conv_rate"})
-    for fmt in ("json", AvroFormat(schema_json='{"type": "record"}'),
-                ProtoFormat(class_path="events_pb2.DriverEvent")):
+    for fmt in (
+        "json",
+        AvroFormat(schema_json='{"type": "record"}'),
+        ProtoFormat(class_path="events_pb2.DriverEvent"),
+    ):
         assert kafka_source(message_format=fmt).message_format == fmt
 
 
 @pytest.mark.parametrize(
     ("ref", "parsed", "text"),
     [
-        ("driver_stats:conv_rate", FeatureRef("driver_stats", "conv_rate"),
-         "driver_stats__conv_rate"),
-        ("other/driver_stats:conv_rate", FeatureRef("driver_stats", "conv_rate", "other"),
-         "driver_stats__conv_rate"),
+        (
+            "driver_stats:conv_rate",
+            FeatureRef("driver_stats", "conv_rate"),
+            "driver_stats__conv_rate",
+        ),
+        (
+            "other/driver_stats:conv_rate",
+            FeatureRef("driver_stats", "conv_rate", "other"),
+            "driver_stats__conv_rate",
+        ),
         ("driver_stats:*", FeatureRef("driver_stats", "*"), "driver_stats__*"),
     ],
 )

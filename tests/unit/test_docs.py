@@ -138,7 +138,8 @@ def test_readme_starts_with_make_quickstart_and_make_test() -> None:
     assert re.search(r"^quickstart:", makefile, re.M)
     assert re.search(r"^test:", makefile, re.M)
     ci = [
-        line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.startswith(("#", "set ", "cd "))
     ]
     assert ci == ["make test"]

@@ -157,7 +157,7 @@ def test_the_docs_show_many_command_lines() -> None:
             ["-o training.parquet: not one of json, table"],
         ),
         ("entities drop x", ["'drop' is not a command of entities"]),
-        ("stream driver_stats", ["'stream' is not a command of potluck"]),
+        ("materialize driver_stats", ["'materialize' is not a command of potluck"]),
         ("serve --port 1", ["--port is not an option of serve"]),
         ("--config c.yaml -p fraud entities list [--output json]", []),
         ("jobs describe JOB_ID [--output json]", []),

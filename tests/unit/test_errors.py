@@ -26,7 +26,8 @@ def test_every_exported_name_is_an_error_class() -> None:
     assert all(isinstance(c, type) and issubclass(c, PotluckError) for c in CLASSES)
     assert sorted(errors.__all__) == errors.__all__
     public = {
-        name for name, value in vars(errors).items()
+        name
+        for name, value in vars(errors).items()
         if isinstance(value, type) and issubclass(value, PotluckError)
     }
     assert public == set(errors.__all__)
@@ -46,7 +47,9 @@ def test_every_error_is_marked_retryable_or_not() -> None:
             continue
         assert issubclass(cls, TerminalError) != issubclass(cls, TransientError), cls
     assert {c for c in CLASSES if issubclass(c, TransientError)} == {
-        TransientError, ConflictError, UnavailableError,
+        TransientError,
+        ConflictError,
+        UnavailableError,
     }
     assert issubclass(PotluckError, Exception)
 
@@ -62,8 +65,10 @@ def test_the_docstring_draws_the_real_hierarchy() -> None:
         prefix, name, code = match.groups()
         depth = (len(prefix) - 4) // 4
         parents[depth:] = [name]
-        drawn[name] = (parents[depth - 1] if depth else None,
-                       None if code in ("(marker)", "code") else code)
+        drawn[name] = (
+            parents[depth - 1] if depth else None,
+            None if code in ("(marker)", "code") else code,
+        )
     assert set(drawn) == set(errors.__all__)
     for name, (parent, code) in drawn.items():
         cls = getattr(errors, name)
@@ -78,8 +83,11 @@ def test_errors_pickle_with_their_message_and_fields(cls: type[PotluckError]) ->
     error = cls("something failed", table="driver_stats", row=3, **fields)
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is cls
-    assert (back.message, str(back), back.code) == ("something failed", "something failed",
-                                                    cls.code)
+    assert (back.message, str(back), back.code) == (
+        "something failed",
+        "something failed",
+        cls.code,
+    )
     assert back.attrs() == {"table": "driver_stats", "row": 3, **fields}
     assert back.table == "driver_stats"
     assert back.row == 3

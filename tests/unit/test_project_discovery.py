@@ -96,7 +96,8 @@ def test_the_nearest_potluck_yaml_in_the_folder_or_a_parent_is_read(
     settings = load_settings(environ={})
     assert (settings.project, settings.root) == ("inner", inner)
     assert (settings.config_file, settings.sources) == (
-        inner / "potluck.yaml", (str(inner / "potluck.yaml"),)
+        inner / "potluck.yaml",
+        (str(inner / "potluck.yaml"),),
     )
     assert settings.registry_url == f"sqlite:///{inner}/.potluck/registry.db"
     other = workdir / "other.yaml"
@@ -140,7 +141,8 @@ def test_plan_runs_anywhere_and_creates_nothing(workdir: Path) -> None:
     (workdir / "defs.yaml").write_text(DEFINITIONS)
     changes = json.loads(ok("plan", "defs.yaml", "-o", "json").stdout)
     assert [(c["name"], c["action"]) for c in changes] == [
-        ("driver_id", "create"), ("driver_stats", "create")
+        ("driver_id", "create"),
+        ("driver_stats", "create"),
     ]
     assert sorted(p.name for p in workdir.iterdir()) == ["defs.yaml"]
 

@@ -40,7 +40,10 @@ MASKED = [
     ("postgresql://potluck:s3cret@db:5432/features", "postgresql://potluck:***@db:5432/features"),
     ("redis://:s3cret@cache:6379/0", "redis://:***@cache:6379/0"),
     ("redis://cache:6379/0?password=s3cret&db=1", "redis://cache:6379/0?password=***&db=1"),
-    ("postgresql://u@db/x?sslmode=require&Token=abc", "postgresql://u@db/x?sslmode=require&Token=***"),
+    (
+        "postgresql://u@db/x?sslmode=require&Token=abc",
+        "postgresql://u@db/x?sslmode=require&Token=***",
+    ),
     ("potluck:s3cret@cache:6379", "potluck:***@cache:6379"),
     ("redis://:p@ss:w@rd@cache:6379/0", "redis://:***@cache:6379/0"),
     ("redis://u:pa/ss?x#y@cache:6379/0", "redis://u:***@cache:6379/0"),
@@ -67,9 +70,9 @@ def test_known_secrets_are_masked_anywhere_in_text() -> None:
     )
 
 
-PASSWORD_TEXT = st.text(
-    alphabet="abcdefXYZ0123456789@:/?#%+!$", min_size=4, max_size=16
-).filter(lambda p: p not in "potluck@cache.internal:6379/0")
+PASSWORD_TEXT = st.text(alphabet="abcdefXYZ0123456789@:/?#%+!$", min_size=4, max_size=16).filter(
+    lambda p: p not in "potluck@cache.internal:6379/0"
+)
 QUERY_TEXT = st.text(alphabet="abcdefXYZ0123456789@:/?%+!$", min_size=4, max_size=16)
 
 
@@ -155,10 +158,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert runner.invoke(app, ["apply", "-f", "definitions.yaml"]).exit_code == 0
         with Client() as client:
             when = datetime(2024, 5, 1, tzinfo=timezone.utc)
-            client.ingest("driver_stats", pd.DataFrame({
-                "driver_id": [1001], "conv_rate": [0.5], "acc_rate": [0.9],
-                "avg_daily_trips": [3], "event_timestamp": [when], "created": [when],
-            }))
+            client.ingest(
+                "driver_stats",
+                pd.DataFrame(
+                    {
+                        "driver_id": [1001],
+                        "conv_rate": [0.5],
+                        "acc_rate": [0.9],
+                        "avg_daily_trips": [3],
+                        "event_timestamp": [when],
+                        "created": [when],
+                    }
+                ),
+            )
     finally:
         os.chdir(cwd)
         os.environ.clear()
@@ -242,6 +254,6 @@ def test_a_wrong_password_on_a_real_server_is_masked(
     masked = redact_url(url)
     assert (result.exit_code, result.stderr) == (
         2,
-        f'error: cannot connect to registry {masked}: password authentication failed for user '
+        f"error: cannot connect to registry {masked}: password authentication failed for user "
         '"potluck"\n',
     )

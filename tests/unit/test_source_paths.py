@@ -203,9 +203,7 @@ def test_an_explicit_root_wins_and_urls_are_stored_as_given(tmp_path: Path) -> N
         assert stored_path(client) == f"{tmp_path}/driver stats"
 
 
-def test_home_is_expanded_at_apply(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_home_is_expanded_at_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     settings = Settings(registry=f"sqlite:///{tmp_path}/registry.db", root=tmp_path)
     with Client(settings=settings) as client:
@@ -310,10 +308,20 @@ def test_cli_plan_shows_a_relative_stored_path_becoming_absolute(
         old.close()
     monkeypatch.chdir(folders / "a")
     assert cli_json("plan", "-f", "../defs/defs.yaml") == [
-        {"kind": "entity", "name": "driver_id", "action": "unchanged", "revision": 0,
-         "details": []},
-        {"kind": "feature_table", "name": "driver_stats", "action": "update", "revision": 2,
-         "details": [f"batch_source.path 'data/x' -> '{folders}/defs/data/x'"]},
+        {
+            "kind": "entity",
+            "name": "driver_id",
+            "action": "unchanged",
+            "revision": 0,
+            "details": [],
+        },
+        {
+            "kind": "feature_table",
+            "name": "driver_stats",
+            "action": "update",
+            "revision": 2,
+            "details": [f"batch_source.path 'data/x' -> '{folders}/defs/data/x'"],
+        },
     ]
 
 
@@ -431,7 +439,8 @@ def test_a_bad_partition_column_is_refused_saying_what_a_valid_one_is(
 )
 def test_names_from_other_tools_are_accepted(value: str) -> None:
     source = file_source(
-        event_timestamp_column=value, created_timestamp_column=value,
+        event_timestamp_column=value,
+        created_timestamp_column=value,
         field_mapping={value: "conv_rate"},
     )
     assert (source.event_timestamp_column, source.field_mapping) == (value, {value: "conv_rate"})
@@ -513,12 +522,18 @@ def test_ingest_may_write_inside_the_source_folder(relative: str) -> None:
         ("day=2024-05-01//p.parquet", "it has the path component ''"),
         ("./p.parquet", "it has the path component '.'"),
         ("a\\..\\b=2024-05-01/p.parquet", "its component 'a\\\\..\\\\b=2024-05-01' contains '\\'"),
-        ("d\x00=2024-05-01/p.parquet",
-         "its component 'd\\x00=2024-05-01' contains the control character '\\x00'"),
-        ("_day=2024-05-01/p.parquet",
-         "its folder '_day=2024-05-01' starts with '_', and readers skip such folders"),
-        (".day=2024-05-01/p.parquet",
-         "its folder '.day=2024-05-01' starts with '.', and readers skip such folders"),
+        (
+            "d\x00=2024-05-01/p.parquet",
+            "its component 'd\\x00=2024-05-01' contains the control character '\\x00'",
+        ),
+        (
+            "_day=2024-05-01/p.parquet",
+            "its folder '_day=2024-05-01' starts with '_', and readers skip such folders",
+        ),
+        (
+            ".day=2024-05-01/p.parquet",
+            "its folder '.day=2024-05-01' starts with '.', and readers skip such folders",
+        ),
     ],
 )
 def test_ingest_refuses_a_path_that_leaves_or_hides_in_the_source_folder(

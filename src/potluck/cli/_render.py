@@ -1,13 +1,26 @@
-"""How the CLI shows things: rich tables for people, JSON for scripts (``--output json``)."""
+r"""How the CLI shows things: rich tables for people, JSON for scripts (``--output json``).
+
+Everything a table or a line shows from user data (names, descriptions, labels, values, paths,
+errors) goes through :func:`visible` first, so a control character in the data (an escape
+sequence, a newline, a bidi override) is shown as its escape (``\x1b``, ``\n``, ``\u202e``)
+and never acts on the terminal. JSON output escapes them as JSON does (``\u001b``).
+
+A definition's sources (``batch_source.path``, a stream source's brokers) and a plan's details
+are shown with the credentials of their URLs masked (:func:`masked_sources`), in tables and in
+JSON alike: ``s3://KEY:***@bucket/path``, ``?secret_key=***``.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import math
+import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import PurePath
 from typing import Annotated, Any
 
 import numpy as np
@@ -15,10 +28,45 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from potluck._redact import redact_text
 from potluck.definitions import Entity, FeatureTable
 from potluck.definitions.serde import format_duration, to_dict
 from potluck.registry.base import Change, Project, Revision
 from potluck.types import ValueType
+
+# ---- text from user data ------------------------------------------------------------------------
+
+_HIDDEN = re.compile(
+    "[\x00-\x1f\x7f-\x9f"  # C0 and C1 controls (ESC, CSI), DEL
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidi marks, embeddings, overrides
+    "\u2028\u2029"  # line and paragraph separators
+    "\ud800-\udfff]"  # lone surrogates (they cannot even be encoded)
+)
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: str) -> str:
+    r"""Return ``text`` with each character that would act on a terminal shown as its escape.
+
+    Control characters (C0, C1, DEL), lone surrogates, line and paragraph separators and bidi
+    controls are written as Python's ``repr`` writes them: ``\n``, ``\r``, ``\t``, else
+    ``\xNN`` or ``\uNNNN``. Other text, backslashes included, is unchanged, so the result is
+    for reading, not for parsing (``--output json`` gives the exact text).
+
+    Example:
+        >>> visible("\x1b[2Jred\nline")
+        '\\x1b[2Jred\\nline'
+    """
+    return _HIDDEN.sub(_escape, text)
+
+
+# ---- the --output option ------------------------------------------------------------------------
 
 
 class OutputFormat(str, Enum):
@@ -28,19 +76,67 @@ class OutputFormat(str, Enum):
     JSON = "json"
 
 
-OutputOption = Annotated[
-    OutputFormat, typer.Option("--output", "-o", help="Print a rich table or JSON.")
-]
+def _looks_like_a_path(value: str) -> bool:
+    return "/" in value or "\\" in value or PurePath(value).suffix != ""
+
+
+def output_option(help_text: str, *, file_option: str | None = None) -> Any:
+    """Return the ``--output/-o`` option (``table`` or ``json``) of a command.
+
+    A value that is not a format but looks like a path (it has a slash or a suffix, as in
+    ``-o out.csv``) is refused with a hint: to give it to ``file_option`` (the command's output
+    file option) when the command has one, else to redirect stdout.
+
+    Args:
+        help_text: The option's help.
+        file_option: The command's option that names an output file, long and short name
+            (``"--out/-O"``), or ``None``.
+
+    Returns:
+        A ``typer.Option`` whose values parse to :class:`OutputFormat`.
+    """
+    names = ", ".join(repr(f.value) for f in OutputFormat)
+
+    def parse(value: str | OutputFormat) -> OutputFormat:
+        if isinstance(value, OutputFormat):
+            return value
+        try:
+            return OutputFormat(value)
+        except ValueError:
+            pass
+        message = f"{value!r} is not one of {names}"
+        if _looks_like_a_path(value):
+            path = shlex.quote(value)
+            if file_option is not None:
+                long, _, short = file_option.partition("/")
+                message += (
+                    f": -o/--output is how the report is printed; to write to {path}, use "
+                    f"{long} {path} ({short} {path})"
+                )
+            else:
+                message += (
+                    f": -o/--output is how the result is printed; to save it in {path}, "
+                    f"redirect stdout: -o json > {path}"
+                )
+        raise typer.BadParameter(message)
+
+    return typer.Option("--output", "-o", help=help_text, parser=parse, metavar="[table|json]")
+
+
+OutputOption = Annotated[OutputFormat, output_option("Print a rich table or JSON.")]
 """The ``--output/-o`` option every listing and description command takes."""
 
 
 def console() -> Console:
-    """Return a console on stdout that never wraps a table row into the next line's cells."""
-    return Console(soft_wrap=False, highlight=False, markup=False)
+    """Return a console on stdout that never wraps a table row into the next line's cells.
+
+    Text is printed as given: no markup, no emoji codes (``:smile:``), no highlighting.
+    """
+    return Console(soft_wrap=False, highlight=False, markup=False, emoji=False)
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` as indented JSON on stdout."""
+    """Print ``data`` as indented JSON on stdout (control characters escaped, as JSON does)."""
     print(json.dumps(data, indent=2, default=str))
 
 
@@ -52,12 +148,21 @@ def _labels(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
-    table = Table(title=title, title_justify="left")
+Cell = str | tuple[str, ...]
+"""A table cell: text, or lines (each shown on its own line of the cell)."""
+
+
+def _cell(value: Cell) -> str:
+    lines = (value,) if isinstance(value, str) else value
+    return "\n".join(visible(line) for line in lines)
+
+
+def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> Table:
+    table = Table(title=None if title is None else visible(title), title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(_cell(value) for value in row))
     return table
 
 
@@ -149,19 +254,41 @@ _NON_FINITE = frozenset({"NaN", "Infinity", "-Infinity"})
 # ---- JSON shapes -------------------------------------------------------------------------------
 
 
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
+def masked_sources(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a feature table's dict form with the credentials in its sources masked.
+
+    Every text value of ``batch_source`` and ``stream_source`` goes through
+    :func:`~potluck._redact.redact_text`; the other keys are returned as they are.
+    """
+    return {
+        key: _masked(value) if key in ("batch_source", "stream_source") else value
+        for key, value in data.items()
+    }
+
+
 def table_json(table: FeatureTable) -> dict[str, Any]:
-    """Return a feature table's dict form with its registry revision."""
-    return {**to_dict(table), "revision": table.revision}
+    """Return a feature table's dict form with its registry revision (sources masked)."""
+    return {**masked_sources(to_dict(table)), "revision": table.revision}
 
 
 def change_json(change: Change) -> dict[str, Any]:
-    """Return one plan line as a dict."""
+    """Return one plan line as a dict (credentials in its details masked)."""
     return {
         "kind": change.kind,
         "name": change.name,
         "action": change.action,
         "revision": change.revision,
-        "details": list(change.details),
+        "details": [redact_text(d) for d in change.details],
     }
 
 
@@ -176,7 +303,7 @@ def revision_json(revision: Revision) -> dict[str, Any]:
     return {
         "revision": revision.revision,
         "applied_at": revision.applied_at.isoformat(),
-        "spec": to_dict(revision.spec),
+        "spec": masked_sources(to_dict(revision.spec)),
     }
 
 
@@ -186,7 +313,13 @@ def revision_json(revision: Revision) -> dict[str, Any]:
 def show_changes(changes: Sequence[Change], title: str) -> None:
     """Print an apply plan: one row per definition with what applying does to it."""
     rows = [
-        (c.kind, c.name, c.action, str(c.revision) if c.revision else "", "\n".join(c.details))
+        (
+            c.kind,
+            c.name,
+            c.action,
+            str(c.revision) if c.revision else "",
+            tuple(redact_text(d) for d in c.details),
+        )
         for c in changes
     ]
     console().print(_table(title, ("kind", "name", "action", "revision", "details"), rows))
@@ -243,7 +376,7 @@ def show_feature_table(table: FeatureTable) -> None:
     out.print(_table(f"Feature table {table.name}", ("field", "value"), fields))
     features = [(f.name, f.value_type.name, _labels(f.labels)) for f in table.features]
     out.print(_table("Features", ("name", "value type", "labels"), features))
-    sources = to_dict(table)
+    sources = masked_sources(to_dict(table))
     for key in ("batch_source", "stream_source"):
         source = sources[key]
         if source is not None:
@@ -259,10 +392,10 @@ def _text(value: Any) -> str:
 
 def show_history(history: Sequence[Revision]) -> None:
     """Print a feature table's stored revisions, oldest first."""
-    rows = []
+    rows: list[tuple[Cell, ...]] = []
     for entry in history:
         spec = to_dict(entry.spec)
-        features = "\n".join(f"{f['name']} {f['value_type']}" for f in spec.get("features", []))
+        features = tuple(f"{f['name']} {f['value_type']}" for f in spec.get("features", []))
         rows.append(
             (
                 str(entry.revision),
@@ -289,6 +422,12 @@ def show_projects(projects: Sequence[Project]) -> None:
     console().print(_table("Projects", ("name", "archived", "created at (UTC)"), rows))
 
 
-def show_message(text: str) -> None:
-    """Print one plain line on stdout, unwrapped."""
-    print(text)
+def show_message(*lines: str) -> None:
+    """Print each of ``lines`` on a line of stdout, unwrapped, through :func:`visible`."""
+    for line in lines:
+        print(visible(line))
+
+
+def show_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> None:
+    """Print a table without a title: one row per item of ``rows``, a cell per column."""
+    console().print(_table(None, columns, rows))

@@ -3,7 +3,12 @@
 A command's stderr holds at most one ``error: <message>`` line, plus ``warning: <message>``
 lines for things to know (a :class:`~potluck.notices.PotluckWarning`, a log record of level
 WARNING); never a traceback. With ``POTLUCK_DEBUG=1`` in the environment, the traceback of an
-error and of each logged exception is printed too, before its line.
+error and of each logged exception is printed too, before its line. Every such line is one line
+(:func:`one_line`): credentials masked, control characters escaped, and at most
+:data:`MAX_LINE_CHARS` long, however long the value or driver message it quotes.
+
+While user code runs (a ``.py`` definitions file), :func:`stdout_to_stderr` sends what it writes
+to stdout to stderr, down to the file descriptor, so a command's stdout holds only its output.
 
 The CLI reads ``POTLUCK_DEBUG`` itself rather than through :mod:`potluck.config`: it must work
 when the settings are what failed to load.
@@ -11,8 +16,11 @@ when the settings are what failed to load.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import sys
 import threading
 import traceback
 import warnings
@@ -23,6 +31,7 @@ from typing import TextIO
 import typer
 
 from potluck._redact import redact_text
+from potluck.cli._render import visible
 from potluck.notices import PotluckWarning
 
 DEBUG_VARIABLE = "POTLUCK_DEBUG"
@@ -31,6 +40,13 @@ DEBUG_VARIABLE = "POTLUCK_DEBUG"
 LOGGER_NAME = "potluck"
 """The logger whose records a command prints (its children's included)."""
 
+MAX_LINE_CHARS = 1_000
+"""The longest line an error or warning prints; the middle of a longer one is cut (its start
+says what failed, its end what to do next)."""
+
+_KEPT_END = 300
+"""Characters of a cut line's end that are kept."""
+
 
 def debug_enabled() -> bool:
     """Whether ``POTLUCK_DEBUG`` asks for tracebacks (any value but empty or ``0``)."""
@@ -38,8 +54,21 @@ def debug_enabled() -> bool:
 
 
 def one_line(text: str) -> str:
-    """Return ``text`` with every run of whitespace (newlines included) made one space."""
-    return " ".join(text.split())
+    """Return ``text`` as one bounded line that shows no credential and cannot act on a terminal.
+
+    Every run of whitespace (newlines included) becomes one space; any other control character
+    (an escape sequence from a name or a value in the message) is shown as its escape, as
+    :func:`~potluck.cli._render.visible` does; the credentials of every URL are masked
+    (:func:`~potluck._redact.redact_text`); and a line longer than :data:`MAX_LINE_CHARS` loses
+    its middle, replaced by ``... (N characters cut) ...``.
+    """
+    line = visible(redact_text(" ".join(text.split())))
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    marker = f" ... ({len(line)} characters cut) ... "  # as long as the real one, or longer
+    head = MAX_LINE_CHARS - _KEPT_END - len(marker)
+    cut = len(line) - head - _KEPT_END
+    return f"{line[:head]} ... ({cut} characters cut) ... {line[-_KEPT_END:]}"
 
 
 def print_error(message: str, exc: BaseException | None = None) -> None:
@@ -143,3 +172,43 @@ def command_output() -> Iterator[None]:
         logger.removeHandler(handler)
         logger.setLevel(saved_level)
         logger.propagate = saved_propagate
+
+
+def _flush_stdout() -> None:
+    """Flush what Python and the C library hold for stdout, so it goes where fd 1 points now."""
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed, or a broken pipe
+                stream.flush()
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # no C library to ask
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout to stderr while it runs, then restore stdout.
+
+    File descriptor 1 is made a copy of descriptor 2, so not only ``print`` but ``os.write(1,
+    ...)``, C code and child processes write to stderr; ``sys.stdout`` is pointed at
+    ``sys.stderr`` too (an in-process runner replaces both). What was written to stdout before
+    goes to stdout first. With stdout or stderr closed, only ``sys.stdout`` is redirected.
+    """
+    _flush_stdout()
+    try:
+        saved: int | None = os.dup(1)
+    except OSError:  # stdout is closed
+        saved = None
+    if saved is not None:
+        try:
+            os.dup2(2, 1)
+        except OSError:  # stderr is closed
+            os.close(saved)
+            saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _flush_stdout()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)

@@ -1,4 +1,8 @@
-"""The batch commands: ``potluck ingest TABLE FILE``, ``potluck historical`` and ``potluck gc``."""
+"""The batch commands: ``potluck ingest TABLE FILE``, ``potluck historical`` and ``potluck gc``.
+
+Paths and URLs they print (``--out``, the files written, a source's location) are shown with
+their credentials masked (``s3://KEY:***@bucket/...``, ``?secret_key=***``).
+"""
 
 from __future__ import annotations
 
@@ -17,19 +21,26 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from potluck.cli._render import OutputFormat, OutputOption, print_json
+from potluck._redact import redact_url
+from potluck.cli._render import (
+    OutputFormat,
+    OutputOption,
+    output_option,
+    print_json,
+    show_message,
+)
 from potluck.cli.main import make_client
 from potluck.definitions.serde import parse_duration
 from potluck.errors import ValidationError
 from potluck.offline.files import write_atomically
 
-ReportOutputOption = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--output", "-o", help="How to print the report: a line of text (table), or JSON (json)."
-    ),
-]
-"""The ``--output/-o`` option of the commands that print one report (ingest, historical)."""
+REPORT_HELP = "How to print the report: a line of text (table), or JSON (json)."
+
+ReportOutputOption = Annotated[OutputFormat, output_option(REPORT_HELP)]
+"""The ``--output/-o`` option of ``ingest``, which prints one report."""
+
+HistoricalOutputOption = Annotated[OutputFormat, output_option(REPORT_HELP, file_option="--out/-O")]
+"""``historical``'s ``--output/-o``: ``-o out.csv`` is told to use ``--out``/``-O``."""
 
 LARGE_INPUT_ROWS = 100_000
 """Inputs with at least this many rows (or of unknown size) get a progress bar on a terminal."""
@@ -82,7 +93,7 @@ def ingest(
             {
                 "table": report.table,
                 "rows": report.rows,
-                "files": list(report.files),
+                "files": [redact_url(f) for f in report.files],
                 "ingestion_id": report.ingestion_id,
                 "ingestion_time": report.ingestion_time.isoformat(),
                 "version": report.version,
@@ -90,7 +101,7 @@ def ingest(
         )
         return
     version = "nothing committed" if report.version is None else f"version {report.version}"
-    typer.echo(
+    show_message(
         f"ingested {report.rows} rows into {report.table} ({len(report.files)} "
         f"file{'s' if len(report.files) != 1 else ''}, ingestion id {report.ingestion_id}, "
         f"{version})"
@@ -134,7 +145,7 @@ def historical(
             "by an earlier run) to rebuild a training set exactly; repeatable.",
         ),
     ] = None,
-    output: ReportOutputOption = OutputFormat.TABLE,
+    output: HistoricalOutputOption = OutputFormat.TABLE,
 ) -> None:
     """Build a point-in-time-correct training set and write it to --out (-O).
 
@@ -143,7 +154,7 @@ def historical(
     """
     refs = [ref.strip() for value in features for ref in value.split(",") if ref.strip()]
     file_format = _format_of(out)
-    versions = _versions(source_version or [])
+    versions = _versions(source_version or [], refs)
     client = make_client(ctx)
     console = Console(stderr=True)
     job = client.get_historical_features(refs, entities, versions=versions)
@@ -161,7 +172,7 @@ def historical(
     if output is OutputFormat.JSON:
         print_json(
             {
-                "path": out,
+                "path": redact_url(out),
                 "rows": training.num_rows,
                 "columns": training.column_names,
                 "source_versions": job.source_versions,
@@ -172,13 +183,15 @@ def historical(
         f"{name}@{'all' if version is None else version}"
         for name, version in job.source_versions.items()
     )
-    typer.echo(
-        f"wrote {training.num_rows} rows x {training.num_columns} columns to {out} "
+    show_message(
+        f"wrote {training.num_rows} rows x {training.num_columns} columns to {redact_url(out)} "
         f"(source versions: {read})"
     )
 
 
-def _versions(values: list[str]) -> dict[str, int]:
+def _versions(values: list[str], refs: list[str]) -> dict[str, int]:
+    """Read ``--source-version TABLE=VERSION`` options; each table must be one ``refs`` read."""
+    tables = list(dict.fromkeys(ref.partition(":")[0].rpartition("/")[2] for ref in refs))
     versions: dict[str, int] = {}
     for value in values:
         name, sep, number = value.partition("=")
@@ -191,6 +204,12 @@ def _versions(values: list[str]) -> dict[str, int]:
         if name in versions:
             raise ValidationError(
                 f"--source-version names table {name!r} twice; give one version per table",
+                field="source_version",
+            )
+        if name not in tables:
+            raise ValidationError(
+                f"--source-version names feature table {name!r}, which --features does not "
+                f"read; tables in --features: {', '.join(tables)}",
                 field="source_version",
             )
         versions[name] = int(number)
@@ -231,8 +250,8 @@ def gc(
         print_json(
             [
                 {
-                    "location": r.location,
-                    "deleted": list(r.deleted),
+                    "location": redact_url(r.location),
+                    "deleted": [redact_url(path) for path in r.deleted],
                     "running_ingestions": list(r.kept_running),
                     "dry_run": dry_run,
                 }
@@ -244,13 +263,15 @@ def gc(
     for report in reports:
         running = len(report.kept_running)
         busy = f", {running} ingestion(s) still running" if running else ""
-        typer.echo(f"{report.location}: {verb} {len(report.deleted)} file(s){busy}")
-        for path in report.deleted:
-            typer.echo(f"  {path}")
+        show_message(
+            f"{redact_url(report.location)}: {verb} {len(report.deleted)} file(s){busy}",
+            *(f"  {redact_url(path)}" for path in report.deleted),
+        )
 
 
 def _format_of(path: str) -> Literal["parquet", "csv"]:
-    lowered = path.lower()
+    """The format ``--out`` names by its suffix; a URL's is that of its path (not its query)."""
+    lowered = (re.split(r"[?#]", path, maxsplit=1)[0] if "://" in path else path).lower()
     if lowered.endswith(".parquet"):
         return "parquet"
     if lowered.endswith(".csv"):

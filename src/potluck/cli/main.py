@@ -4,15 +4,19 @@ Every command lives in a command module listed in :data:`COMMAND_MODULES`; each 
 ``register(app)``, called when ``app`` is first used. Whatever escapes a command becomes one line
 ``error: <message>`` on stderr and an exit code, never a traceback: a
 :class:`~potluck.errors.PotluckError` exits 2 (bad input) or 1 (a failure), Ctrl-C exits 130
-(``error: interrupted``), and any other exception exits 1 with ``error: internal error: <type>:
-<message> (run with POTLUCK_DEBUG=1 for the traceback)``. See :mod:`potluck.cli._stderr` for
-warnings and log records.
+(``error: interrupted``), SIGTERM exits 143 (``error: terminated``, after the same clean-up as
+Ctrl-C: see :mod:`potluck.cli._interrupts`), a closed stdout (``| head -1``) exits 141 quietly
+(see :mod:`potluck.cli._closed_stdout`), and any other exception exits 1 with ``error: internal
+error: <type>: <message> (run with POTLUCK_DEBUG=1 for the traceback)``. See
+:mod:`potluck.cli._stderr` for warnings and log records.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from enum import Enum
 from importlib.metadata import version
@@ -22,6 +26,15 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
+from potluck.cli._closed_stdout import EXIT_BROKEN_PIPE as EXIT_BROKEN_PIPE
+from potluck.cli._closed_stdout import end_quietly, silenced_by_rich, stdout_closed
+from potluck.cli._interrupts import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from potluck.cli._interrupts import EXIT_TERMINATED as EXIT_TERMINATED
+from potluck.cli._interrupts import (
+    ignore_stop_signals,
+    interruption,
+    stop_signals_as_interrupts,
+)
 from potluck.cli._stderr import command_output, internal_error_message, print_error
 from potluck.client import Client
 from potluck.config import CONFIG_FILE_NAME, Settings, load_settings
@@ -37,8 +50,6 @@ from potluck.errors import (
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
-"""Ctrl-C (SIGINT), as shells report a process a SIGINT ended: 128 + 2."""
 
 BAD_INPUT_ERRORS: tuple[type[PotluckError], ...] = (
     DefinitionError,
@@ -56,6 +67,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "potluck.cli.ingest",
     "potluck.cli.serve",
     "potluck.cli.online",
+    "potluck.cli.stream",
 )
 """The modules whose ``register(app)`` adds commands, in help order."""
 
@@ -74,35 +86,68 @@ def fail(message: str, code: int, exc: BaseException | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
+YES_ANSWERS = frozenset({"y", "yes"})
+NO_ANSWERS = frozenset({"", "n", "no"})
+"""Answers to a confirmation read from stdin (any case); an empty line takes the default, no."""
+
+
 def confirm(question: str, *, action: str) -> None:
     """Ask ``question`` (yes or no, default no) and return only on yes.
 
-    On a terminal the user answers at the prompt. Without one, the answer is read from stdin,
-    so ``echo y | potluck ...`` works; stdin that ends without an answer (a script, cron, CI)
-    is an error that says to pass ``--yes``.
+    Stdout stays the command's output: on a terminal the question is asked on stderr (again
+    after an answer that is not yes or no). Without one nothing is asked, since no one would see
+    it: the answer is read from stdin, so ``echo y | potluck ...`` works, and stdin that ends
+    without an answer (a script, cron, CI) is an error that says to pass ``--yes``.
 
     Args:
         question: The prompt, ending in ``?``.
         action: What the command does, for the message (``"delete feature table 'x'"``).
 
     Raises:
-        ValidationError: If stdin is not a terminal and ends without an answer (exit code 2).
+        ValidationError: If stdin is not a terminal and ends without an answer, or answers
+            something other than yes or no (exit code 2).
         typer.Abort: If the answer is no (``error: aborted``, exit code 1).
         KeyboardInterrupt: If the user ends the prompt with Ctrl-C or Ctrl-D.
     """
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    while True:
+        line = _ask(question) if interactive else _read_line()
+        if not line:  # the end of the input
+            if interactive:  # Ctrl-D
+                typer.echo("", err=True)
+                raise KeyboardInterrupt
+            raise ValidationError(
+                f"to {action} potluck asks for a confirmation, and stdin is not a terminal (it "
+                f"ended without an answer); pass --yes to {action} without asking",
+                field="yes",
+            )
+        answer = line.strip().lower()
+        if answer in YES_ANSWERS:
+            return
+        if answer in NO_ANSWERS:
+            raise typer.Abort()
+        if not interactive:
+            raise ValidationError(
+                f"to {action} potluck asks for a confirmation, and stdin answered "
+                f"{line.strip()!r}; answer y or n on stdin, or pass --yes to {action} without "
+                "asking",
+                field="yes",
+            )
+        typer.echo("answer y or n", err=True)
+
+
+def _read_line() -> str:
+    return sys.stdin.readline() if sys.stdin is not None else ""
+
+
+def _ask(question: str) -> str:
+    """Ask ``question`` on stderr and read the answer's line (empty at the end of input)."""
+    typer.echo(f"{question} [y/N]: ", nl=False, err=True)
     try:
-        agreed = typer.confirm(question, default=False)
-    except typer.Abort:  # click's answer to the end of the input and to Ctrl-C
-        if sys.stdin is not None and sys.stdin.isatty():
-            raise KeyboardInterrupt from None
-        typer.echo("")  # end the prompt's line
-        raise ValidationError(
-            f"to {action} potluck asks for a confirmation, and stdin is not a terminal (it ended "
-            f"without an answer); pass --yes to {action} without asking",
-            field="yes",
-        ) from None
-    if not agreed:
-        raise typer.Abort()
+        return _read_line()
+    except KeyboardInterrupt:
+        typer.echo("", err=True)  # so the error line starts on a line of its own
+        raise
 
 
 # Typer raises click's exceptions (from its own copy of click in recent versions); find the
@@ -128,17 +173,27 @@ def _fail_usage(exc: Any) -> NoReturn:
     fail(exc.format_message() + hint, int(getattr(exc, "exit_code", EXIT_BAD_INPUT)))
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class _PotluckGroup(TyperGroup):
     """The root group: turns whatever escapes a command into one stderr line and an exit code."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        saved = {s: signal.getsignal(s) for s in _STOP_SIGNALS} if on_main_thread else {}
         try:
-            return super().main(*args, **kwargs)
+            with stop_signals_as_interrupts():
+                return super().main(*args, **kwargs)
         except Exception as exc:  # escaped click itself, e.g. from a context's close callback
             if not kwargs.get("standalone_mode", True):
                 raise
             print_error(internal_error_message(exc), exc)
             sys.exit(EXIT_FAILURE)
+        finally:
+            for signum, handler in saved.items():  # a signal may have set them to ignore more
+                if handler is not None:
+                    signal.signal(signum, handler)
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
@@ -149,11 +204,21 @@ class _PotluckGroup(TyperGroup):
             if _is_help_request(exc):
                 raise
             _fail_usage(exc)
+        except BrokenPipeError:  # --help or --version into a closed pipe
+            if not stdout_closed():
+                raise
+            end_quietly()
+        except SystemExit as exc:  # rich's own ending, for help it printed into a closed pipe
+            if not silenced_by_rich(exc):
+                raise
+            end_quietly()
 
     def invoke(self, ctx: Any) -> Any:
         with command_output():
             try:
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                sys.stdout.flush()  # so a closed stdout shows here, not at the interpreter's exit
+                return result
             except PotluckError as exc:
                 fail(exc.message, exit_code_for(exc), exc)
             except _USAGE_ERROR as exc:
@@ -164,8 +229,17 @@ class _PotluckGroup(TyperGroup):
                 fail("aborted", EXIT_FAILURE)
             except _CLICK_EXCEPTIONS:
                 raise
-            except KeyboardInterrupt as exc:
-                fail("interrupted", EXIT_INTERRUPTED, exc)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+                ignore_stop_signals()
+                fail(*interruption(exc), exc)
+            except BrokenPipeError as exc:
+                if not stdout_closed():  # a socket's, not stdout's: an error like any other
+                    fail(internal_error_message(exc), EXIT_FAILURE, exc)
+                end_quietly()
+            except SystemExit as exc:  # rich's own ending, for a table it printed
+                if not silenced_by_rich(exc):
+                    raise
+                end_quietly()
             except Exception as exc:
                 fail(internal_error_message(exc), EXIT_FAILURE, exc)
 
@@ -181,8 +255,9 @@ _app = typer.Typer(
         "variables; without a file everything runs on embedded local defaults under "
         ".potluck/.\n\n"
         "Exit codes: 0 success, 1 failure (a service is unreachable, a job failed), 2 bad "
-        "input (an invalid definition, argument or setting), 130 interrupted (Ctrl-C); errors "
-        "are one line on stderr (POTLUCK_DEBUG=1 adds the traceback)."
+        "input (an invalid definition, argument or setting), 130 interrupted (Ctrl-C), 143 "
+        "terminated (SIGTERM; cleaned up as for Ctrl-C), 141 stdout closed early (| head), "
+        "quietly; errors are one line on stderr (POTLUCK_DEBUG=1 adds the traceback)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -367,9 +442,16 @@ def main() -> None:
     try:
         app = _registered_app()  # imports the command modules: Ctrl-C may come meanwhile
     except KeyboardInterrupt as exc:
-        print_error("interrupted", exc)
-        sys.exit(EXIT_INTERRUPTED)
-    app()
+        ignore_stop_signals()
+        message, code = interruption(exc)
+        print_error(message, exc)
+        sys.exit(code)
+    try:
+        app()
+    finally:
+        # The command has ended and the process only exits now: a signal here would end it by
+        # the signal, after its line, instead of with its exit code.
+        ignore_stop_signals()
 
 
 if __name__ == "__main__":

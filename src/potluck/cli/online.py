@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -18,17 +18,33 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
+from potluck.cli._interrupts import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Interrupts,
+    deferred_interrupts,
+)
+from potluck.cli._job_table import show_jobs
 from potluck.cli._render import (
     OutputFormat,
     OutputOption,
     display_value,
     iso_utc,
     json_value,
+    output_option,
     print_json,
+    show_message,
+    show_table,
+    visible,
 )
-from potluck.cli.main import EXIT_FAILURE, EXIT_INTERRUPTED, confirm, fail, make_client
+from potluck.cli.main import (
+    EXIT_FAILURE,
+    confirm,
+    fail,
+    global_options,
+    make_client,
+)
 from potluck.client import Client
 from potluck.errors import ValidationError
 from potluck.ingestion.job_ids import match_job_id, short_ids
@@ -47,7 +63,6 @@ online_app = typer.Typer(
 )
 
 
-
 def register(app: typer.Typer) -> None:
     """Add the online commands to ``app``."""
     app.command("ingest-online")(ingest_online)
@@ -60,18 +75,49 @@ def register(app: typer.Typer) -> None:
     online_app.command("purge")(online_purge)
 
 
-def _when(value: str | None) -> datetime | None:
+def _when(value: str | None, option: str | None = None) -> datetime | None:
+    """Read an ISO 8601 time, given to ``option`` (``--start``) or as a value; naive is UTC."""
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
+        given = f"{option} {value!r}" if option else repr(value)
         raise ValidationError(
-            f"{value!r} is not a date or time; use ISO 8601 such as 2024-05-01 or "
+            f"{given} is not a date or time; use ISO 8601 such as 2024-05-01 or "
             "2024-05-01T12:00:00Z",
-            field="time",
+            field=option.lstrip("-") if option else "time",
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _check_range_options(
+    start: datetime | None, end: datetime | None, *, since_last: bool, full: bool
+) -> None:
+    """Refuse what ``ingest-online`` cannot do, naming its options (not the SDK's arguments).
+
+    Raises:
+        ValidationError: For ``--since-last`` with ``--start``/``--end`` or ``--full``, or a
+            ``--start`` not before ``--end``.
+    """
+    if since_last and (start is not None or end is not None):
+        raise ValidationError(
+            "--since-last cannot be combined with --start or --end: a since-last run loads "
+            "every row committed since the previous one, and a range would leave the rest "
+            "behind for good; drop the range, or run a ranged load without --since-last",
+            field="since_last",
+        )
+    if since_last and full:
+        raise ValidationError(
+            "--full cannot be combined with --since-last: a full reload reads every row of the "
+            "batch source (within --start and --end); drop one of them",
+            field="full",
+        )
+    if start is not None and end is not None and start >= end:
+        raise ValidationError(
+            f"--start ({start.isoformat()}) must be before --end ({end.isoformat()})",
+            field="start",
+        )
 
 
 def ingest_online(
@@ -103,39 +149,36 @@ def ingest_online(
     ] = False,
     output: Annotated[
         OutputFormat,
-        typer.Option(
-            "--output",
-            "-o",
-            help="How to print the job's outcome: a line of text (table), or its record as "
-            "JSON (json).",
+        output_option(
+            "How to print the job's outcome: a line of text (table), or its record as JSON (json)."
         ),
     ] = OutputFormat.TABLE,
 ) -> None:
     """Copy the latest row per key of TABLE's batch source into the online store.
 
-    On a terminal, shows a progress bar (rows read of the rows in range, with an ETA); Ctrl-C
-    cancels the job at its next batch.
+    On a terminal, shows a progress bar (rows read of the rows in range, with an ETA). Ctrl-C
+    (once or many times) cancels the job at its next batch, waits for it to stop and exits 130;
+    SIGTERM does the same and exits 143.
     """
+    first, last = _when(start, "--start"), _when(end, "--end")
+    _check_range_options(first, last, since_last=since_last, full=full)
     client = make_client(ctx)
-    job = client.start_offline_to_online_ingestion(
-        table, _when(start), _when(end), since_last=since_last, full=full
-    )
-    record, interrupted = _follow(job)
-    stats = record.stats
-    if output is OutputFormat.JSON:
-        print_json(describe(record))
-    else:
-        typer.echo(
-            f"job {record.id} {record.status.value}: {stats.rows_read} rows read, "
-            f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
-            f"{stats.rows_rejected} rejected"
+    with deferred_interrupts() as interrupts:
+        job = client.start_offline_to_online_ingestion(
+            table, first, last, since_last=since_last, full=full
         )
-    if interrupted:
-        fail(
-            f"interrupted: job {record.id} stopped with status {record.status.value}; rows "
-            "already written stay",
-            EXIT_INTERRUPTED,
-        )
+        record = _follow(job, interrupts)
+        stats = record.stats
+        if output is OutputFormat.JSON:
+            print_json(describe(record))
+        else:
+            typer.echo(
+                f"job {record.id} {record.status.value}: {stats.rows_read} rows read, "
+                f"{stats.rows_written} written, {stats.rows_skipped} skipped, "
+                f"{stats.rows_rejected} rejected"
+            )
+    if interrupts.count:
+        fail(_interrupted(ctx, record, terminated=interrupts.terminated), _stop_code(interrupts))
     if record.status is JobStatus.FAILED:
         fail(f"job {record.id} failed: {record.error}", EXIT_FAILURE)
     if record.status is JobStatus.CANCELLED:
@@ -145,18 +188,39 @@ def ingest_online(
         )
 
 
-def _follow(job: IngestionJob) -> tuple[Job, bool]:
+def _stop_code(interrupts: Interrupts) -> int:
+    return EXIT_TERMINATED if interrupts.terminated else EXIT_INTERRUPTED
+
+
+def _interrupted(ctx: typer.Context, record: Job, *, terminated: bool) -> str:
+    """The error line of ``ingest-online`` a signal stopped: the job, its status, where to look."""
+    reason = f" ({record.error})" if record.status is JobStatus.FAILED and record.error else ""
+    options = global_options(ctx)
+    again = ["potluck"]
+    if options.config is not None:
+        again += ["--config", shlex.quote(str(options.config))]
+    if options.project is not None:
+        again += ["--project", shlex.quote(options.project)]
+    return (
+        f"{'terminated' if terminated else 'interrupted'}: job {record.id} stopped with status "
+        f"{record.status.value}{reason}; rows "
+        f"already written stay; see `{' '.join(again)} jobs describe {record.id}`"
+    )
+
+
+def _follow(job: IngestionJob, interrupts: Interrupts) -> Job:
     """Follow ``job`` until it ends, with a progress bar on stderr when it is a terminal.
 
-    Ctrl-C asks the job to stop at its next batch and waits for it to end.
+    Once ``interrupts`` counts a signal, the job is asked to stop at its next batch; it is
+    followed until it has ended whatever comes next, so it is never left running unwatched.
 
     Returns:
-        The job's final record, and whether Ctrl-C stopped it.
+        The job's final record.
     """
     console = Console(stderr=True)
     with Progress(
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(bar_width=None),
         TaskProgressColumn(),
         TextColumn("{task.fields[rows]}"),
@@ -168,20 +232,19 @@ def _follow(job: IngestionJob) -> tuple[Job, bool]:
         expand=True,
     ) as bar:
         record = job.record()
-        task = bar.add_task(record.spec.table, total=None, rows="")
-        try:
-            while not record.status.is_terminal:
-                bar.update(task, **_bar_fields(record))
-                time.sleep(PROGRESS_REFRESH)
-                record = job.record()
+        name = visible(record.spec.table)
+        task = bar.add_task(name, total=None, rows="")
+        stopping = False
+        while not record.status.is_terminal:
+            if interrupts.count and not stopping:
+                job.cancel()
+                stopping = True
+                bar.update(task, description=f"{name}: stopping at the next batch")
             bar.update(task, **_bar_fields(record))
-        except KeyboardInterrupt:
-            job.cancel()
-            while not record.status.is_terminal:
-                time.sleep(PROGRESS_REFRESH)
-                record = job.record()
-            return record, True
-    return record, False
+            time.sleep(PROGRESS_REFRESH)
+            record = job.record()
+        bar.update(task, **_bar_fields(record))
+    return record
 
 
 def _bar_fields(record: Job) -> dict[str, Any]:
@@ -191,10 +254,6 @@ def _bar_fields(record: Job) -> dict[str, Any]:
         return {"completed": done, "total": None, "rows": f"{done:,} rows"}
     total = max(total, done)  # the count is an upper bound; never show more than 100%
     return {"completed": done, "total": total, "rows": f"{done:,}/{total:,} rows"}
-
-
-JOB_LIST_COLUMNS = ("id", "table", "status", "read", "written", "started (UTC)")
-"""The columns of ``jobs list``; the rest of a job's record is in ``jobs describe``."""
 
 
 def jobs_list(
@@ -212,30 +271,7 @@ def jobs_list(
         print_json([describe(j) for j in jobs])
         return
     every = jobs if table is None else client.list_jobs()
-    short = short_ids(j.id for j in every)
-    out = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for name in JOB_LIST_COLUMNS:
-        right = name in ("read", "written")
-        out.add_column(
-            name,
-            justify="right" if right else "left",
-            no_wrap=name != "table",
-            overflow="fold",
-        )
-    for job in jobs:
-        out.add_row(
-            short[job.id],
-            job.spec.table,
-            job.status.value,
-            f"{job.stats.rows_read:,}",
-            f"{job.stats.rows_written:,}",
-            _minute(job.started_at),
-        )
-    Console(soft_wrap=False, highlight=False, markup=False).print(out)
-
-
-def _minute(moment: datetime | None) -> str:
-    return "" if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    show_jobs(jobs, short_ids(j.id for j in every))
 
 
 def _job_id(client: Client, given: str) -> str:
@@ -265,8 +301,9 @@ def jobs_describe(
         print_json(data)
         return
     width = max(len(k) for k in data)
-    for key, value in data.items():
-        typer.echo(f"{key:<{width}}  {'' if value is None else value}")
+    show_message(
+        *(f"{key:<{width}}  {'' if value is None else value}" for key, value in data.items())
+    )
 
 
 def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument) -> None:
@@ -276,13 +313,13 @@ def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument) -> None:
     record = job.record()
     if record.status.is_terminal:
         reason = f" ({record.error})" if record.error else ""
-        typer.echo(
+        show_message(
             f"job {record.id} has already ended with status {record.status.value}{reason}; "
             "nothing to cancel"
         )
         return
     job.cancel()
-    typer.echo(f"cancel requested for job {record.id} (status {record.status.value})")
+    show_message(f"cancel requested for job {record.id} (status {record.status.value})")
 
 
 def _parse_entity(text: str, value_type: ValueType, name: str) -> Any:
@@ -333,6 +370,14 @@ def online_get(
             )
         value_type = client.get_entity(name).value_type
         columns.setdefault(name, []).append(_parse_entity(text, value_type, name))
+    counts = {name: len(values) for name, values in columns.items()}
+    if len(set(counts.values())) > 1:
+        given = ", ".join(f"{name} {n} time{'' if n == 1 else 's'}" for name, n in counts.items())
+        raise ValidationError(
+            f"--entity names {given}; a row needs one value of each entity of the key, so give "
+            "each name as many times as there are rows",
+            field="entity",
+        )
     response = client.get_online_features(refs, columns)
     values, statuses = response.to_dict(), response.statuses()
     times = response.event_timestamps()
@@ -344,21 +389,21 @@ def online_get(
         }
         print(json.dumps(data, indent=2))
         return
-    out = Table()
-    for name in ("row", "column", "value", "status", "event time (UTC)"):
-        out.add_column(name, overflow="fold")
     kinds = dict(zip(response.names, response.value_types, strict=True))
+    rows = []
     for row in range(len(response)):
         for name in response.names:
             moment = times[name][row]
-            out.add_row(
-                str(row),
-                name,
-                display_value(values[name][row], kinds[name]),
-                statuses[name][row],
-                "" if moment is None else iso_utc(moment),
+            rows.append(
+                (
+                    str(row),
+                    name,
+                    display_value(values[name][row], kinds[name]),
+                    statuses[name][row],
+                    "" if moment is None else iso_utc(moment),
+                )
             )
-    Console(soft_wrap=False, highlight=False, markup=False).print(out)
+    show_table(("row", "column", "value", "status", "event time (UTC)"), rows)
 
 
 def online_purge(
@@ -375,8 +420,7 @@ def online_purge(
     client.get_feature_table(table)
     if not yes:
         confirm(
-            f"Delete every online value of feature table {table!r} in project "
-            f"{client.project!r}?",
+            f"Delete every online value of feature table {table!r} in project {client.project!r}?",
             action=f"purge the online values of feature table {table!r}",
         )
     removed = client.purge_online(table)

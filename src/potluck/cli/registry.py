@@ -14,6 +14,7 @@ import yaml
 from potluck.cli import _render as render
 from potluck.cli._render import OutputFormat, OutputOption
 from potluck.cli._sample_data import ENTITIES_FILE, ROWS_FILE, SAMPLE_FOLDER, sample_files
+from potluck.cli._stderr import stdout_to_stderr
 from potluck.cli.main import Needs, confirm, make_client
 from potluck.config import CONFIG_FILE_NAME, SETTING_NAMES, Settings
 from potluck.definitions import Entity, Feature, FeatureTable, FileSource
@@ -80,9 +81,7 @@ LabelOption = Annotated[
 ]
 
 entities_app = typer.Typer(help="List, describe and delete entities.", no_args_is_help=True)
-tables_app = typer.Typer(
-    help="List, describe and delete feature tables.", no_args_is_help=True
-)
+tables_app = typer.Typer(help="List, describe and delete feature tables.", no_args_is_help=True)
 projects_app = typer.Typer(help="List, create and archive projects.", no_args_is_help=True)
 
 
@@ -209,7 +208,8 @@ def init(
     ]
     render.show_message(
         f"Wrote {directory / CONFIG_FILE_NAME}, {definitions} and "
-        f"{directory / SAMPLE_FOLDER}/. Next:\n" + "\n".join(f"  {step}" for step in steps)
+        f"{directory / SAMPLE_FOLDER}/. Next:",
+        *(f"  {step}" for step in steps),
     )
 
 
@@ -258,7 +258,8 @@ def _apply(
     dry_run: bool,
     output: OutputFormat,
 ) -> None:
-    loaded = load_paths(paths, skip=(CONFIG_FILE_NAME,))
+    with stdout_to_stderr():  # a .py file runs: its prints must not mix with the output
+        loaded = load_paths(paths, skip=(CONFIG_FILE_NAME,))
     client = make_client(ctx, Needs.PREVIEW if dry_run else Needs.NOTHING)
     definitions = _with_sources_beside_their_files(loaded, client.settings)
     try:

@@ -1,25 +1,30 @@
 """The service commands: ``potluck serve`` (Online Serving) and ``potluck core`` (the Core service).
 
-Both check their ports before starting: a port in use is one error line naming the option to
-change, rather than a server library's log line and error.
+Both check their address before starting: a port in use is one error line naming the option to
+change (exit code 1), rather than a server library's log line and error, and a ``--host`` that is
+not an address of this machine is a usage mistake (exit code 2). Both stop gracefully on SIGTERM
+(exit code 0) and on Ctrl-C (``error: interrupted``, exit code 130), see
+:mod:`potluck._stop_signals`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import signal
 import socket
-import threading
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from potluck.cli.main import EXIT_FAILURE, fail, load_cli_settings
+from potluck._stop_signals import StopSignals, Terminated
+from potluck.cli._stderr import command_output
+from potluck.cli.main import EXIT_FAILURE, EXIT_INTERRUPTED, fail, load_cli_settings
 from potluck.client import Client
 from potluck.config import Settings
-from potluck.errors import UnavailableError
+from potluck.errors import UnavailableError, ValidationError
+from potluck.serving._listen import address, bound_socket
 
 if TYPE_CHECKING:
     from potluck.serving.server import ServingServer
@@ -41,34 +46,47 @@ def require_free_port(host: str, port: int, *, what: str, option: str) -> None:
     machine's, is found here, before any server starts.
 
     Args:
-        host: The interface.
+        host: The interface (``--host``).
         port: The port.
         what: What would listen there, for the message (``"gRPC"``).
         option: The command-line option that sets the port, for the message.
 
     Raises:
-        UnavailableError: If the port is in use (the message names ``option``), or ``host``
-            cannot be listened on (not an address of this machine: the message names
-            ``--host``).
+        ValidationError: If ``host`` is not an address of this machine (``EADDRNOTAVAIL``) or
+            does not resolve: a usage mistake (exit code 2); the message names ``--host``.
+        UnavailableError: If the port is in use (the message names ``option``), or cannot be
+            listened on for another reason (exit code 1).
     """
-    address = f"{host}:{port}"
+    where = address(host, port)
     try:
-        family, kind, proto, _, sockaddr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(sockaddr)
+        bound_socket(host, port).close()
+    except socket.gaierror as exc:
+        raise ValidationError(
+            f"--host {host!r} is not an address of this machine: it does not resolve "
+            f"({exc.strerror}); {_HOST_HINT}",
+            field="host",
+        ) from None
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ValidationError(
+                f"--host {host!r} is not an address of this machine (EADDRNOTAVAIL: "
+                f"{exc.strerror}); {_HOST_HINT}",
+                field="host",
+            ) from None
         hint = (
             f"choose a free port with {option} (0 picks one), or stop the program using it"
             if exc.errno == errno.EADDRINUSE
-            else "choose an address of this machine with --host"
+            else f"check {option} and --host"
         )
         raise UnavailableError(
-            f"cannot listen for {what} on {address}: {reason}; {hint}", address=address
+            f"cannot listen for {what} on {where}: {exc.strerror}; {hint}", address=where
         ) from None
+
+
+_HOST_HINT = (
+    "pass one of its addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (all of its "
+    "IPv4 addresses)"
+)
 
 
 def serve(
@@ -81,7 +99,14 @@ def serve(
         int,
         typer.Option("--http-port", help="The HTTP port (0 picks a free one).", min=0, max=65535),
     ] = 6567,
-    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="The address to listen on: one of this machine's (IPv4 or IPv6), or 0.0.0.0 "
+            "for all.",
+        ),
+    ] = "127.0.0.1",
     refresh_interval: Annotated[
         float,
         typer.Option(
@@ -113,65 +138,116 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run Online Serving (gRPC and HTTP) over the configured online store until Ctrl-C.
+    """Run Online Serving (gRPC and HTTP) over the configured online store until stopped.
 
-    gRPC speaks Feast's feast.serving.ServingService; HTTP serves POST /get-online-features,
-    GET /health and GET /metrics.
+    SIGTERM stops it gracefully with exit code 0; Ctrl-C (SIGINT) the same way, with exit code
+    130.
+
+    gRPC speaks Feast's feast.serving.ServingService and grpc.health.v1.Health; HTTP serves
+    POST /get-online-features, GET /health (ready: the online store answers), GET /health/live
+    and GET /metrics.
     """
     settings = load_cli_settings(ctx)
     require_free_port(host, grpc_port, what="gRPC", option="--grpc-port")
     require_free_port(host, http_port, what="HTTP", option="--http-port")
-    factory = functools.partial(_serving_service, settings, refresh_interval, max_entities)
-    single: ServingServer | None = None
+    with StopSignals() as signals:
+        try:
+            worker_died = _serve(
+                settings,
+                signals,
+                host=host,
+                grpc_port=grpc_port,
+                http_port=http_port,
+                refresh_interval=refresh_interval,
+                max_entities=max_entities,
+                max_request_bytes=max_request_bytes,
+                workers=workers,
+            )
+        except Terminated:
+            return  # SIGTERM while starting: everything started is stopped, a clean stop
+    if worker_died:
+        fail("a serving worker exited on its own; the others were stopped", EXIT_FAILURE)
+    if signals.received == signal.SIGINT:
+        fail("interrupted", EXIT_INTERRUPTED)
+
+
+def _serve(
+    settings: Settings,
+    signals: StopSignals,
+    *,
+    host: str,
+    grpc_port: int,
+    http_port: int,
+    refresh_interval: float,
+    max_entities: int,
+    max_request_bytes: int,
+    workers: int,
+) -> bool:
+    """Start serving, print the banner, and serve until a signal; return whether a worker died."""
+    from potluck.compat.feast09 import SERVING_SERVICES
+    from potluck.serving.server import freeze_heap, start_serving
+    from potluck.serving.workers import start_workers
+
     group: ServingWorkers | None = None
     server: ServingServer | ServingWorkers
     if workers == 1:
-        from potluck.serving.server import freeze_heap, start_serving
-
-        server = single = start_serving(
-            factory(),
+        server = start_serving(
+            _serving_service(settings, refresh_interval, max_entities),
             host=host,
             grpc_port=grpc_port,
             http_port=http_port,
             max_request_bytes=max_request_bytes,
+            services=SERVING_SERVICES,
         )
-        freeze_heap()
     else:
-        from potluck.serving.workers import start_workers
-
         server = group = start_workers(
-            factory,
+            functools.partial(_worker_service, settings, refresh_interval, max_entities),
             workers=workers,
             host=host,
             grpc_port=grpc_port,
             http_port=http_port,
             max_request_bytes=max_request_bytes,
+            services=SERVING_SERVICES,
         )
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.stop, daemon=True).start()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    processes = "" if group is None else f" ({workers} processes)"
-    typer.echo(
-        f"potluck serving project {settings.project!r}{processes}: gRPC on "
-        f"{server.grpc_address}, HTTP on {server.http_url}",
-        err=True,
-    )
-    if single is not None:
-        single.wait()
-    elif group is not None and group.wait():
-        fail("a serving worker exited on its own; the others were stopped", EXIT_FAILURE)
+    with server:  # stopped on the way out, whatever ends the wait
+        signals.serving(server.stop)
+        if group is None:
+            freeze_heap()  # each worker freezes its own
+        processes = "" if group is None else f" ({workers} processes)"
+        typer.echo(
+            f"potluck serving project {settings.project!r}{processes}: gRPC on "
+            f"{server.grpc_address}, HTTP on {server.http_url}",
+            err=True,
+        )
+        if group is not None:
+            return group.wait() != 0
+        server.wait()
+        return False
 
 
 def _serving_service(
     settings: Settings, refresh_interval: float, max_entities: int
 ) -> ServingService:
-    """Build a serving process's service from ``settings`` (also run in each worker)."""
+    """Build the service of a serving process from ``settings``."""
     return Client(settings=settings).serving_service(
         refresh_interval=refresh_interval, max_entities_per_request=max_entities
     )
+
+
+_WORKER_OUTPUT = contextlib.ExitStack()
+"""Holds a worker process's :func:`command_output` open for the life of the process."""
+
+
+def _worker_service(
+    settings: Settings, refresh_interval: float, max_entities: int
+) -> ServingService:
+    """Build a worker's service (run in the worker), its log records printed as the CLI does.
+
+    A worker is a fresh interpreter, outside the command's :func:`command_output`: without its
+    own, its records (a rejected request, uvicorn's) would print in Python's bare default form.
+    """
+    _WORKER_OUTPUT.enter_context(command_output())
+    return _serving_service(settings, refresh_interval, max_entities)
 
 
 def core(
@@ -182,16 +258,26 @@ def core(
             "--port", help="The port to listen on (0 picks a free one).", min=0, max=65535
         ),
     ] = 6565,
-    host: Annotated[str, typer.Option("--host", help="The interface to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="The address to listen on: one of this machine's (IPv4 or IPv6), or 0.0.0.0 "
+            "for all.",
+        ),
+    ] = "127.0.0.1",
 ) -> None:
     """Run the Core service (the registry over gRPC) until Ctrl-C or SIGTERM.
 
-    It serves potluck.core.v1.CoreService from the configured registry.
+    SIGTERM stops it gracefully with exit code 0; Ctrl-C (SIGINT) the same way, with exit code
+    130. It serves potluck.core.v1.CoreService from the configured registry.
 
     Clients reach it by setting core_url to HOST:PORT.
     """
+    from potluck.compat.feast09 import CORE_SERVICES
     from potluck.registry.server import run_core
 
     settings = load_cli_settings(ctx)
     require_free_port(host, port, what="the Core service", option="--port")
-    run_core(settings, port, host)
+    if run_core(settings, port, host, services=CORE_SERVICES) == signal.SIGINT:
+        fail("interrupted", EXIT_INTERRUPTED)

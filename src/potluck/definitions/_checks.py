@@ -116,8 +116,7 @@ def check_partition_column(value: object, field: str) -> str:
     problem = _partition_column_problem(value)
     if problem is not None:
         raise DefinitionError(
-            f"{field}: invalid partition column name {value!r}: {problem}; "
-            f"{PARTITION_COLUMN_RULE}",
+            f"{field}: invalid partition column name {value!r}: {problem}; {PARTITION_COLUMN_RULE}",
             field=field,
         )
     return value

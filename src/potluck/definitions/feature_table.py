@@ -52,8 +52,7 @@ class FeatureTable:
         if self.max_age is not None:
             if not isinstance(self.max_age, timedelta):
                 raise DefinitionError(
-                    f"{where}: max_age must be a datetime.timedelta or None, "
-                    f"got {self.max_age!r}",
+                    f"{where}: max_age must be a datetime.timedelta or None, got {self.max_age!r}",
                     field="feature_table.max_age",
                 )
             if self.max_age <= timedelta(0):
@@ -110,9 +109,7 @@ def _entity_names(value: object, where: str) -> tuple[str, ...]:
             )
         names.append(name)
     if not names:
-        raise DefinitionError(
-            f"{where}: needs at least one entity", field="feature_table.entities"
-        )
+        raise DefinitionError(f"{where}: needs at least one entity", field="feature_table.entities")
     return tuple(names)
 
 

@@ -9,6 +9,12 @@ definition order; what it prints goes to stderr, so a command's stdout stays its
 ``*.py`` of a folder) and remembers where each definition came from, so later errors can name
 the file and line. Every error is a :class:`DefinitionError` whose message starts with the file
 and, where one is known, the line of the offending key: ``defs.yaml, line 6: ...``.
+
+A Python file runs in a child process (:mod:`potluck.definitions._child`), so a file that ends
+the process while it is loaded (``sys.exit()``, ``os._exit()``, a signal it sends itself) is
+an error naming it (``ended the process while being loaded``), never a command that ends with
+the file's exit status. Only the definitions it binds come back; what it imports stays in the
+child.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from potluck._yaml import DuplicateKeyError, TooDeepError, UniqueKeyLoader
+from potluck.definitions._child import ProcessEnded, run_in_child
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import Definition, entity_from_dict, feature_table_from_dict, kind_of
@@ -217,10 +225,26 @@ def _read(file: Path) -> str:
 
 
 def _from_yaml(file: Path, text: str) -> list[tuple[Definition, Origin]]:
-    loader = yaml.SafeLoader(text)
+    loader = UniqueKeyLoader(text)
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
+    except DuplicateKeyError as exc:
+        raise DefinitionError(
+            f"{file}, line {exc.line}: duplicate key {exc.key!r} (first at line "
+            f"{exc.first_line}); a key may be given once in a mapping, keep one of them",
+            field="file",
+            file=str(file),
+            line=exc.line,
+            key=str(exc.key),
+        ) from None
+    except TooDeepError as exc:
+        raise DefinitionError(
+            f"{file}, line {exc.line}: {exc.problem}",
+            field="file",
+            file=str(file),
+            line=exc.line,
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{file}, line {mark.line + 1}" if mark is not None else str(file)
@@ -277,6 +301,14 @@ def _build(
     except DefinitionError as exc:
         line = _yaml_error_line(origin, builder, item, exc)
         raise _located(exc, origin.file, line) from None
+    except RecursionError:  # text read as JSON (an Avro schema) nests beyond Python's stack
+        raise DefinitionError(
+            f"{origin.where()}: nested too deeply: a value of this definition (such as an Avro "
+            "schema's JSON) nests deeper than can be read",
+            field="file",
+            file=str(origin.file),
+            line=origin.line,
+        ) from None
 
 
 def _line(node: yaml.Node) -> int:
@@ -360,6 +392,42 @@ def _failing_element(
 
 
 def _from_python(file: Path, text: str) -> list[tuple[Definition, Origin]]:
+    # The file runs in a child process (definitions/_child.py), so that a file that ends the
+    # process (os._exit, a signal to itself) is reported instead of ending the command.
+    try:
+        defined = run_in_child(lambda: _run_python(file, text))
+    except ProcessEnded as ended:
+        raise _ended(file, None, ended.how) from None
+    bindings = _module_bindings(text)
+    return [(value, _python_origin(file, bindings.get(name))) for name, value in defined]
+
+
+def _ending(exc: BaseException) -> str:
+    """How a ``SystemExit`` or a ``KeyboardInterrupt`` raised in the file ended it."""
+    if isinstance(exc, SystemExit):
+        return f"sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}, raised by the file or a signal it sent itself"
+
+
+def _ended(file: Path, line: int | None, how: str) -> DefinitionError:
+    where = f"{file}, line {line}" if line else str(file)
+    return DefinitionError(
+        f"{where}: ended the process while being loaded ({how}); a definitions file must only "
+        "define objects: remove what exits or signals",
+        field="file",
+        file=str(file),
+        line=line,
+    )
+
+
+def _run_python(file: Path, text: str) -> list[tuple[str, Definition]]:
+    """Execute ``file`` (in the child process) and return its module-level definitions by name.
+
+    Raises:
+        DefinitionError: For a syntax error, an exception the file raised, or its ending the
+            process (``sys.exit()``; ``KeyboardInterrupt`` or SIGTERM's ``Terminated`` raised in
+            it, while the parent was not interrupted), naming its line.
+    """
     # Like `python FILE`: the file's folder is importable while it runs, so it can import
     # its neighbours. What it prints goes to stderr: stdout belongs to the command's output.
     folder = str(file.resolve().parent)
@@ -378,7 +446,7 @@ def _from_python(file: Path, text: str) -> list[tuple[Definition, Origin]]:
         raising_line = _raising_line(file, exc)
         line = _python_error_line(text, raising_line, str(exc.attrs().get("field", "")))
         raise _located(exc, file, line) from None
-    except (Exception, SystemExit) as exc:
+    except Exception as exc:
         raising_line = _raising_line(file, exc)
         where = f"{file}, line {raising_line}" if raising_line else str(file)
         raise DefinitionError(
@@ -387,11 +455,12 @@ def _from_python(file: Path, text: str) -> list[tuple[Definition, Origin]]:
             file=str(file),
             line=raising_line,
         ) from None
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _ended(file, _raising_line(file, exc), _ending(exc)) from None
     finally:
         sys.path.remove(folder)
-    bindings = _module_bindings(text)
     return [
-        (value, _python_origin(file, bindings.get(name)))
+        (name, value)
         for name, value in namespace.items()
         if not name.startswith("__") and isinstance(value, (Entity, FeatureTable))
     ]

@@ -34,8 +34,14 @@ Definition = Entity | FeatureTable
 KIND_ENTITY = "entity"
 KIND_FEATURE_TABLE = "feature_table"
 
-_DURATION_UNITS = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000,
-                   "ms": 1_000, "us": 1}
+_DURATION_UNITS = {
+    "d": 86_400_000_000,
+    "h": 3_600_000_000,
+    "m": 60_000_000,
+    "s": 1_000_000,
+    "ms": 1_000,
+    "us": 1,
+}
 _DURATION = re.compile(r"(\d+)(d|h|ms|m|s|us)")
 
 
@@ -118,8 +124,9 @@ def entity_from_dict(data: Mapping[str, Any]) -> Entity:
     Raises:
         DefinitionError: If a key is unknown, missing or invalid.
     """
-    d = _mapping(data, "entity", {"name", "value_type", "description", "labels"},
-                 {"name", "value_type"})
+    d = _mapping(
+        data, "entity", {"name", "value_type", "description", "labels"}, {"name", "value_type"}
+    )
     return Entity(
         name=d["name"],
         value_type=d["value_type"],
@@ -209,8 +216,15 @@ def _file_to_dict(source: FileSource) -> dict[str, Any]:
 
 
 def _file_from_dict(data: object) -> FileSource:
-    allowed = {"type", "path", "event_timestamp_column", "created_timestamp_column",
-               "file_format", "date_partition_column", "field_mapping"}
+    allowed = {
+        "type",
+        "path",
+        "event_timestamp_column",
+        "created_timestamp_column",
+        "file_format",
+        "date_partition_column",
+        "field_mapping",
+    }
     d = _mapping(data, "batch_source", allowed, {"path"})
     if d.get("type", "file") != "file":
         raise DefinitionError(
@@ -229,7 +243,9 @@ def _file_from_dict(data: object) -> FileSource:
 
 def _format_to_dict(fmt: MessageFormat) -> Any:
     if isinstance(fmt, AvroFormat):
-        return {"avro": fmt.schema_json}
+        if fmt.schema_id is None:
+            return {"avro": fmt.schema_json}
+        return {"avro": fmt.schema_json, "schema_id": fmt.schema_id}
     if isinstance(fmt, ProtoFormat):
         return {"proto": fmt.class_path}
     return "json"
@@ -238,12 +254,10 @@ def _format_to_dict(fmt: MessageFormat) -> Any:
 def _format_from_dict(data: object) -> MessageFormat:
     if data == "json":
         return "json"
-    if isinstance(data, Mapping) and len(data) == 1:
-        ((key, value),) = data.items()
-        if key == "avro":
-            return AvroFormat(schema_json=value)
-        if key == "proto":
-            return ProtoFormat(class_path=value)
+    if isinstance(data, Mapping) and set(data) in ({"avro"}, {"avro", "schema_id"}):
+        return AvroFormat(schema_json=data["avro"], schema_id=data.get("schema_id"))
+    if isinstance(data, Mapping) and set(data) == {"proto"}:
+        return ProtoFormat(class_path=data["proto"])
     raise DefinitionError(
         "stream_source.message_format: expected 'json', {avro: <schema json>} or "
         f"{{proto: <module.Class>}}, got {data!r}",
@@ -252,7 +266,7 @@ def _format_from_dict(data: object) -> MessageFormat:
 
 
 def _kafka_to_dict(source: KafkaSource) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "type": "kafka",
         "bootstrap_servers": source.bootstrap_servers,
         "topic": source.topic,
@@ -261,13 +275,29 @@ def _kafka_to_dict(source: KafkaSource) -> dict[str, Any]:
         "created_timestamp_column": source.created_timestamp_column,
         "field_mapping": dict(sorted(source.field_mapping.items())),
     }
+    # Written only when set, so tables stored before these keys existed stay unchanged.
+    if source.dead_letter_topic is not None:
+        out["dead_letter_topic"] = source.dead_letter_topic
+    if source.offline_sink:
+        out["offline_sink"] = True
+    return out
 
 
 def _kafka_from_dict(data: object) -> KafkaSource:
-    allowed = {"type", "bootstrap_servers", "topic", "message_format", "event_timestamp_column",
-               "created_timestamp_column", "field_mapping"}
-    d = _mapping(data, "stream_source", allowed,
-                 {"bootstrap_servers", "topic", "event_timestamp_column"})
+    allowed = {
+        "type",
+        "bootstrap_servers",
+        "topic",
+        "message_format",
+        "event_timestamp_column",
+        "created_timestamp_column",
+        "field_mapping",
+        "dead_letter_topic",
+        "offline_sink",
+    }
+    d = _mapping(
+        data, "stream_source", allowed, {"bootstrap_servers", "topic", "event_timestamp_column"}
+    )
     if d.get("type", "kafka") != "kafka":
         raise DefinitionError(
             f"stream_source.type: only 'kafka' is supported, got {d['type']!r}",
@@ -280,6 +310,8 @@ def _kafka_from_dict(data: object) -> KafkaSource:
         event_timestamp_column=d["event_timestamp_column"],
         created_timestamp_column=d.get("created_timestamp_column"),
         field_mapping=d.get("field_mapping") or {},
+        dead_letter_topic=d.get("dead_letter_topic"),
+        offline_sink=d.get("offline_sink", False),
     )
 
 
@@ -342,9 +374,13 @@ def feature_table_to_proto(table: FeatureTable) -> pb.FeatureTableSpec:
             event_timestamp_column=k.event_timestamp_column,
             created_timestamp_column=k.created_timestamp_column or "",
             field_mapping=k.field_mapping,
+            dead_letter_topic=k.dead_letter_topic or "",
+            offline_sink=k.offline_sink,
         )
         if isinstance(k.message_format, AvroFormat):
             kafka.avro_format.schema_json = k.message_format.schema_json
+            if k.message_format.schema_id is not None:
+                kafka.avro_format.schema_id = k.message_format.schema_id
         elif isinstance(k.message_format, ProtoFormat):
             kafka.proto_format.class_path = k.message_format.class_path
         else:
@@ -372,7 +408,9 @@ def feature_table_from_proto(msg: pb.FeatureTableSpec) -> FeatureTable:
         fmt: MessageFormat = "json"
         which = k.WhichOneof("message_format")
         if which == "avro_format":
-            fmt = AvroFormat(schema_json=k.avro_format.schema_json)
+            avro = k.avro_format
+            schema_id = avro.schema_id if avro.HasField("schema_id") else None
+            fmt = AvroFormat(schema_json=avro.schema_json, schema_id=schema_id)
         elif which == "proto_format":
             fmt = ProtoFormat(class_path=k.proto_format.class_path)
         stream = KafkaSource(
@@ -382,6 +420,8 @@ def feature_table_from_proto(msg: pb.FeatureTableSpec) -> FeatureTable:
             event_timestamp_column=k.event_timestamp_column,
             created_timestamp_column=k.created_timestamp_column or None,
             field_mapping=dict(k.field_mapping),
+            dead_letter_topic=k.dead_letter_topic or None,
+            offline_sink=k.offline_sink,
         )
     return FeatureTable(
         name=msg.name,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -77,8 +79,7 @@ def _check_mapping(value: object, field_name: str) -> dict[str, str]:
         isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
     ):
         raise DefinitionError(
-            f"{field_name}: must map source column names to feature or entity names, "
-            f"got {value!r}",
+            f"{field_name}: must map source column names to feature or entity names, got {value!r}",
             field=field_name,
         )
     for column, name in value.items():
@@ -133,9 +134,7 @@ class FileSource:
                 self.created_timestamp_column, "batch_source.created_timestamp_column"
             )
         if self.date_partition_column is not None:
-            check_partition_column(
-                self.date_partition_column, "batch_source.date_partition_column"
-            )
+            check_partition_column(self.date_partition_column, "batch_source.date_partition_column")
         if self.file_format not in FILE_FORMATS:
             raise DefinitionError(
                 f"batch_source.file_format: {self.file_format!r} is not supported; "
@@ -151,9 +150,29 @@ class FileSource:
 
 @dataclass(frozen=True, kw_only=True)
 class AvroFormat:
-    """Stream messages are Avro records written with ``schema_json``."""
+    """Stream messages are Avro records written with ``schema_json``.
+
+    Example message (schema ``{"type": "record", "name": "DriverStats", "fields": [{"name":
+    "driver_id", "type": "long"}, {"name": "conv_rate", "type": ["null", "float"]}, {"name":
+    "event_timestamp", "type": {"type": "long", "logicalType": "timestamp-micros"}}]}``): the
+    record ``{"driver_id": 1001, "conv_rate": 0.5, "event_timestamp": 1714564800000000}`` in
+    Avro's binary encoding, alone (plain Avro) or after the 5-byte Confluent header.
+
+    Args:
+        schema_json: The writer's schema: an Avro ``record`` whose fields carry the table's
+            entities, features and timestamps (checked against the table at apply).
+        schema_id: ``None``: each message is the bare binary record (plain Avro). A number:
+            each message is in the Confluent wire format, a zero byte, this schema id as a
+            4-byte big-endian integer, then the record; a message with another id is bad
+            (``undecodable``). Publishing writes this id.
+
+    Raises:
+        DefinitionError: If the schema is not JSON, or the id is not a whole number from 0 to
+            2**31 - 1. (Its fields are checked against the table when the table is applied.)
+    """
 
     schema_json: str
+    schema_id: int | None = None
 
     def __post_init__(self) -> None:
         check_str(self.schema_json, "stream_source.message_format.schema_json")
@@ -162,11 +181,42 @@ class AvroFormat:
                 "stream_source.message_format.schema_json: an Avro format needs its schema",
                 field="stream_source.message_format.schema_json",
             )
+        try:
+            json.loads(self.schema_json)
+        except ValueError as exc:
+            raise DefinitionError(
+                f"stream_source.message_format.schema_json: not JSON ({exc}); give the Avro "
+                "schema of the messages as JSON text",
+                field="stream_source.message_format.schema_json",
+            ) from None
+        if self.schema_id is not None and (
+            isinstance(self.schema_id, bool)
+            or not isinstance(self.schema_id, int)
+            or not 0 <= self.schema_id < 2**31
+        ):
+            raise DefinitionError(
+                "stream_source.message_format.schema_id: must be a schema registry id (a whole "
+                f"number from 0 to 2147483647) or None for plain Avro, got {self.schema_id!r}",
+                field="stream_source.message_format.schema_id",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProtoFormat:
-    """Stream messages are protobuf messages of the class at ``class_path`` (``module.Class``)."""
+    """Stream messages are protobuf messages of the class at ``class_path`` (``module.Class``).
+
+    Example message: ``DriverStats(driver_id=1001, conv_rate=0.5,
+    event_timestamp=Timestamp(seconds=1714564800))`` serialized with ``SerializeToString()``.
+    Event and created times are ``google.protobuf.Timestamp`` fields (or ISO 8601 strings); a
+    field with presence (a message field, or ``optional``) that is not set is null.
+
+    Args:
+        class_path: The generated message class, ``package.module_pb2.Message``; it must be
+            importable wherever messages are published or consumed.
+
+    Raises:
+        DefinitionError: If the path is not dotted.
+    """
 
     class_path: str
 
@@ -181,6 +231,9 @@ class ProtoFormat:
 
 
 MessageFormat = Literal["json"] | AvroFormat | ProtoFormat
+"""How a stream's messages are encoded. ``"json"``: each message is one UTF-8 JSON object, such as
+``{"driver_id": 1001, "conv_rate": 0.5, "event_timestamp": "2024-05-01T12:00:00Z"}``
+(timestamps as ISO 8601 text, ``BYTES`` values as base64 text)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,8 +245,14 @@ class KafkaSource:
         topic: The topic name.
         message_format: ``"json"``, :class:`AvroFormat` or :class:`ProtoFormat`.
         event_timestamp_column: The message field holding each row's event time.
-        created_timestamp_column: An optional field that breaks event-time ties.
+        created_timestamp_column: An optional field that breaks event-time ties; without it,
+            the message's Kafka timestamp does.
         field_mapping: Message field name to feature or entity name.
+        dead_letter_topic: A topic that receives every bad message (its original key and
+            bytes, with the reason, detail, topic, partition and offset as headers); ``None``
+            only counts them.
+        offline_sink: Also append each micro-batch to the table's batch source (exactly once),
+            so training sets see the values that were served; needs a ``batch_source``.
 
     Raises:
         DefinitionError: If a field is invalid; ``field`` names it.
@@ -205,6 +264,8 @@ class KafkaSource:
     event_timestamp_column: str
     created_timestamp_column: str | None = None
     field_mapping: dict[str, str] = field(default_factory=dict)
+    dead_letter_topic: str | None = None
+    offline_sink: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers:
@@ -212,11 +273,7 @@ class KafkaSource:
                 "stream_source.bootstrap_servers: must list at least one host:port",
                 field="stream_source.bootstrap_servers",
             )
-        if not isinstance(self.topic, str) or not self.topic:
-            raise DefinitionError(
-                "stream_source.topic: must be a non-empty topic name",
-                field="stream_source.topic",
-            )
+        _check_topic(self.topic, "stream_source.topic")
         if not isinstance(self.message_format, (AvroFormat, ProtoFormat)) and (
             self.message_format != "json"
         ):
@@ -234,4 +291,32 @@ class KafkaSource:
             self,
             "field_mapping",
             _check_mapping(self.field_mapping, "stream_source.field_mapping"),
+        )
+        if self.dead_letter_topic is not None:
+            _check_topic(self.dead_letter_topic, "stream_source.dead_letter_topic")
+            if self.dead_letter_topic == self.topic:
+                raise DefinitionError(
+                    f"stream_source.dead_letter_topic: {self.topic!r} is the stream's own topic; "
+                    "bad messages need a topic of their own",
+                    field="stream_source.dead_letter_topic",
+                )
+        if not isinstance(self.offline_sink, bool):
+            raise DefinitionError(
+                f"stream_source.offline_sink: must be true or false, got {self.offline_sink!r}",
+                field="stream_source.offline_sink",
+            )
+
+
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""What Kafka accepts as a topic name."""
+
+
+def _check_topic(value: object, field_name: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise DefinitionError(f"{field_name}: must be a non-empty topic name", field=field_name)
+    if not TOPIC_PATTERN.fullmatch(value) or value in (".", ".."):
+        raise DefinitionError(
+            f"{field_name}: {value!r} is not a Kafka topic name (1-249 letters, digits, '.', "
+            "'_' or '-', not '.' or '..')",
+            field=field_name,
         )

@@ -14,7 +14,7 @@ point-in-time join over ingestions that do not overlap in event time needs no ti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,10 +26,15 @@ import pyarrow.compute as pc
 from potluck.definitions._checks import check_inside_source
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.sources import FileSource
+from potluck.definitions.sources import FileSource, KafkaSource
 from potluck.errors import DataValidationError, ValidationError
 from potluck.offline.base import INGESTION_ID_COLUMN
-from potluck.offline.commits import IngestionCommit, ensure_table, location_exists
+from potluck.offline.commits import (
+    AppTransaction,
+    IngestionCommit,
+    ensure_table,
+    location_exists,
+)
 from potluck.offline.convert import convert
 from potluck.offline.csv_text import read_csv_column
 from potluck.offline.files import part_file_name, resolve_path
@@ -90,6 +95,7 @@ def ingest(
     *,
     root: Path | None = None,
     progress: ProgressCallback | None = None,
+    app_transactions: Sequence[AppTransaction] = (),
 ) -> IngestionReport:
     """Validate ``data`` against ``table`` and append it to the table's batch source.
 
@@ -109,6 +115,10 @@ def ingest(
         data: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL.
         root: The folder a relative source path is resolved against.
         progress: Called after each batch with rows done and the total (if known).
+        app_transactions: Application transactions the commit records with the rows,
+            atomically, if each is still at the version it expects (see
+            :class:`~potluck.offline.commits.IngestionCommit`): a stream job's offline sink
+            records the last offset appended per partition here.
 
     Returns:
         What was written.
@@ -119,6 +129,8 @@ def ingest(
         DataValidationError: If a column is missing, a value does not convert to its type
             without loss, an entity key or event timestamp is null, or a timestamp is outside
             years 1-9999; ``column`` and ``row`` name the first problem. Nothing is written.
+        ConflictError: If one of ``app_transactions`` is no longer at its expected version;
+            nothing is written.
     """
     source = table.batch_source
     if source is None:
@@ -130,19 +142,8 @@ def ingest(
     now = datetime.now(timezone.utc)
     ingestion_id = new_ingestion_id(now)
     columns = _columns(table, source, entities)
-    opened = open_input(data, _declared(columns))
-    _check_present(opened, columns, table.name)
     schema = _schema(columns)
-    converted: list[pa.Table] = []
-    done = 0
-    for batch in opened.batches:
-        converted.append(
-            _convert_batch(batch, columns, schema, opened.from_csv, done, now, ingestion_id)
-        )
-        done += batch.num_rows
-        if progress is not None:
-            progress(done, opened.num_rows)
-    rows = pa.concat_tables(converted) if converted else schema.empty_table()
+    rows = _converted(table, columns, data, now, ingestion_id, progress)
     keys = [c.source for c in columns if c.is_key]
     winners = _winners(rows, keys, source)
     planned: list[tuple[str, pa.Table]] = []
@@ -153,7 +154,9 @@ def ingest(
             if selected.num_rows:
                 name = prefix + part_file_name(ingestion_id, number, superseded=superseded)
                 planned.append((check_inside_source(name, table.name), selected))
-    commit = IngestionCommit(resolve_path(source.path, root), ingestion_id, schema)
+    commit = IngestionCommit(
+        resolve_path(source.path, root), ingestion_id, schema, tuple(app_transactions)
+    )
     commit.begin()
     try:
         for name, selected in planned:
@@ -171,6 +174,62 @@ def ingest(
         ingestion_time=now,
         version=version,
     )
+
+
+def check_rows(
+    table: FeatureTable,
+    source: FileSource | KafkaSource,
+    entities: Mapping[str, Entity],
+    data: InputData,
+) -> pa.Table:
+    """Validate ``data`` against ``table`` exactly as :func:`ingest` does; return it converted.
+
+    ``client.publish`` checks a frame here before a message is sent, so a frame that
+    ``ingest()`` refuses publishes nothing.
+
+    Args:
+        table: The feature table.
+        source: The source whose column names the input uses (``field_mapping``, timestamp
+            columns): the batch source, or the stream source for a publish.
+        entities: The table's entities by name.
+        data: A DataFrame, an Arrow table, or a ``.parquet``/``.csv`` path or URL.
+
+    Returns:
+        The entity, feature and timestamp columns under the source's names, each of its
+        declared type (a created timestamp column the source names and the input lacks holds
+        the current time).
+
+    Raises:
+        ValidationError: If an entity is missing from ``entities`` or the input cannot be read.
+        DataValidationError: As :func:`ingest`; ``column`` and ``row`` name the first problem.
+    """
+    columns = _columns(table, source, entities)
+    rows = _converted(table, columns, data, datetime.now(timezone.utc), "", None)
+    return rows.drop_columns([INGESTION_ID_COLUMN])
+
+
+def _converted(
+    table: FeatureTable,
+    columns: list[_Column],
+    data: InputData,
+    now: datetime,
+    ingestion_id: str,
+    progress: ProgressCallback | None,
+) -> pa.Table:
+    """Read ``data`` and convert every column to its type, or raise at the first bad value."""
+    opened = open_input(data, _declared(columns))
+    _check_present(opened, columns, table.name)
+    schema = _schema(columns)
+    converted: list[pa.Table] = []
+    done = 0
+    for batch in opened.batches:
+        converted.append(
+            _convert_batch(batch, columns, schema, opened.from_csv, done, now, ingestion_id)
+        )
+        done += batch.num_rows
+        if progress is not None:
+            progress(done, opened.num_rows)
+    return pa.concat_tables(converted) if converted else schema.empty_table()
 
 
 def provision_source(
@@ -206,7 +265,7 @@ def _schema(columns: list[_Column]) -> pa.Schema:
 
 
 def _columns(
-    table: FeatureTable, source: FileSource, entities: Mapping[str, Entity]
+    table: FeatureTable, source: FileSource | KafkaSource, entities: Mapping[str, Entity]
 ) -> list[_Column]:
     names = {name: column for column, name in source.field_mapping.items()}
     columns: list[_Column] = []
@@ -372,6 +431,7 @@ def _partitions(
 __all__ = [
     "IngestionReport",
     "ProgressCallback",
+    "check_rows",
     "ingest",
     "new_ingestion_id",
     "provision_source",

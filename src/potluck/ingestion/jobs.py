@@ -26,16 +26,22 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
+from potluck._redact import redact_text, redact_url
 from potluck.errors import NotFoundError, ValidationError
 from potluck.registry.base import JobRecord, Registry
 
 if TYPE_CHECKING:
     from potluck.offline.base import SourceVersion
 
-JobKind = Literal["offline_to_online"]
-"""What a job does (stream-to-online jobs add their kind here)."""
+JobKind = Literal["offline_to_online", "stream_to_online"]
+"""What a job does."""
 
 OFFLINE_TO_ONLINE: JobKind = "offline_to_online"
+STREAM_TO_ONLINE: JobKind = "stream_to_online"
+"""A job that consumes the table's stream source into the online store until it is stopped."""
+
+DEFAULT_BATCH_INTERVAL = 0.02
+"""Seconds a stream job's micro-batch gathers messages once it has a first one."""
 
 CANCEL_SUFFIX = "~cancel"
 """Suffix of the id of a job's cancel request record."""
@@ -79,7 +85,13 @@ class JobSpec:
         full: Reload: rewrite stored values even when the rows read are not newer (equal rows
             are written again; a strictly newer stored value still wins), so values stored
             under an older definition follow the current one. Not with ``since_last``.
-        batch_size: Rows per Arrow batch read from the source (bounds the job's memory).
+        batch_size: Rows per Arrow batch read from the source (bounds the job's memory); for a
+            stream job, the most messages in one micro-batch.
+        group_id: Stream jobs: the Kafka consumer group (``None``:
+            ``potluck.<project>.<table>``); every process running a job of one group shares
+            the topic's partitions.
+        batch_interval: Stream jobs: how long, in seconds, a micro-batch gathers messages once
+            it has a first one, unless it fills first (the latency it adds to a quiet stream).
     """
 
     kind: JobKind = OFFLINE_TO_ONLINE
@@ -90,6 +102,8 @@ class JobSpec:
     since_last: bool = False
     full: bool = False
     batch_size: int = 65_536
+    group_id: str | None = None
+    batch_interval: float = DEFAULT_BATCH_INTERVAL
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -116,17 +130,50 @@ class JobSpec:
                 f"batch_size must be a positive integer, got {self.batch_size!r}",
                 field="batch_size",
             )
+        if self.kind == STREAM_TO_ONLINE:
+            _check_stream_spec(self)
+
+
+def _check_stream_spec(spec: JobSpec) -> None:
+    """Refuse what a stream job cannot do: ranges and since-last/full reads, bad intervals."""
+    for name in ("start", "end", "since_last", "full"):
+        if getattr(spec, name):
+            raise ValidationError(
+                f"{name} does not apply to a stream job: it reads the topic from the offsets its "
+                "consumer group committed",
+                field=name,
+            )
+    interval = spec.batch_interval
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+        raise ValidationError(
+            f"batch_interval must be a positive number of seconds, got {interval!r}",
+            field="batch_interval",
+        )
+    if spec.group_id is not None and (not isinstance(spec.group_id, str) or not spec.group_id):
+        raise ValidationError(
+            f"group_id must be a non-empty consumer group name, got {spec.group_id!r}",
+            field="group_id",
+        )
 
 
 @dataclass(frozen=True)
 class JobStats:
     """Row counts of a job; ``rows_read == rows_written + rows_skipped + rows_rejected``.
 
+    An offline-to-online job reads its range in batches and counts a batch once its write has
+    ended, so the counts add up in every record, also while it runs and when it stops early.
+    Within a batch each key is written at most once (its newest row), so ``rows_written`` is at
+    most the sum over batches of the distinct keys of each batch. A key whose rows fall in
+    several batches is written once per batch whose newest row for it beats what the store
+    holds by then, so ``rows_written`` may exceed the number of distinct keys in the range.
+
     Attributes:
         rows_read: Source rows read.
-        rows_written: Rows the online store took (they were newer than what it held).
+        rows_written: Rows the online store took: per batch, the newest row of a key, when it
+            was newer than what the store held (with ``full``: not older).
         rows_skipped: Rows not written: superseded by a newer row of the same key in the same
-            batch, or older than what the store already held.
+            batch, not newer than what the store already held (with ``full``: older), or
+            expired already (``event_timestamp + max_age`` before now).
         rows_rejected: Rows that cannot be written (a null entity key or event time).
     """
 
@@ -174,6 +221,15 @@ class Job:
         rows_total: How many rows the files it reads hold within its range, counted from their
             metadata when it starts (an upper bound when ``start``/``end`` cut through a Parquet
             row group; ``None`` until counted): the total of its progress.
+        bad_messages: Stream jobs: the bad messages so far per reason (``undecodable``,
+            ``schema_violation``, ``null_key``, ...); they add up to ``rows_rejected``.
+        warning: Stream jobs: why the job is not making progress right now (a broker or store
+            it cannot reach; it keeps retrying), ``None`` while all is well.
+        partitions: Stream jobs: the topic partitions its consumer holds now.
+        application_id: The id of the Spark application that runs it (``engine: spark``), once
+            its driver has started; ``None`` for other engines.
+        log_location: Where the output of the process that runs it goes (``engine: spark``:
+            spark-submit's log file); ``None`` for other engines.
     """
 
     id: str
@@ -194,6 +250,11 @@ class Job:
     max_event_timestamp_us: int | None = None
     cancel_requested: bool = False
     rows_total: int | None = None
+    bad_messages: dict[str, int] = field(default_factory=dict)
+    warning: str | None = None
+    partitions: tuple[int, ...] = ()
+    application_id: str | None = None
+    log_location: str | None = None
 
     @classmethod
     def new(
@@ -240,15 +301,28 @@ class Job:
             "finished_at": _iso(self.finished_at),
             "updated_at": _iso(self.updated_at),
             "heartbeat_timeout": self.heartbeat_timeout.total_seconds(),
-            "error": self.error,
+            "error": _masked_text(self.error),
             "since_version": self.since_version,
-            "source_id": self.source_id,
+            "source_id": _masked_url(self.source_id),
             "source_version": self.source_version,
             "max_ingestion_id": self.max_ingestion_id,
             "max_event_timestamp_us": self.max_event_timestamp_us,
             "cancel_requested": self.cancel_requested,
             "rows_total": self.rows_total,
         }
+        # Only engines that run jobs in other processes set these: local records stay as they were.
+        if self.application_id is not None:
+            body["application_id"] = self.application_id
+        if self.log_location is not None:
+            body["log_location"] = _masked_url(self.log_location)
+        if spec.kind == STREAM_TO_ONLINE:
+            body.update(
+                group_id=spec.group_id,
+                batch_interval=spec.batch_interval,
+                bad_messages=dict(sorted(self.bad_messages.items())),
+                warning=_masked_text(self.warning),
+                partitions=list(self.partitions),
+            )
         return JobRecord(project=spec.project, id=self.id, body=body)
 
     @classmethod
@@ -264,6 +338,8 @@ class Job:
             since_last=bool(body.get("since_last", False)),
             full=bool(body.get("full", False)),
             batch_size=int(body.get("batch_size", 65_536)),
+            group_id=body.get("group_id"),
+            batch_interval=float(body.get("batch_interval", DEFAULT_BATCH_INTERVAL)),
         )
         created = _dt(body.get("created_at"))
         return cls(
@@ -282,15 +358,32 @@ class Job:
             finished_at=_dt(body.get("finished_at")),
             updated_at=_dt(body.get("updated_at")),
             heartbeat_timeout=_seconds(body.get("heartbeat_timeout")),
-            error=body.get("error"),
+            error=_masked_text(body.get("error")),
             since_version=_int_or_none(body.get("since_version")),
-            source_id=body.get("source_id"),
+            source_id=_masked_url(body.get("source_id")),
             source_version=_int_or_none(body.get("source_version")),
             max_ingestion_id=body.get("max_ingestion_id"),
             max_event_timestamp_us=body.get("max_event_timestamp_us"),
             cancel_requested=bool(body.get("cancel_requested", False)),
             rows_total=_int_or_none(body.get("rows_total")),
+            bad_messages={str(k): int(v) for k, v in (body.get("bad_messages") or {}).items()},
+            warning=_masked_text(body.get("warning")),
+            partitions=tuple(int(p) for p in body.get("partitions") or ()),
+            application_id=body.get("application_id"),
+            log_location=_masked_url(body.get("log_location")),
         )
+
+
+def _masked_text(text: str | None) -> str | None:
+    """Return a record's message with the credentials of every URL in it masked.
+
+    Records are masked when written and when read (records written before masking existed).
+    """
+    return None if text is None else redact_text(text)
+
+
+def _masked_url(url: str | None) -> str | None:
+    return None if url is None else redact_url(url)
 
 
 def utc_now() -> datetime:
@@ -404,7 +497,7 @@ def watermark(registry: Registry, spec: JobSpec, source: SourceVersion) -> int |
         if job.spec.kind == spec.kind
         and job.spec.since_last
         and job.status is JobStatus.SUCCEEDED
-        and job.source_id == source.source_id
+        and job.source_id == redact_url(source.source_id)  # records hold it masked
         and job.source_version is not None
         and job.source_version <= source.version
     ]
@@ -422,8 +515,10 @@ def describe(job: Job) -> Mapping[str, Any]:
 
 __all__ = [
     "CANCEL_SUFFIX",
+    "DEFAULT_BATCH_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
     "OFFLINE_TO_ONLINE",
+    "STREAM_TO_ONLINE",
     "Job",
     "JobKind",
     "JobSpec",

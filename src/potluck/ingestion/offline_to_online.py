@@ -5,6 +5,14 @@ committed after an earlier version) in Arrow batches (small ones joined up to th
 keeps the newest row per entity key within each batch (the store's newer-wins makes the order
 across batches irrelevant), encodes keys with ``online.codec`` and writes each batch while the
 next one is read and prepared. Memory is bounded by the batch size, not by the range.
+
+A batch is counted (:class:`Progress`) once its write has ended, all of its rows at once, so
+every count reported, also of a job that stops early, adds up:
+``rows_read == rows_written + rows_skipped + rows_rejected``. A key is written at most once per
+batch, so ``rows_written`` never exceeds the sum over batches of the distinct keys each batch
+holds; a key whose rows fall in several batches may be written once in each (when each is newer
+than what the store holds by then), so ``rows_written`` may exceed the number of distinct keys
+in the range.
 Cancellation is checked between batches. Before it reads, it counts the rows of the files it will
 read from their metadata (the total of its progress; see
 :func:`potluck.offline.commits.count_rows`).
@@ -15,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,11 +59,11 @@ class Progress:
     """What the job has done so far.
 
     Attributes:
-        stats: Rows read, written, skipped and rejected.
+        stats: Rows read, written, skipped and rejected, of the batches whose write has ended.
         source_id: Which batch source was read (see :class:`~potluck.offline.base.SourceVersion`).
         source_version: The version of the batch source read (``None``: a plain folder).
-        max_ingestion_id: The greatest ``ingestion_id`` read.
-        max_event_timestamp_us: The newest event time sent to the store (microseconds).
+        max_ingestion_id: The greatest ``ingestion_id`` of those batches.
+        max_event_timestamp_us: The newest event time they sent to the store (microseconds).
         cancelled: Whether the job stopped early because it was asked to.
         rows_total: How many rows the files read hold within the range, counted from their
             metadata before reading (an upper bound where the range cuts through a row group);
@@ -202,24 +211,28 @@ def run_offline_to_online(
         since_version=since_version,
         batch_size=batch_size,
     )
-    with _closing(batches), ThreadPoolExecutor(1, thread_name_prefix="potluck-write") as writer:
-        pending: Future[WriteResult] | None = None
-        for batch in _rebatch(batches, batch_size):
-            if cancelled():
-                progress.cancelled = True
-                break
-            prepared = prepare_batch(project, table, entity_types, batch)
-            _add(progress, prepared)
-            if pending is not None:
-                _written(progress, pending.result())
-                on_progress(progress)
-            pending = (
-                None
-                if prepared.rows is None
-                else writer.submit(online_store.write, project, table, prepared.rows, mode=mode)
-            )
-        if pending is not None:
-            _written(progress, pending.result())
+    writing: _BatchWrite | None = None  # the previous batch, written while this one is read
+    with _closing(batches):
+        try:
+            for batch in _rebatch(batches, batch_size):
+                if cancelled():
+                    progress.cancelled = True
+                    break
+                prepared = prepare_batch(project, table, entity_types, batch)
+                if writing is not None:
+                    _add(progress, writing.batch, writing.result())
+                    on_progress(progress)
+                    writing = None
+                if prepared.rows is None:
+                    _add(progress, prepared, WriteResult(written=0, skipped=0))
+                else:
+                    write = functools.partial(online_store.write, project, table, mode=mode)
+                    writing = _BatchWrite(prepared, prepared.rows, write)
+            if writing is not None:
+                _add(progress, writing.batch, writing.result())
+        finally:
+            if writing is not None:  # also when an error ends the job: the write ends first
+                writing.join()
     on_progress(progress)
     return progress
 
@@ -264,8 +277,10 @@ def rows_to_read(
         return None
 
 
-def _add(progress: Progress, prepared: PreparedBatch) -> None:
-    progress.stats = progress.stats + prepared.stats
+def _add(progress: Progress, prepared: PreparedBatch, result: WriteResult) -> None:
+    """Count one batch whose write has ended: rows read, rejected, skipped, written."""
+    written = JobStats(0, result.written, result.skipped, 0)
+    progress.stats = progress.stats + prepared.stats + written
     if prepared.max_ingestion_id is not None and (
         progress.max_ingestion_id is None or prepared.max_ingestion_id > progress.max_ingestion_id
     ):
@@ -276,8 +291,48 @@ def _add(progress: Progress, prepared: PreparedBatch) -> None:
         )
 
 
-def _written(progress: Progress, result: WriteResult) -> None:
-    progress.stats = progress.stats + JobStats(0, result.written, result.skipped, 0)
+class _BatchWrite:
+    """One prepared batch being written to the online store on its own thread.
+
+    The job reads and prepares the next batch meanwhile. A plain thread, not a
+    ``concurrent.futures`` pool: a pool refuses new work once the interpreter starts to exit,
+    and a job must run to its end after the program's main thread has returned (the job's own
+    thread is not a daemon, so the interpreter waits for it).
+
+    Args:
+        batch: The prepared batch, counted once its write has ended.
+        rows: Its rows (``batch.rows``), the ones written.
+        write: Writes rows to the store and says what it did.
+    """
+
+    def __init__(
+        self,
+        batch: PreparedBatch,
+        rows: pa.RecordBatch,
+        write: Callable[[pa.RecordBatch], WriteResult],
+    ) -> None:
+        self.batch = batch
+        self._outcome: Future[WriteResult] = Future()
+        self._thread = threading.Thread(target=self._run, args=(write, rows), name="potluck-write")
+        self._thread.start()
+
+    def _run(self, write: Callable[[pa.RecordBatch], WriteResult], rows: pa.RecordBatch) -> None:
+        try:
+            self._outcome.set_result(write(rows))
+        except BaseException as exc:  # raised in the job's thread by result()
+            self._outcome.set_exception(exc)
+
+    def join(self) -> None:
+        """Wait until the write has ended (done or failed)."""
+        self._thread.join()
+
+    def result(self) -> WriteResult:
+        """Wait until the write has ended and return what the store did.
+
+        Raises:
+            Exception: Whatever the store's ``write`` raised.
+        """
+        return self._outcome.result()
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:

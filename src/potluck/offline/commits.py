@@ -39,6 +39,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import IO
@@ -51,7 +52,7 @@ import pyarrow.parquet as pq
 from deltalake.exceptions import DeltaError, TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-from potluck.errors import UnavailableError, ValidationError
+from potluck.errors import ConflictError, UnavailableError, ValidationError
 from potluck.offline.files import (
     BATCH_SIZE,
     SourceFiles,
@@ -324,6 +325,22 @@ class _Written:
     rows: int
 
 
+@dataclass(frozen=True)
+class AppTransaction:
+    """A Delta application transaction an ingestion commits: ``app_id`` moves to ``version``.
+
+    Attributes:
+        app_id: The application's id (a stream's offline sink: one per topic partition).
+        version: The version committed (the sink: the last offset appended).
+        expected: The version its writer read before deciding what to write (``None``: never
+            committed); the commit fails if it changed meanwhile.
+    """
+
+    app_id: str
+    version: int
+    expected: int | None
+
+
 @dataclass
 class IngestionCommit:
     """One ingestion into a batch source: files written invisibly, then committed at once.
@@ -335,11 +352,18 @@ class IngestionCommit:
         location: The source's folder or URL.
         ingestion_id: The ingestion's id (it names its files and its lock).
         schema: The Arrow schema of the files written.
+        app_transactions: Delta application transactions committed with the files, in the
+            same log entry (:func:`transaction_versions` reads them back). The commit happens
+            only if each one's version is still the one its writer expected, checked on the
+            snapshot the commit is built on; a concurrent commit of the same app id makes the
+            later one fail too. So a writer that decides what to write from the versions it
+            read writes each row once, whoever else writes.
     """
 
     location: str
     ingestion_id: str
     schema: pa.Schema
+    app_transactions: tuple[AppTransaction, ...] = ()
     _fs: pafs.FileSystem = field(init=False, repr=False)
     _root: str = field(init=False, repr=False)
     _written: list[_Written] = field(default_factory=list, init=False, repr=False)
@@ -387,12 +411,15 @@ class IngestionCommit:
 
         Raises:
             UnavailableError: If the commit fails; the files are then deleted.
+            ConflictError: If an application transaction is no longer at the version its
+                writer expected; the files are then deleted.
         """
         if not self._written:
             self._release()
             return None
         try:
             table = deltalake.DeltaTable(_uri(self.location))
+            self._check_expected(table)
             _add_missing_columns(table, self.schema)
             before = table.version()
             now_ms = int(time.time() * 1000)
@@ -406,7 +433,12 @@ class IngestionCommit:
                 mode="append",
                 schema=table.schema(),
                 commit_properties=deltalake.CommitProperties(
-                    custom_metadata=marker, max_commit_retries=_MAX_COMMIT_RETRIES
+                    custom_metadata=marker,
+                    max_commit_retries=_MAX_COMMIT_RETRIES,
+                    app_transactions=[
+                        deltalake.Transaction(t.app_id, t.version) for t in self.app_transactions
+                    ]
+                    or None,
                 ),
             )
         except DeltaError as exc:
@@ -417,6 +449,18 @@ class IngestionCommit:
             ) from None
         self._release()
         return _version_of(self.location, self.ingestion_id, before)
+
+    def _check_expected(self, table: deltalake.DeltaTable) -> None:
+        for transaction in self.app_transactions:
+            found = table.transaction_version(transaction.app_id)
+            if found != transaction.expected:
+                self.abort()
+                raise ConflictError(
+                    f"ingestion {self.ingestion_id} into {self.location!r} expected "
+                    f"{transaction.app_id} at version {transaction.expected}, and another "
+                    f"writer moved it to {found} first; nothing was committed",
+                    path=self.location,
+                )
 
     def abort(self) -> None:
         """Delete every file written and release the lock."""
@@ -445,6 +489,26 @@ class IngestionCommit:
             self._lock.close()
         self._lock = None
         self._lock_path = None
+
+
+def transaction_versions(location: str, app_ids: Iterable[str]) -> dict[str, int | None]:
+    """Return the version each application transaction of ``app_ids`` last committed.
+
+    Args:
+        location: The source's folder or URL.
+        app_ids: The application ids (see :attr:`IngestionCommit.app_transactions`).
+
+    Returns:
+        ``{app id: version}``, ``None`` for an id never committed (or no table there yet).
+
+    Raises:
+        UnavailableError: If the log cannot be read.
+    """
+    ids = list(app_ids)
+    if not is_table(location):
+        return dict.fromkeys(ids)
+    table = _open(location, None)
+    return {app_id: table.transaction_version(app_id) for app_id in ids}
 
 
 def ensure_table(location: str, schema: pa.Schema) -> None:
@@ -620,6 +684,7 @@ __all__ = [
     "DEFAULT_GRACE",
     "LOCK_FOLDER",
     "LOG_FOLDER",
+    "AppTransaction",
     "GarbageReport",
     "IngestionCommit",
     "SourceState",
@@ -629,4 +694,5 @@ __all__ = [
     "is_table",
     "location_exists",
     "read_source",
+    "transaction_versions",
 ]

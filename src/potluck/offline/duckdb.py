@@ -35,7 +35,13 @@ from pydantic import Field
 from potluck.config import MemoryLimit, PluginConfig
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
-from potluck.errors import ConfigError, DataValidationError, UnavailableError, ValidationError
+from potluck.errors import (
+    ConfigError,
+    DataValidationError,
+    TerminalError,
+    UnavailableError,
+    ValidationError,
+)
 from potluck.offline.base import (
     CREATED_TIMESTAMP_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
@@ -660,14 +666,34 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _setting_error(name: str, value: str, exc: duckdb.Error) -> ConfigError:
-    """The error of a store setting DuckDB refused (settings load checks their forms first)."""
+def _setting_error(name: str, value: str, exc: duckdb.Error) -> ConfigError | TerminalError:
+    """The error of a store setting DuckDB refused (settings load checks their forms first).
+
+    A memory limit below what DuckDB holds already is refused as out of memory: that is the
+    runtime error of :func:`_out_of_memory`, as for a query.
+    """
     key = f"offline_store.{name}"
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return _out_of_memory(f"setting {key} = {value}", exc)
     return ConfigError(
         f"setting {key} = {value} is refused by DuckDB: {' '.join(str(exc).split())}; fix "
         f"{key} in potluck.yaml (or POTLUCK_OFFLINE_STORE__{name.upper()})",
         key=key,
         sources=(),
+    )
+
+
+def _out_of_memory(doing: str, exc: duckdb.OutOfMemoryException) -> TerminalError:
+    """The runtime error of a query that outgrew ``offline_store.memory_limit`` (exit code 1).
+
+    DuckDB's own advice (``SET threads``...) is left out: potluck users set the limit in
+    potluck's settings, which the message names.
+    """
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TerminalError(
+        f"{doing} ran out of memory in DuckDB ({reason}); raise offline_store.memory_limit (in "
+        "potluck.yaml or POTLUCK_OFFLINE_STORE__MEMORY_LIMIT; unset, DuckDB uses 80% of RAM)",
+        key="offline_store.memory_limit",
     )
 
 
@@ -689,6 +715,8 @@ def _wrap_errors(doing: str) -> Iterator[None]:
         if str(exc) == _INTERRUPTED:
             raise KeyboardInterrupt from None
         raise
+    except duckdb.OutOfMemoryException as exc:
+        raise _out_of_memory(doing, exc) from exc
     except duckdb.Error as exc:
         message = f"{doing} failed in DuckDB: {' '.join(str(exc).split())}"
         if isinstance(exc, (duckdb.IOException, duckdb.HTTPException)):

@@ -4,6 +4,11 @@ Every offline engine and ``ingest()`` name and select Parquet files here, so the
 on which files can hold wanted rows; which files a source holds at all is decided by its commit
 log (:mod:`potluck.offline.commits`). Everything goes through ``pyarrow.fs``, so ``s3://``,
 ``gs://`` and ``hdfs://`` paths work like local folders.
+
+Storage errors become one short message here (:func:`os_error`, :func:`filesystem_for`): a
+driver's detail is cut to :data:`MAX_DETAIL_CHARS`, an ``hdfs://`` path on a machine without
+Java or libhdfs says so in one line, and a URL's credentials are masked (every
+:class:`~potluck.errors.PotluckError` masks its message).
 """
 
 from __future__ import annotations
@@ -35,6 +40,21 @@ _PART_FILE = re.compile(
 )
 _INGESTION_ID = re.compile(r"(?P<time>\d{8}T\d{12})Z-[0-9a-f]{8}")
 
+MAX_DETAIL_CHARS = 300
+"""The most characters of a storage driver's own message that an error quotes."""
+
+_HDFS_LIBRARY = re.compile(r"(?:Unable to load|Prior attempt to load) (libjvm|libhdfs)")
+"""How pyarrow says that HDFS cannot work here: the first time (the message then lists every path
+it tried), and every later time in the same process."""
+_URL_OPTION = re.compile(r"Unexpected query parameter in (S3|GCS) URI: '([^']*)'")
+_URL_SYNTAX = re.compile(r"Cannot parse URI: .* syntax error at character '.' \(position (\d+)\)")
+_CREDENTIALS_HINT = {
+    "S3": "give the access key and secret key as the URL's user name and password "
+    "(percent-encoded), or in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_SESSION_TOKEN)",
+    "GCS": "credentials come from the environment (GOOGLE_APPLICATION_CREDENTIALS)",
+}
+
 
 def resolve_path(path: str, root: Path | None) -> str:
     """Return ``path`` made absolute against ``root``; URLs (``scheme://``) are left alone."""
@@ -55,10 +75,41 @@ def filesystem_for(path: str) -> tuple[pafs.FileSystem, str]:
     try:
         fs, inner = pafs.FileSystem.from_uri(path)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
-        raise ValidationError(f"cannot open {path!r}: {exc}", path=path) from None
+        raise ValidationError(f"cannot open {path!r}: {_url_problem(exc)}", path=path) from None
     except OSError as exc:  # an object store's region or credentials could not be resolved
         raise os_error(path, exc, "open") from None
     return fs, str(inner)
+
+
+def _url_problem(exc: Exception) -> str:
+    """Say why pyarrow cannot open a URL, and what to do.
+
+    An option it does not read and a character it cannot parse are named (pyarrow's own
+    message for the latter quotes the whole URL).
+    """
+    syntax = _URL_SYNTAX.search(str(exc))
+    if syntax is not None:
+        return (
+            f"it is not a valid URL (the character at position {syntax.group(1)} is not "
+            "allowed there); percent-encode '/', '+', '@', ':', '?' and '#' in a user name or "
+            "password (%2F, %2B, %40, %3A, %3F, %23)"
+        )
+    option = _URL_OPTION.search(str(exc))
+    if option is None:
+        return _detail(exc)
+    store, name = option.groups()
+    return (
+        f"the URL option {name!r} is not one pyarrow's {store} filesystem reads; "
+        f"{_CREDENTIALS_HINT[store]}"
+    )
+
+
+def _detail(exc: BaseException) -> str:
+    """A driver's message on one line, at most :data:`MAX_DETAIL_CHARS` long."""
+    text = " ".join(str(exc).split())
+    if len(text) <= MAX_DETAIL_CHARS:
+        return text
+    return f"{text[:MAX_DETAIL_CHARS]}... ({len(text) - MAX_DETAIL_CHARS} more characters)"
 
 
 def os_error(path: str, exc: OSError, doing: str) -> PotluckError:
@@ -66,15 +117,26 @@ def os_error(path: str, exc: OSError, doing: str) -> PotluckError:
 
     Bad paths given by the user are a :class:`ValidationError` (no such file, a file where a
     folder must be, a folder where a file must be, no permission); on a URL, or for any other
-    local failure (a full disk), the storage is the problem: :class:`UnavailableError`.
+    local failure (a full disk), the storage is the problem: :class:`UnavailableError`. An
+    ``hdfs://`` path on a machine where pyarrow finds no Java runtime or libhdfs is one short
+    :class:`UnavailableError` saying so (pyarrow's own lists every path it tried: 15 KB). A
+    driver's message is quoted up to :data:`MAX_DETAIL_CHARS` characters.
 
     Args:
         path: The path or URL as the user gave it.
         exc: The error of Python or of ``pyarrow.fs``.
         doing: The verb for the message: ``"read"``, ``"write"``, ``"open"``.
     """
+    library = _HDFS_LIBRARY.search(str(exc))
+    if library is not None:
+        return UnavailableError(
+            f"cannot {doing} {path!r}: HDFS needs a Java runtime and Hadoop's libhdfs "
+            f"({library.group(1).lower()} not found; set JAVA_HOME / HADOOP_HOME)",
+            path=path,
+            address=path,
+        )
     if "://" in path and not path.startswith("file://"):
-        detail = " ".join(str(exc).split())
+        detail = _detail(exc)
         return UnavailableError(
             f"cannot {doing} {path!r}: {detail}; check the URL, the network and the credentials",
             path=path,
@@ -82,7 +144,7 @@ def os_error(path: str, exc: OSError, doing: str) -> PotluckError:
         )
     reason = _local_reason(path, exc)
     if reason is None:
-        text = os.strerror(exc.errno) if exc.errno else " ".join(str(exc).split())
+        text = os.strerror(exc.errno) if exc.errno else _detail(exc)
         return UnavailableError(f"cannot {doing} {path!r}: {text}", path=path)
     return ValidationError(f"cannot {doing} {path!r}: {reason}", path=path)
 
@@ -383,6 +445,7 @@ def _type_name(arrow_type: pa.DataType) -> str:
 
 __all__ = [
     "BATCH_SIZE",
+    "MAX_DETAIL_CHARS",
     "SourceFiles",
     "filesystem_for",
     "list_source_files",

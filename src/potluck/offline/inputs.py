@@ -189,9 +189,7 @@ def check_unique_columns(names: Sequence[str], where: str) -> None:
         seen[name] = position
 
 
-def _open_csv(
-    fs: pafs.FileSystem, path: str, wanted: set[str] | None, given: str
-) -> InputBatches:
+def _open_csv(fs: pafs.FileSystem, path: str, wanted: set[str] | None, given: str) -> InputBatches:
     convert = pacsv.ConvertOptions(
         default_column_type=pa.string(),
         null_values=[""],

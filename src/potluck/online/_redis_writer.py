@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import redis
 from redis.exceptions import RedisClusterException
 
-from potluck.errors import UnavailableError
+from potluck.errors import ConfigError, UnavailableError
 from potluck.online._binary import binary_buffers, concat_elementwise, fixed_width_binary
 from potluck.online._inputs import PreparedRows
 from potluck.online._values import NEVER
@@ -95,6 +95,8 @@ _TRANSIENT = (
 )
 """Failures a refresh and a re-send can fix: a dropped connection, a moved slot, a cluster
 that is settling."""
+_NO_SUCH_DATABASE = "DB index is out of range"
+"""What Redis answers to ``SELECT`` of a database it does not have."""
 
 Plan = tuple[pa.Array | None, list[tuple[int, int]]]
 """A row order (``None``: as given) and the calls over rows in that order, each ``[start, end)``
@@ -115,14 +117,27 @@ class Routing:
 
 @contextmanager
 def unavailable(address: str) -> Iterator[None]:
-    """Translate redis-py failures into :class:`UnavailableError` naming ``address``."""
+    """Translate redis-py failures into :class:`UnavailableError` naming ``address``.
+
+    A database the server does not have (a ``redis://host:port/DB`` beyond its ``databases``)
+    is a :class:`ConfigError` naming ``online_store.url`` instead: retrying cannot help.
+    """
     try:
         yield
     except (redis.RedisError, RedisClusterException) as exc:
         raise _unavailable_error(address, exc) from exc
 
 
-def _unavailable_error(address: str, error: Exception) -> UnavailableError:
+def _unavailable_error(address: str, error: Exception) -> UnavailableError | ConfigError:
+    if isinstance(error, redis.ResponseError) and _NO_SUCH_DATABASE in str(error):
+        # A database number the settings check cannot know to be too high: servers differ.
+        return ConfigError(
+            f"online store Redis at {address} has no database of the number online_store.url "
+            f"names ({error}); choose one the server has (0 to 15, unless its 'databases' "
+            "setting allows more)",
+            key="online_store.url",
+            sources=(),
+        )
     return UnavailableError(
         f"online store Redis at {address} is unavailable: {error}", address=address
     )

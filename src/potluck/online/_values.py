@@ -284,11 +284,7 @@ def _widen(value_type: ValueType) -> Callable[[Any], Any]:
     """Return how a decoded value of a narrower type becomes a value of ``value_type``."""
     element = value_type.element_type
     one: Callable[[Any], Any] = (
-        float
-        if element is ValueType.DOUBLE
-        else str.encode
-        if element is ValueType.BYTES
-        else int
+        float if element is ValueType.DOUBLE else str.encode if element is ValueType.BYTES else int
     )
     if not value_type.is_list:
         return one

@@ -151,3 +151,26 @@ class OnlineStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default does nothing."""
+
+
+class Pingable(ABC):
+    """An optional ability: say cheaply, within a deadline, whether the store answers.
+
+    Serving's readiness check (``GET /health``, the gRPC health service) calls :meth:`ping`; a
+    store without this ability is taken to be ready whenever the process serves. Built-in stores
+    all have it; check with ``isinstance(store, Pingable)``.
+    """
+
+    @abstractmethod
+    def ping(self, timeout: float) -> None:
+        """Return once the store has answered a trivial request, within ``timeout`` seconds.
+
+        It must not wait on the store's usual timeouts or retries: a health check asks it at
+        most about once a second and must answer quickly either way.
+
+        Args:
+            timeout: Seconds to wait for the store, at most (connecting included).
+
+        Raises:
+            UnavailableError: If the store does not answer in time; the message names it.
+        """

@@ -45,25 +45,32 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal, cast
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 from pydantic import field_validator
 
 from potluck._redact import redact_text, redact_url, url_secrets
-from potluck._setting_forms import MAX_PORT, check_address, check_redis_url
+from potluck._setting_forms import MAX_PORT, REDIS_SCHEMES, check_address, check_redis_url
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
-from potluck.errors import ConfigError, PluginDependencyError
+from potluck.errors import ConfigError, PluginDependencyError, UnavailableError
 from potluck.online._inputs import prepare_rows, requested_features
 from potluck.online._values import decode_records, max_age_micros, now_micros
-from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteMode, WriteResult
+from potluck.online.base import (
+    EVENT_TIMESTAMP_COLUMN,
+    OnlineStore,
+    Pingable,
+    WriteMode,
+    WriteResult,
+)
 from potluck.online.codec import table_key_prefix
 from potluck.types import TIMESTAMP_ARROW_TYPE
 
 try:
     import redis
-    from redis.backoff import ExponentialBackoff
+    from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
     from redis.crc import key_slot
     from redis.retry import Retry
@@ -113,7 +120,8 @@ class RedisClusterConfig(PluginConfig):
 
     type: Literal["redis_cluster"] = "redis_cluster"
     startup_nodes: list[str]
-    """``host:port`` of one or more cluster nodes; the rest are discovered."""
+    """``host:port`` of one or more cluster nodes; the rest are discovered. Not URLs: a Redis
+    Cluster has only database 0, and this store takes no credentials or URL options."""
 
     @field_validator("startup_nodes")
     @classmethod
@@ -122,13 +130,15 @@ class RedisClusterConfig(PluginConfig):
             raise ValueError("give at least one node as 'host:port'")
         for node in nodes:
             try:
+                if node.split("://", 1)[0] in REDIS_SCHEMES and "://" in node:
+                    raise ValueError(_node_not_url(node))
                 check_address(node)
             except ValueError as exc:
                 raise ValueError(f"{redact_url(node)!r}: {exc}") from None
         return nodes
 
 
-class _RedisStore(OnlineStore):
+class _RedisStore(OnlineStore, Pingable):
     """Everything the standalone and Cluster stores share; subclasses say how to reach nodes."""
 
     address: str
@@ -282,6 +292,15 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=0.1, base=0.01), 2)
 
 
+def _probe_options(timeout: float) -> dict[str, Any]:
+    """Client options of a health probe: one try, connecting and answering within ``timeout``."""
+    return {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+
+
 class RedisOnlineStore(_RedisStore):
     """Online store on one Redis server.
 
@@ -328,6 +347,20 @@ class RedisOnlineStore(_RedisStore):
 
     def _refresh(self) -> None:
         self._client.connection_pool.disconnect(inuse_connections=False)
+
+    def ping(self, timeout: float) -> None:
+        """Send ``PING`` on a connection of its own, opened and answered within ``timeout``.
+
+        Raises:
+            UnavailableError: If the server does not answer in time.
+            ConfigError: If it has no database of the number the URL names.
+        """
+        probe = redis.Redis.from_url(self.config.url, **_probe_options(timeout))
+        try:
+            with unavailable(self.address):
+                probe.ping()
+        finally:
+            probe.close()
 
     def close(self) -> None:
         """Close every connection."""
@@ -400,12 +433,71 @@ class RedisClusterOnlineStore(_RedisStore):
         with unavailable(self.address):
             cluster.nodes_manager.initialize()
 
+    def ping(self, timeout: float) -> None:
+        """Ask the startup nodes in turn for ``CLUSTER INFO``; ready when one says ``ok``.
+
+        The first node that answers decides (a cluster that lost a slot's every copy says
+        ``fail`` on every node); the nodes share ``timeout``.
+
+        Raises:
+            UnavailableError: If no node answers in time, or the cluster's state is not ok.
+        """
+        share = timeout / len(self._nodes)
+        problem: Exception | None = None
+        for node in self._nodes:
+            probe = redis.Redis(host=node.host, port=node.port, **_probe_options(share))
+            try:
+                info = probe.cluster("INFO")
+            except redis.RedisError as exc:
+                problem = exc
+                continue
+            finally:
+                probe.close()
+            state = _cluster_state(info)
+            if state == "ok":
+                return
+            raise UnavailableError(
+                f"online store Redis Cluster at {self.address} is unavailable: node "
+                f"{node.host}:{node.port} says cluster_state:{state}",
+                address=self.address,
+            )
+        raise UnavailableError(
+            f"online store Redis Cluster at {self.address} is unavailable: no startup node "
+            f"answered within {timeout:g}s ({problem})",
+            address=self.address,
+        )
+
     def close(self) -> None:
         """Close every connection."""
         with self._lock:
             client, self._cluster_client = self._cluster_client, None
         if client is not None:
             client.close()
+
+
+def _cluster_state(info: Any) -> str:
+    """The ``cluster_state`` of a ``CLUSTER INFO`` reply (redis-py parses it to a dict or not)."""
+    if isinstance(info, dict):
+        return str(info.get("cluster_state", "unknown"))
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "cluster_state":
+            return value.strip()
+    return "unknown"
+
+
+def _node_not_url(url: str) -> str:
+    """The reason a Redis URL is refused as a cluster node, with the ``host:port`` to write."""
+    try:
+        parts = urlsplit(url)
+        address = f"{parts.hostname}:{parts.port}" if parts.hostname and parts.port else None
+    except ValueError:
+        address = None
+    return (
+        "a startup node is host:port, not a URL: redis_cluster supports only db 0 and takes no "
+        f"credentials or URL options; write {address or 'host:port'}"
+    )
 
 
 def _host_port(node: str) -> tuple[str, int]:

@@ -40,7 +40,13 @@ from potluck.online._values import (
     max_age_micros,
     now_micros,
 )
-from potluck.online.base import EVENT_TIMESTAMP_COLUMN, OnlineStore, WriteMode, WriteResult
+from potluck.online.base import (
+    EVENT_TIMESTAMP_COLUMN,
+    OnlineStore,
+    Pingable,
+    WriteMode,
+    WriteResult,
+)
 from potluck.online.codec import table_key_prefix
 from potluck.types import TIMESTAMP_ARROW_TYPE
 
@@ -60,7 +66,6 @@ CREATE TABLE IF NOT EXISTS potluck_online (
 CREATE INDEX IF NOT EXISTS potluck_online_expire_at
     ON potluck_online (expire_at) WHERE expire_at IS NOT NULL;
 """
-
 
 
 def _upsert(replaces: str) -> str:
@@ -116,7 +121,7 @@ class SqliteConfig(PluginConfig):
     caller (against the config file's folder)."""
 
 
-class SqliteOnlineStore(OnlineStore):
+class SqliteOnlineStore(OnlineStore, Pingable):
     """Online store in one SQLite file (the embedded default).
 
     Each thread gets its own connection; any number of processes may write the same file.
@@ -162,6 +167,15 @@ class SqliteOnlineStore(OnlineStore):
             with self._lock:
                 self._connections.append(connection)
         return connection
+
+    def ping(self, timeout: float) -> None:
+        """Read the file's schema version (a local file: ``timeout`` is never reached).
+
+        Raises:
+            UnavailableError: If the file cannot be read.
+        """
+        with self._errors():
+            self._connection().execute("PRAGMA schema_version").fetchone()
 
     def ensure_table(self, project: str, table: FeatureTable) -> None:
         """Nothing to do: every table shares one SQLite table, created with the store."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from potluck._redact import redact_text
 from potluck.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -62,15 +63,14 @@ def error_metadata(error: PotluckError) -> tuple[tuple[str, str], ...]:
     Fields that are not JSON values travel as their ``str()``; fields too large for metadata
     are dropped (the code and message always travel).
     """
-    attrs = json.dumps(error.attrs(), default=str, ensure_ascii=True, sort_keys=True)
+    # Masked like the message: a path or address field may be a URL with credentials.
+    attrs = redact_text(json.dumps(error.attrs(), default=str, ensure_ascii=True, sort_keys=True))
     if len(attrs) > _MAX_ATTRS_CHARS:
         attrs = "{}"
     return ((CODE_KEY, error.code), (ATTRS_KEY, attrs))
 
 
-def rebuild_error(
-    code: str, message: str, metadata: Mapping[str, str | bytes]
-) -> PotluckError:
+def rebuild_error(code: str, message: str, metadata: Mapping[str, str | bytes]) -> PotluckError:
     """Rebuild the error the server raised from its ``code``, message and trailing metadata.
 
     Args:

@@ -103,9 +103,7 @@ def check_writable(conn: Connection, project: str, now: datetime, *, create: boo
     row = project_row(conn, project)
     if row is None:
         if create:
-            conn.execute(
-                sa.insert(projects).values(name=project, archived=False, created_at=now)
-            )
+            conn.execute(sa.insert(projects).values(name=project, archived=False, created_at=now))
     elif row.archived:
         raise ValidationError(
             f"project {project} is archived; it accepts no more changes", project=project

@@ -21,6 +21,7 @@ from typing import Any
 
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.message_layout import check_stream_source
 from potluck.definitions.serde import (
     KIND_ENTITY,
     KIND_FEATURE_TABLE,
@@ -131,7 +132,9 @@ def plan_apply(
 
     Raises:
         ValidationError: If an object is not a definition or is given twice.
-        DefinitionError: If a table names an entity that is neither in ``objects`` nor stored.
+        DefinitionError: If a table names an entity that is neither in ``objects`` nor stored,
+            or its stream source's Avro schema or protobuf class lacks one of its columns or
+            holds it in a type that does not convert.
         IncompatibleChangeError: If a change needs ``force``.
         ConflictError: If a table carries a revision that is not the stored one.
     """
@@ -161,6 +164,7 @@ def plan_apply(
         if isinstance(obj, FeatureTable):
             _check_revision(obj, previous)
             _check_entities_known(obj, entity_types)
+            _check_stream_layout(obj, entity_types)
             details, table_archived, table_restored = _table_changes(
                 obj, previous, archive.get(obj.name, {}), force
             )
@@ -202,9 +206,7 @@ def plan_delete(kind: str, name: str, project: str, stored: Stored) -> Plan:
         users = sorted(
             other
             for (other_kind, other), obj in stored.items()
-            if other_kind == KIND_FEATURE_TABLE
-            and not obj.deleted
-            and name in obj.spec["entities"]
+            if other_kind == KIND_FEATURE_TABLE and not obj.deleted and name in obj.spec["entities"]
         )
         if users:
             raise ValidationError(
@@ -272,6 +274,12 @@ def _check_entities_known(table: FeatureTable, entity_types: Mapping[str, str]) 
             )
 
 
+def _check_stream_layout(table: FeatureTable, entity_types: Mapping[str, str]) -> None:
+    """Check the table's stream source against the table (see ``check_stream_source``)."""
+    if table.stream_source is not None:
+        check_stream_source(table, {name: ValueType[entity_types[name]] for name in table.entities})
+
+
 def _entity_changes(
     entity: Entity,
     previous: StoredObject | None,
@@ -296,9 +304,7 @@ def _entity_changes(
         for key in ("value_type", "description", "labels")
         if old.get(key) != new[key]
     ]
-    lines.extend(
-        _rekeyed_warning(table, f"entity {entity.name} changes type") for table in users
-    )
+    lines.extend(_rekeyed_warning(table, f"entity {entity.name} changes type") for table in users)
     return lines
 
 

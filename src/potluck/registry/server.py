@@ -10,14 +10,14 @@ raises the same error; a request that is not valid protobuf ends with ``INVALID_
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 from typing import TypeVar
 
 import grpc
@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
 from potluck._proto.potluck.core.v1 import definitions_pb2 as defs_pb
+from potluck._stop_signals import StopSignals, Terminated
 from potluck.config import Settings
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
@@ -52,6 +53,10 @@ _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 _Spec = defs_pb.EntitySpec | defs_pb.FeatureTableSpec
 
+ExtraService = Callable[[grpc.Server, Registry], None]
+"""Adds another gRPC service over the same registry to the Core server before it starts; the
+composition root (the CLI) passes them, such as Feast 0.9's ``feast.core.CoreService``."""
+
 
 def _rpc(
     method: Callable[[_CoreServicer, _Request], _Response],
@@ -64,9 +69,7 @@ def _rpc(
     """
 
     @functools.wraps(method)
-    def handler(
-        self: _CoreServicer, request: _Request, context: grpc.ServicerContext
-    ) -> _Response:
+    def handler(self: _CoreServicer, request: _Request, context: grpc.ServicerContext) -> _Response:
         try:
             return method(self, request)
         except PotluckError as exc:
@@ -108,7 +111,12 @@ class CoreServer:
 
 
 def start_core_server(
-    registry: Registry, *, host: str = "127.0.0.1", port: int = 0, max_workers: int = 8
+    registry: Registry,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_workers: int = 8,
+    services: Sequence[ExtraService] = (),
 ) -> CoreServer:
     """Serve ``registry`` as the Core service and return at once.
 
@@ -117,6 +125,7 @@ def start_core_server(
         host: The interface to listen on.
         port: The port to listen on; 0 picks a free one (see :attr:`CoreServer.port`).
         max_workers: Threads serving calls concurrently.
+        services: More services served from ``registry`` on the same port.
 
     Returns:
         The running server.
@@ -137,6 +146,8 @@ def start_core_server(
         interceptors=[RejectUndecodable()],
     )
     pb_grpc.add_CoreServiceServicer_to_server(_CoreServicer(registry), server)
+    for add_service in services:
+        add_service(server, registry)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -164,42 +175,66 @@ def _bind_problem(host: str, port: int) -> str:
     return "gRPC could not bind it"
 
 
-def run_core(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
+def run_core(
+    settings: Settings,
+    port: int,
+    host: str = "127.0.0.1",
+    services: Sequence[ExtraService] = (),
+) -> signal.Signals:
     """Serve the configured registry as the Core service until SIGINT or SIGTERM.
 
-    Must run in the main thread (it installs signal handlers). Logs one line with the address
-    and the registry URL (password masked).
+    Must run in the main thread: it handles both signals from its first instruction on
+    (:class:`~potluck._stop_signals.StopSignals`). Either stops the service gracefully (calls
+    in flight get 5 seconds); one that arrives while it starts ends the start-up instead. Logs
+    one line with the address and the registry URL (password masked).
 
     Args:
         settings: The settings; ``registry`` names the database served.
         port: The port to listen on (0 picks a free one).
         host: The interface to listen on.
+        services: More services served from the registry on the same port.
+
+    Returns:
+        The signal that stopped it, so that a caller can end as that signal asks (the CLI exits
+        with code 130 after SIGINT, 0 after SIGTERM).
 
     Raises:
         UnavailableError: If the port cannot be listened on or the registry's database cannot
             be reached.
         ConfigError: If the registry URL or its credentials are wrong.
+        KeyboardInterrupt: If SIGINT arrives while it starts.
     """
+    # SIGTERM while starting (Terminated) is a clean stop too: what started is closed.
+    with StopSignals() as signals, contextlib.suppress(Terminated):
+        _serve_core(settings, port, host, signals, services)
+    assert signals.received is not None  # only a signal ends serving
+    return signals.received
+
+
+def _serve_core(
+    settings: Settings,
+    port: int,
+    host: str,
+    signals: StopSignals,
+    services: Sequence[ExtraService],
+) -> None:
     registry = SqlRegistry(settings.registry_url)
     try:
         registry.list_projects()  # fail now, not on the first call, if the database is unusable
-        server = start_core_server(registry, host=host, port=port)
-        stopping = threading.Event()
-
-        def _on_signal(signum: int, frame: FrameType | None) -> None:
-            stopping.set()
-
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-        _log.info(
-            "potluck core listening on %s (registry: %s)",
-            server.address,
-            make_url(settings.registry_url).render_as_string(hide_password=True),
-        )
-        stopping.wait()
-        server.stop(grace=5.0)
+        server = start_core_server(registry, host=host, port=port, services=services)
+        try:
+            stopped = threading.Event()
+            signals.serving(stopped.set)
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.INFO, format="%(message)s")
+            _log.info(
+                "potluck core listening on %s (registry: %s)",
+                server.address,
+                make_url(settings.registry_url).render_as_string(hide_password=True),
+            )
+            stopped.wait()
+        finally:
+            server.stop(grace=5.0)
     finally:
         registry.close()
 

@@ -423,10 +423,14 @@ def _create_engine(url: str) -> tuple[Engine, str]:
     except ImportError as exc:
         backend = parsed.get_backend_name()
         extra = "postgres" if backend == "postgresql" else None
-        hint = f"pip install 'potluck[{extra}]'" if extra else f"install a {backend} driver"
+        hint = (
+            f"run: pip install 'potluck[{extra}]'"
+            if extra
+            else f"install the Python driver SQLAlchemy uses for {parsed.drivername}"
+        )
         raise PluginDependencyError(
             f"registry {masked} needs {exc.name or 'a database driver'}, which is not "
-            f"installed; run: {hint}",
+            f"installed; {hint}",
             plugin=backend,
             extra=extra,
         ) from exc

@@ -19,6 +19,12 @@ from potluck.serving.metrics import CONTENT_TYPE
 READ_PATH = "/get-online-features"
 """The path of the online read."""
 
+READY_PATH = "/health"
+"""Readiness: 200 while the online store answers, else 503."""
+
+LIVE_PATH = "/health/live"
+"""Liveness: 200 while the process serves."""
+
 _REF = "#/components/schemas/{model}"
 _JSON = "application/json"
 
@@ -90,7 +96,7 @@ class ErrorResponse(BaseModel):
 
 
 class Health(BaseModel):
-    """The liveness answer."""
+    """The answer of ``/health`` (ready) and ``/health/live`` (live)."""
 
     status: Literal["ok"]
     version: str
@@ -100,7 +106,8 @@ _READ_ERRORS = {
     "400": "The body is not UTF-8 JSON, is nested too deeply to parse, or holds a lone "
     "surrogate (`malformed_body`).",
     "413": "The body is larger than the server's `--max-request-bytes` (`body_too_large`).",
-    "415": "The Content-Type is not application/json (`unsupported_media_type`).",
+    "415": "The Content-Type header is missing, is not application/json, or names a charset "
+    "other than UTF-8 (`unsupported_media_type`).",
     "422": "The JSON is not a valid read: wrong shape, an unknown or malformed feature "
     "reference, missing or unknown entities, values of the wrong type, too many rows.",
     "503": "The online store (or the registry) cannot be reached (`unavailable`).",
@@ -140,9 +147,21 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
             **errors,
         },
     }
-    health = {
-        "summary": "Liveness: answers while the process serves",
+    ready = {
+        "summary": "Readiness: answers 200 while the online store answers a ping",
         "operationId": "health",
+        "responses": {
+            "200": {"description": "Ready.", "content": _content(Health)},
+            "503": {
+                "description": "The online store does not answer (`unavailable`); the message "
+                "names it. Checked at most once a second.",
+                "content": _content(ErrorResponse),
+            },
+        },
+    }
+    live = {
+        "summary": "Liveness: answers while the process serves, whatever the store",
+        "operationId": "health_live",
         "responses": {"200": {"description": "Serving.", "content": _content(Health)}},
     }
     metrics = {
@@ -160,7 +179,8 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
         "info": {"title": title, "version": version},
         "paths": {
             READ_PATH: {"post": read},
-            "/health": {"get": health},
+            READY_PATH: {"get": ready},
+            LIVE_PATH: {"get": live},
             "/metrics": {"get": metrics},
         },
         "components": {"schemas": definitions["$defs"]},
@@ -168,6 +188,8 @@ def openapi_document(*, title: str, version: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "LIVE_PATH",
+    "READY_PATH",
     "READ_PATH",
     "ErrorResponse",
     "GetOnlineFeaturesRequest",

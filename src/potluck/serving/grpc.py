@@ -7,6 +7,12 @@ maps errors: a :class:`~potluck.errors.PotluckError` ends the call with the stat
 (``potluck-error-code``, ``potluck-error-attrs``, as the Core service does), so
 :class:`~potluck.serving.remote.RemoteServing` raises the same error.
 
+The standard health service ``grpc.health.v1.Health`` runs on the same port: the services ``""``
+and ``feast.serving.ServingService`` are the readiness check (``SERVING`` while the online store
+answers a ping, ``NOT_SERVING`` while it does not; ``serving/health.py``, shared with HTTP
+``/health``), ``liveness`` is ``SERVING`` while the process serves. ``Watch`` streams a change as
+soon as a check (gRPC or HTTP) observes it.
+
 Hostile input: bytes that are not a valid request message end with ``INVALID_ARGUMENT``
 (``registry/_edge.py``), a message larger than the server's ``max_request_bytes`` with gRPC's
 own ``RESOURCE_EXHAUSTED``, and messages are cut to 1,000 bytes (a status's details travel in a
@@ -18,18 +24,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
 from potluck.errors import PotluckError, UnavailableError, ValidationError
 from potluck.registry._edge import RejectUndecodable, log_line, shorten
 from potluck.registry._errors import error_metadata
+from potluck.serving._listen import address
 from potluck.serving._values import entities_from_proto, response_to_proto
+from potluck.serving.health import Readiness, StoreHealth
 from potluck.serving.metrics import ServingMetrics
 from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
@@ -46,6 +55,10 @@ STATUS_BY_CODE: Mapping[str, grpc.StatusCode] = {
     "conflict": grpc.StatusCode.ABORTED,
 }
 """Error code to gRPC status; any other code is ``INTERNAL``."""
+
+ExtraService = Callable[[grpc.Server, ServingService, ServingMetrics], None]
+"""Adds another gRPC service over the same serving service to the server before it starts; the
+composition root (the CLI) passes them, such as Feast 0.9's ``GetOnlineFeaturesV2``."""
 
 GRPC_OPTIONS = (("grpc.so_reuseport", 0),)
 """Refuse to share a port with another server (gRPC's default would bind silently)."""
@@ -123,6 +136,41 @@ class ServingServicer(serving_grpc.ServingServiceServicer):  # type: ignore[misc
         context.abort(status, shorten(error.message))
 
 
+LIVENESS_SERVICE = "liveness"
+"""The health service name that answers ``SERVING`` while the process serves, whatever the store."""
+
+READINESS_SERVICES = ("", serving_pb.DESCRIPTOR.services_by_name["ServingService"].full_name)
+"""The health service names that answer whether the online store answers (readiness)."""
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthServicer(health.HealthServicer):
+    """``grpc.health.v1.Health``: readiness from a :class:`StoreHealth`, and liveness.
+
+    Args:
+        readiness: The readiness check (shared with HTTP ``/health``).
+    """
+
+    def __init__(self, readiness: StoreHealth) -> None:
+        super().__init__()
+        self._readiness = readiness
+        for name in (*READINESS_SERVICES, LIVENESS_SERVICE):
+            self.set(name, _SERVING)
+        readiness.on_change(self._changed)
+
+    def _changed(self, answer: Readiness) -> None:
+        for name in READINESS_SERVICES:
+            self.set(name, _SERVING if answer.ready else _NOT_SERVING)
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        """Answer a service's status; a readiness service's is checked first (cached ~1 s)."""
+        if request.service in READINESS_SERVICES:
+            self._readiness.check()  # sets the readiness statuses through _changed
+        return super().Check(request, context)
+
+
 def start_grpc_server(
     service: ServingService,
     metrics: ServingMetrics,
@@ -133,6 +181,8 @@ def start_grpc_server(
     max_workers: int = HANDLER_THREADS,
     reuse_port: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    services: Sequence[ExtraService] = (),
+    health: StoreHealth | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for ``service`` and return it with the port it listens on.
 
@@ -147,6 +197,9 @@ def start_grpc_server(
             the kernel spreads connections over them.
         max_request_bytes: The largest request message accepted; a larger one ends with
             ``RESOURCE_EXHAUSTED`` before it is parsed.
+        services: More services served from ``service`` on the same port.
+        health: The readiness check of the health service (shared with HTTP ``/health``);
+            default: one of the service's online store.
 
     Raises:
         UnavailableError: If the port cannot be bound.
@@ -163,11 +216,16 @@ def start_grpc_server(
     serving_grpc.add_ServingServiceServicer_to_server(
         ServingServicer(service, metrics, version), server
     )
+    readiness = health if health is not None else StoreHealth(service.online_store)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(readiness), server)
+    for add_service in services:
+        add_service(server, service, metrics)
+    target = address(host, port)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = server.add_insecure_port(target)
     except RuntimeError as exc:
         raise UnavailableError(
-            f"cannot listen for gRPC on {host}:{port}: {exc}", address=f"{host}:{port}"
+            f"cannot listen for gRPC on {target}: {exc}", address=target
         ) from None
     server.start()
     return server, bound
@@ -177,7 +235,11 @@ __all__ = [
     "GRPC_OPTIONS",
     "GRPC_REUSE_PORT_OPTIONS",
     "HANDLER_THREADS",
+    "LIVENESS_SERVICE",
+    "READINESS_SERVICES",
+    "HealthServicer",
     "STATUS_BY_CODE",
+    "ExtraService",
     "ServingServicer",
     "start_grpc_server",
 ]

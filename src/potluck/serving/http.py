@@ -1,8 +1,11 @@
 """The HTTP adapter: a FastAPI app over a :class:`ServingService`.
 
 - ``POST /get-online-features``: Feast's JSON shape (``serving/_json.py``).
-- ``GET /health``: ``{"status": "ok", "version": ...}`` while the process serves (liveness; a
-  store that is down shows as 503 on reads, not here).
+- ``GET /health``: readiness: ``{"status": "ok", "version": ...}`` while the online store
+  answers a ping, else 503 with the error envelope naming the store (``serving/health.py``:
+  one ping a second at most, with a short timeout).
+- ``GET /health/live``: liveness: ``{"status": "ok", "version": ...}`` while the process serves,
+  whatever the store.
 - ``GET /metrics``: Prometheus text (``serving/metrics.py``).
 - ``GET /openapi.json``: the OpenAPI document of the above (``serving/_openapi.py``).
 
@@ -17,9 +20,11 @@ that path, unknown routes) goes through FastAPI as usual.
 Hostile input gets a 4xx, never a 500, and one log line (only a bug logs a traceback): a body
 over the limit is refused with 413 before it is read (from its ``Content-Length``, or as soon as
 the chunks read pass the limit) and the connection is closed, so the rest is never buffered; a
-``Content-Type`` other than ``application/json`` gets 415 (none at all is read as JSON); a body
-that is not UTF-8 JSON, nests too deeply to parse or holds a lone surrogate gets 400. Messages
-are cut to 1,000 bytes, since they echo what the client sent.
+``Content-Type`` other than ``application/json``, one that names a charset other than UTF-8, or
+none at all gets 415 (curl's ``-d`` sends ``application/x-www-form-urlencoded``: pass ``-H
+'Content-Type: application/json'``); a body that is not UTF-8 JSON, nests too deeply to parse or
+holds a lone surrogate gets 400. Messages are cut to 1,000 bytes, since they echo what
+the client sent.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from starlette.exceptions import HTTPException
 from potluck.errors import PotluckError
 from potluck.registry._edge import log_line, shorten
 from potluck.serving._json import MalformedBody, loads, parse_request, response_to_json
-from potluck.serving._openapi import READ_PATH, openapi_document
+from potluck.serving._openapi import LIVE_PATH, READ_PATH, READY_PATH, openapi_document
+from potluck.serving.health import StoreHealth
 from potluck.serving.metrics import CONTENT_TYPE, ServingMetrics
 from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
@@ -60,7 +66,11 @@ HTTP_STATUS_BY_CODE: Mapping[str, int] = {
 """Error code to HTTP status; any other code is 500."""
 
 _JSON = "application/json"
-_JSON_BYTES = b"application/json"
+_NO_CONTENT_TYPE = (
+    "the request has no Content-Type header; send the request body as JSON with "
+    "'Content-Type: application/json'"
+)
+_UTF8_NAMES = frozenset({"utf-8", "utf8"})
 _STARLETTE_CODES = {404: "not_found", 405: "method_not_allowed"}
 _CLOSE = [(b"connection", b"close")]
 
@@ -104,6 +114,34 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _refuse_content_type(value: bytes) -> str | None:
+    """Return why a ``Content-Type`` header value is refused, or ``None`` if it is JSON in UTF-8.
+
+    The media type must be ``application/json`` (any case). JSON is UTF-8 (RFC 8259), so a
+    ``charset`` parameter, if there is one, must name UTF-8 (``utf-8`` or ``utf8``, any case,
+    quoted or not); any other charset is refused rather than read as UTF-8. Other parameters are
+    ignored. (A fixed set of names, not :func:`codecs.lookup`: its cache keeps every unknown name
+    a client sends.)
+    """
+    shown = value.decode("latin-1")
+    media, *params = shown.split(";")
+    if media.strip().lower() != _JSON:
+        return (
+            f"unsupported Content-Type {shown!r}; send the request body as JSON with "
+            "'Content-Type: application/json'"
+        )
+    for param in params:
+        key, _, charset = param.partition("=")
+        charset = charset.strip().strip('"')
+        if key.strip().lower() == "charset" and charset.lower() not in _UTF8_NAMES:
+            return (
+                f"unsupported charset {charset!r} in Content-Type {shown!r}: JSON is UTF-8 "
+                "(RFC 8259); send the request body encoded as UTF-8, with 'Content-Type: "
+                "application/json' or 'application/json; charset=utf-8'"
+            )
+    return None
 
 
 class _ReadEndpoint:
@@ -152,18 +190,17 @@ class _ReadEndpoint:
 
     def _check_headers(self, headers: list[tuple[bytes, bytes]]) -> tuple[str, str] | None:
         """Return the error code and message that refuse the request from its headers alone."""
+        typed = False
         for name, value in headers:
             if name == b"content-type":
-                media = value.split(b";", 1)[0].strip().lower()
-                if media != _JSON_BYTES:
-                    shown = value.decode("latin-1")
-                    return (
-                        "unsupported_media_type",
-                        f"unsupported Content-Type {shown!r}; send the request body as JSON "
-                        "with 'Content-Type: application/json'",
-                    )
+                typed = True
+                refused = _refuse_content_type(value)
+                if refused is not None:
+                    return "unsupported_media_type", refused
             elif name == b"content-length" and value.isdigit() and int(value) > self._max_body:
                 return "body_too_large", self._too_large(int(value))
+        if not typed:
+            return "unsupported_media_type", _NO_CONTENT_TYPE
         return None
 
     def _too_large(self, size: int | None) -> str:
@@ -226,6 +263,7 @@ def create_app(
     *,
     version: str,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    health: StoreHealth | None = None,
 ) -> FastAPI:
     """Return the FastAPI app serving ``service``.
 
@@ -235,10 +273,14 @@ def create_app(
         version: What ``/health`` reports.
         max_request_bytes: The largest request body accepted; a larger one gets 413 before
             it is read.
+        health: The readiness check ``/health`` answers from (the gRPC health service shares
+            it); default: one of the service's online store.
     """
+    readiness = health if health is not None else StoreHealth(service.online_store)
     app = _App(title="potluck online serving", version=version, docs_url=None, redoc_url=None)
     app.add_middleware(_ReadEndpoint, service=service, metrics=metrics, max_body=max_request_bytes)
-    health_latency = metrics.latency("http:/health")
+    ready_latency = metrics.latency(f"http:{READY_PATH}")
+    live_latency = metrics.latency(f"http:{LIVE_PATH}")
     metrics_latency = metrics.latency("http:/metrics")
     health_body = json.dumps({"status": "ok", "version": version})
 
@@ -250,11 +292,23 @@ def create_app(
         _log_rejected(request.scope, response.status_code, code, str(exc.detail))
         return response
 
-    @app.get("/health")
-    async def health() -> Response:
+    @app.get(READY_PATH)
+    def ready() -> Response:  # not async: a ping may wait, in the thread pool, not the loop
+        start = time.perf_counter()
+        answer = readiness.check()
+        if answer.ready:
+            response = Response(health_body, media_type=_JSON)
+        else:
+            metrics.error(f"http:{READY_PATH}", "unavailable")
+            response = error_response("unavailable", f"not ready: {answer.reason}")
+        ready_latency.observe(time.perf_counter() - start)
+        return response
+
+    @app.get(LIVE_PATH)
+    async def live() -> Response:
         start = time.perf_counter()
         response = Response(health_body, media_type=_JSON)
-        health_latency.observe(time.perf_counter() - start)
+        live_latency.observe(time.perf_counter() - start)
         return response
 
     @app.get("/metrics")

@@ -8,15 +8,18 @@ registry and an online store is the caller's job (the Client or the CLI), as eve
 from __future__ import annotations
 
 import gc
-import socket
 import threading
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 
 import uvicorn
 
 from potluck.errors import UnavailableError
-from potluck.serving.grpc import start_grpc_server
+from potluck.serving._listen import address, bound_socket
+from potluck.serving._server_logs import forward_uvicorn_logs
+from potluck.serving.grpc import ExtraService, start_grpc_server
+from potluck.serving.health import StoreHealth
 from potluck.serving.http import create_app
 from potluck.serving.metrics import ServingMetrics
 from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
@@ -34,6 +37,7 @@ class ServingServer:
     Attributes:
         service: The service both adapters call.
         metrics: The metrics both adapters record.
+        health: The readiness check both adapters answer from (HTTP ``/health``, gRPC health).
         host: The address both listen on.
         grpc_port: The bound gRPC port.
         http_port: The bound HTTP port.
@@ -48,11 +52,13 @@ class ServingServer:
         http_port: int,
         reuse_port: bool = False,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        services: Sequence[ExtraService] = (),
     ) -> None:
         self.service = service
         self.host = host
         self._stopped = threading.Event()
         self.metrics = ServingMetrics(service)
+        self.health = StoreHealth(service.online_store)
         self._grpc, self.grpc_port = start_grpc_server(
             service,
             self.metrics,
@@ -61,18 +67,36 @@ class ServingServer:
             port=grpc_port,
             reuse_port=reuse_port,
             max_request_bytes=max_request_bytes,
+            services=services,
+            health=self.health,
         )
         try:
-            sock = _bind(host, http_port, reuse_port=reuse_port)
-        except OSError as exc:
+            self._start_http(http_port, reuse_port=reuse_port, max_request_bytes=max_request_bytes)
+        except BaseException:  # a failure, or a signal while starting: leave nothing running
             self._grpc.stop(None)
+            raise
+
+    def _start_http(self, port: int, *, reuse_port: bool, max_request_bytes: int) -> None:
+        """Start uvicorn on ``port`` in a thread and return once it listens."""
+        try:
+            sock = bound_socket(self.host, port, reuse_port=reuse_port)
+        except OSError as exc:
+            where = address(self.host, port)
             raise UnavailableError(
-                f"cannot listen for HTTP on {host}:{http_port}: {exc.strerror}",
-                address=f"{host}:{http_port}",
+                f"cannot listen for HTTP on {where}: {exc.strerror}", address=where
             ) from None
+        sock.listen(2048)
         self.http_port = sock.getsockname()[1]
+        forward_uvicorn_logs()
         config = uvicorn.Config(
-            create_app(service, self.metrics, version=VERSION, max_request_bytes=max_request_bytes),
+            create_app(
+                self.service,
+                self.metrics,
+                version=VERSION,
+                max_request_bytes=max_request_bytes,
+                health=self.health,
+            ),
+            log_config=None,
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -82,25 +106,29 @@ class ServingServer:
             target=self._http.run, kwargs={"sockets": [sock]}, name="potluck-http", daemon=True
         )
         self._http_thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not self._http.started and self._http_thread.is_alive():
-            if time.monotonic() > deadline:
-                self.stop()
-                raise UnavailableError(
-                    f"the HTTP server on {host}:{self.http_port} did not start",
-                    address=f"{host}:{self.http_port}",
-                )
-            time.sleep(0.01)
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not self._http.started:
+                if time.monotonic() > deadline or not self._http_thread.is_alive():
+                    where = address(self.host, self.http_port)
+                    raise UnavailableError(
+                        f"the HTTP server on {where} did not start", address=where
+                    )
+                time.sleep(0.01)
+        except BaseException:
+            self._http.should_exit = True
+            self._http_thread.join(timeout=5)
+            raise
 
     @property
     def grpc_address(self) -> str:
         """``host:port`` of the gRPC endpoint."""
-        return f"{self.host}:{self.grpc_port}"
+        return address(self.host, self.grpc_port)
 
     @property
     def http_url(self) -> str:
         """The base URL of the HTTP endpoint."""
-        return f"http://{self.host}:{self.http_port}"
+        return f"http://{address(self.host, self.http_port)}"
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop both servers, letting requests in flight finish for up to ``grace`` seconds."""
@@ -118,22 +146,6 @@ class ServingServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
-    # listening socket says so, and without it every response waits ~40 ms for delayed ACKs.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    return sock
 
 
 def freeze_heap() -> None:
@@ -158,6 +170,7 @@ def start_serving(
     http_port: int = 0,
     reuse_port: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    services: Sequence[ExtraService] = (),
 ) -> ServingServer:
     """Start gRPC and HTTP serving for ``service``; port 0 picks a free port.
 
@@ -170,6 +183,7 @@ def start_serving(
             (:mod:`potluck.serving.workers`) share them; off, a port in use is refused.
         max_request_bytes: The largest request accepted, in bytes: an HTTP body (larger gets
             413 before it is read) or a gRPC message (larger gets ``RESOURCE_EXHAUSTED``).
+        services: More gRPC services served from ``service`` on the gRPC port.
 
     Raises:
         UnavailableError: If a port cannot be bound; the message names it.
@@ -185,6 +199,7 @@ def start_serving(
         http_port=http_port,
         reuse_port=reuse_port,
         max_request_bytes=max_request_bytes,
+        services=services,
     )
 
 

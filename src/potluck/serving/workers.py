@@ -12,9 +12,13 @@ with or without ``SO_REUSEPORT``, holds it), then keeps a bound, non-listening
 the workers can all bind, and no unrelated server can take the port meanwhile. Workers are
 spawned (never forked: gRPC does not survive a fork), report ready or their error through a
 pipe, and stop when the parent asks, when the parent's end of the pipe closes (the parent died),
-or on SIGTERM/SIGINT. If one worker exits on its own, the parent stops the others:
-:meth:`ServingWorkers.wait` then returns a non-zero status, and whatever supervises the parent
-(systemd, Kubernetes) restarts the whole group.
+or on SIGTERM. Workers ignore SIGINT, from their first instruction on: Ctrl-C reaches every
+process of the terminal's group, and it is the parent's to act on (it stops the workers), so a
+Ctrl-C while workers start prints no ``KeyboardInterrupt`` traceback from each. If a signal or an
+error ends the start-up, the parent sends every worker SIGTERM (nothing is in flight yet). If one
+worker exits on its own, the parent stops the others: :meth:`ServingWorkers.wait` then returns a
+non-zero status, and whatever supervises the parent (systemd, Kubernetes) restarts the whole
+group.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import multiprocessing
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
 from potluck.errors import PotluckError, UnavailableError
+from potluck.serving._listen import address, bound_socket
+from potluck.serving.grpc import ExtraService
 from potluck.serving.server import ServingServer, freeze_heap, start_serving
 from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
@@ -45,6 +52,7 @@ STOP_TIMEOUT = 10.0
 
 _READY = "ready"
 _STOP = "stop"
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 class ServingWorkers:
@@ -68,12 +76,15 @@ class ServingWorkers:
         http_port: int,
         grace: float = 1.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        services: Sequence[ExtraService] = (),
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.host = host
         self._grace = grace
         self._stopping = threading.Event()
+        self._ending = threading.Lock()
+        self._ended = False
         self._reserved = [_reserve(host, grpc_port, "gRPC")]
         try:
             self._reserved.append(_reserve(host, http_port, "HTTP"))
@@ -97,18 +108,20 @@ class ServingWorkers:
                         self.http_port,
                         grace,
                         max_request_bytes,
+                        tuple(services),
                         child_end,
                     ),
                     name="potluck-serve-worker",
                 )
-                proc.start()
+                with _signals_deferred():  # started, and so stopped if anything goes wrong
+                    proc.start()
+                    self._procs.append(proc)
+                    self._conns.append(parent_end)
                 child_end.close()
-                self._procs.append(proc)
-                self._conns.append(parent_end)
             for conn in self._conns:
                 _await_ready(conn)
-        except BaseException:
-            self.stop()
+        except BaseException:  # a worker failed, or a signal came while they start
+            self._end(terminate=True)
             raise
 
     @property
@@ -119,28 +132,48 @@ class ServingWorkers:
     @property
     def grpc_address(self) -> str:
         """``host:port`` of the gRPC endpoint."""
-        return f"{self.host}:{self.grpc_port}"
+        return address(self.host, self.grpc_port)
 
     @property
     def http_url(self) -> str:
         """The base URL of the HTTP endpoint."""
-        return f"http://{self.host}:{self.http_port}"
+        return f"http://{address(self.host, self.http_port)}"
 
     def stop(self) -> None:
         """Ask every worker to stop (requests in flight get the grace period), then reap them."""
+        self._end(terminate=False)
+
+    def _end(self, *, terminate: bool) -> None:
+        """Stop every worker and reap it, then release the ports; once, whoever calls first.
+
+        A later or concurrent call (a signal's stop thread, and the ``with`` block that
+        started the group) returns once the first has ended.
+
+        Args:
+            terminate: Send each worker SIGTERM instead of asking through its pipe, which a
+                worker reads only once it serves: while workers start there is nothing in
+                flight to wait for, and one still starting dies at once.
+        """
         self._stopping.set()
-        for conn in self._conns:
-            with contextlib.suppress(OSError):  # that worker is gone already
-                conn.send(_STOP)
-        for proc in self._procs:
-            proc.join(self._grace + STOP_TIMEOUT)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for conn in self._conns:
-            conn.close()
-        for sock in self._reserved:
-            sock.close()
+        with self._ending:
+            if self._ended:
+                return
+            self._ended = True
+            for proc, conn in zip(self._procs, self._conns, strict=True):
+                if terminate:
+                    proc.terminate()
+                else:
+                    with contextlib.suppress(OSError):  # that worker is gone already
+                        conn.send(_STOP)
+            for proc in self._procs:
+                proc.join(self._grace + STOP_TIMEOUT)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            for conn in self._conns:
+                conn.close()
+            for sock in self._reserved:
+                sock.close()
 
     def wait(self) -> int:
         """Block until :meth:`stop` is called or a worker exits on its own.
@@ -167,24 +200,59 @@ class ServingWorkers:
 
 
 def _reserve(host: str, port: int, what: str) -> socket.socket:
-    """Check ``port`` is free and hold it with a non-listening ``SO_REUSEPORT`` socket."""
+    """Check ``port`` is free and hold it with a non-listening ``SO_REUSEPORT`` socket.
+
+    The check binds without ``SO_REUSEPORT``, so it fails while any server listens on the port
+    (with ``SO_REUSEPORT`` or not), but not for the closed connections of a server that has just
+    stopped (``SO_REUSEADDR``), so a group can be restarted at once on the same ports.
+    """
     try:
         if port != 0:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.bind((host, port))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            sock.close()
-            raise
+            bound_socket(host, port).close()
+        return bound_socket(host, port, reuse_port=True)
     except OSError as exc:
+        where = address(host, port)
         raise UnavailableError(
-            f"cannot listen for {what} on {host}:{port}: {exc.strerror}", address=f"{host}:{port}"
+            f"cannot listen for {what} on {where}: {exc.strerror}", address=where
         ) from None
-    return sock
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends; workers started within ignore SIGINT.
+
+    Within, a worker is started and put on the list of those to stop: a signal's exception
+    raised halfway would leave it half started (it would print ``EOFError`` reading what the
+    parent never sent) or unknown to :meth:`ServingWorkers.stop`. Blocking the signals in this
+    thread is not enough, since the kernel may hand them to another thread (Arrow's, say) and
+    Python then runs the handler here anyway, so the handlers themselves are swapped for ones
+    that note the signal, which is raised again when the block ends. SIGINT is also blocked in
+    this thread, so a worker inherits it blocked and :func:`_worker_signals` ignores it before
+    it unblocks it: no Ctrl-C reaches a worker even while its Python starts. The first spawn
+    starts multiprocessing's resource tracker, which *unblocks* SIGINT once that is started, so
+    it is started before.
+    """
+    resource_tracker.ensure_running()
+    held: list[int] = []
+    saved: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # else handlers cannot run here
+        for deferred in _DEFERRED:
+            saved[deferred] = signal.signal(deferred, lambda signum, frame: held.append(signum))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        for deferred, handler in saved.items():
+            signal.signal(deferred, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum in held:
+            signal.raise_signal(signum)
+
+
+def _worker_signals() -> None:
+    """Ignore SIGINT (the parent's to act on), then unblock it; SIGTERM's handler comes later."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _await_ready(conn: Connection) -> None:
@@ -205,9 +273,11 @@ def _worker_main(
     http_port: int,
     grace: float,
     max_request_bytes: int,
+    services: Sequence[ExtraService],
     conn: Connection,
 ) -> None:
     """Run one worker: build the service, serve on the shared ports, stop when told."""
+    _worker_signals()
     try:
         service = factory()
         server = start_serving(
@@ -217,6 +287,7 @@ def _worker_main(
             http_port=http_port,
             reuse_port=True,
             max_request_bytes=max_request_bytes,
+            services=services,
         )
     except PotluckError as exc:
         conn.send(exc)
@@ -226,7 +297,6 @@ def _worker_main(
         threading.Thread(target=server.stop, args=(grace,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     freeze_heap()
     conn.send(_READY)
     watcher = threading.Thread(target=_stop_on_request, args=(conn, server, grace), daemon=True)
@@ -249,6 +319,7 @@ def start_workers(
     grpc_port: int = 0,
     http_port: int = 0,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    services: Sequence[ExtraService] = (),
 ) -> ServingWorkers:
     """Start ``workers`` serving processes that share one gRPC and one HTTP port.
 
@@ -260,6 +331,7 @@ def start_workers(
         http_port: The HTTP port; 0 picks a free one.
         max_request_bytes: The largest request each worker accepts (see
             :func:`~potluck.serving.server.start_serving`).
+        services: More gRPC services each worker serves (picklable: module-level functions).
 
     Returns:
         The running workers, once every one of them listens.
@@ -279,6 +351,7 @@ def start_workers(
         grpc_port=grpc_port,
         http_port=http_port,
         max_request_bytes=max_request_bytes,
+        services=services,
     )
 
 

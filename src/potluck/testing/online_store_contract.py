@@ -45,6 +45,7 @@ from potluck.online.base import (
     ENTITY_KEY_COLUMN,
     EVENT_TIMESTAMP_COLUMN,
     OnlineStore,
+    Pingable,
     WriteMode,
     WriteResult,
 )
@@ -241,6 +242,14 @@ class OnlineStoreContract:
         session.store.ensure_table(session.project, STATS)
         session.store.ensure_table(session.project, STATS)
         assert session.read(STATS, drivers(1, 2)) == [stats_value(None, None)] * 2
+
+    def test_a_pingable_store_answers_a_ping_within_its_timeout(self, session: Session) -> None:
+        """A store with the optional ``Pingable`` ability (serving's readiness) answers quickly."""
+        if not isinstance(session.store, Pingable):
+            return  # the ability is optional: serving then takes the store to be ready
+        started = time.monotonic()
+        session.store.ping(1.0)
+        assert time.monotonic() - started < 1.0
 
     def test_written_rows_read_back_exactly_and_absent_keys_read_as_null(
         self, session: Session
@@ -673,7 +682,6 @@ class OnlineStoreContract:
         far_future = datetime(2200, 1, 1, tzinfo=UTC)
         assert session.read(STATS, drivers(1), now=far_future) == [stats_value(1, old)]
 
-
     def test_extend_expiry_follows_a_raised_or_removed_max_age(self, session: Session) -> None:
         """Live values get event + the new max_age where later; expiry is never shortened."""
         hour = timedelta(hours=1)
@@ -685,9 +693,10 @@ class OnlineStoreContract:
         session.write(neighbour, [stats_row(1, event, 3)])
         both = [stats_value(1, event), stats_value(2, earlier)]
         after_old_expiry = event + hour + MINUTE
-        assert session.read(table, drivers(1, 2), now=after_old_expiry) == [
-            stats_value(None, None)
-        ] * 2
+        assert (
+            session.read(table, drivers(1, 2), now=after_old_expiry)
+            == [stats_value(None, None)] * 2
+        )
         raised = stats_table("extended", max_age=2 * hour)
         assert session.store.extend_expiry(session.project, raised) == 2
         assert session.read(table, drivers(1, 2), now=after_old_expiry) == both

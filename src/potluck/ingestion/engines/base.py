@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from potluck.config import PluginConfig
-from potluck.errors import JobError
+from potluck.definitions.entity import Entity
+from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
+from potluck.errors import JobError, ValidationError
 from potluck.ingestion.jobs import Job, JobSpec, JobStats, JobStatus, load_job, request_cancel
 from potluck.offline.base import OfflineStore
 from potluck.online.base import OnlineStore
 from potluck.registry.base import Registry
+from potluck.types import ValueType
 
 POLL_INTERVAL = 0.2
 """Seconds between two reads of a job's record while waiting on it from another process."""
@@ -34,11 +39,14 @@ class JobContext:
         registry: Where the table's definition is read and the job's record is kept.
         offline_store: Reads the table's batch source.
         online_store: Receives the latest values.
+        kafka_config: Stream jobs: librdkafka properties for their Kafka clients (security
+            settings, ``session.timeout.ms`` ...), over potluck's defaults; never recorded.
     """
 
     registry: Registry
     offline_store: OfflineStore
     online_store: OnlineStore
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
 
 
 class IngestionJob(ABC):
@@ -140,6 +148,30 @@ class RecordedJob(IngestionJob):
             request_cancel(self._registry, self._project, self._id)
 
 
+def resolve_table(context: JobContext, spec: JobSpec) -> tuple[FeatureTable, dict[str, ValueType]]:
+    """Return the feature table ``spec`` names and the value type of each of its entities.
+
+    Raises:
+        NotFoundError: If the table does not exist.
+        ValidationError: If it is not a feature table, or has no batch source.
+    """
+    table = context.registry.get(spec.project, KIND_FEATURE_TABLE, spec.table)
+    if not isinstance(table, FeatureTable):
+        raise ValidationError(f"{spec.table!r} is not a feature table", field="table")
+    if table.batch_source is None:
+        raise ValidationError(
+            f"feature table {table.name!r} has no batch_source, so there is nothing to copy to "
+            "the online store",
+            field="table",
+        )
+    types: dict[str, ValueType] = {}
+    for name in table.entities:
+        entity = context.registry.get(spec.project, KIND_ENTITY, name)
+        if isinstance(entity, Entity):
+            types[name] = entity.value_type
+    return table, types
+
+
 class Engine(ABC):
     """Runs ingestion jobs. Built from its config by ``potluck.plugins.create(ENGINES, ...)``."""
 
@@ -165,4 +197,5 @@ __all__ = [
     "JobContext",
     "RecordedJob",
     "raise_if_failed",
+    "resolve_table",
 ]

@@ -31,6 +31,7 @@ from potluck.errors import DefinitionError, ValidationError
 from potluck.ingestion.engines.base import Engine, IngestionJob, JobContext, raise_if_failed
 from potluck.ingestion.jobs import (
     DEFAULT_HEARTBEAT_TIMEOUT,
+    STREAM_TO_ONLINE,
     Job,
     JobSpec,
     JobStatus,
@@ -255,7 +256,15 @@ class LocalEngine(Engine):
         super().__init__(config)
 
     def submit(self, spec: JobSpec, context: JobContext) -> LocalJob:
-        """Record the job and start it in a thread; see :meth:`Engine.submit`."""
+        """Record the job and start it in a thread; see :meth:`Engine.submit`.
+
+        A ``stream_to_online`` job runs :mod:`potluck.ingestion.stream.job`'s consume loop and
+        owns its context's registry and online store.
+        """
+        if spec.kind == STREAM_TO_ONLINE:
+            from potluck.ingestion.stream.job import submit_stream_job
+
+            return submit_stream_job(spec, context, self.config)
         table, entity_types = _resolve(context, spec)
         job = Job.new(spec, self.config.type, heartbeat_timeout=self.config.heartbeat_timeout)
         save_job(context.registry, job)

@@ -149,8 +149,13 @@ def read_file(
     table: str,
     ingestion_created: IngestionCreated | None = None,
     batch_rows: int = BATCH_ROWS,
+    row_groups: range | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield the rows of one Parquet file as batches of ``columns`` (see :func:`scan_files`).
+
+    ``row_groups``, when given, reads only those row groups of the file (consecutive ones), so
+    that several tasks can share a large file; rows in errors are still counted from the
+    file's start.
 
     Raises:
         DataValidationError: If a required column is missing, or a column's type or a value
@@ -187,7 +192,12 @@ def read_file(
     if ingestion_created is not None and ingestion_created.ingestion_column in held.names:
         present.append(ingestion_created.ingestion_column)
     offset = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=sorted(set(present))):
+    if row_groups is not None:
+        offset = sum(parquet.metadata.row_group(i).num_rows for i in range(row_groups.start))
+    batches = parquet.iter_batches(
+        batch_size=batch_rows, columns=sorted(set(present)), row_groups=row_groups
+    )
+    for batch in batches:
         arrays = [_column(batch, c, path, offset) for c in columns]
         if ingestion_created is not None:
             index = [c.output for c in columns].index(ingestion_created.output)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from potluck import errors
 from potluck.errors import PotluckError, UnavailableError, ValidationError
 from potluck.offline.spark.settings import SparkSettings, is_loopback
 
 try:
+    from pyspark import SparkConf, SparkContext
     from pyspark.errors import PySparkException
+    from pyspark.java_gateway import launch_gateway
+    from pyspark.logger import PySparkLogger
     from pyspark.sql import SparkSession
 except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
     from potluck.errors import PluginDependencyError
@@ -29,6 +34,8 @@ except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
         extra="spark",
     ) from exc
 
+_QUERY_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+"""PySpark's loggers of the query errors it raises (``pyspark.errors.exceptions.base``)."""
 _MARK = "potluck-error:"
 """Starts the text an executor's :class:`PotluckError` crosses the JVM as."""
 
@@ -64,11 +71,22 @@ def executor_python(settings: SparkSettings) -> str:
     return settings.python or sys.executable
 
 
-def start_session(settings: SparkSettings, app_name: str) -> SparkSession:
+def start_session(
+    settings: SparkSettings, app_name: str, *, log_file: str | None = None
+) -> SparkSession:
     """Start (or join) this process's Spark session on ``settings``' cluster.
 
     ``PYSPARK_PYTHON`` is set in this process's environment first: executors only take the
     interpreter from there. One process has one Spark context; a second call returns it.
+
+    Args:
+        settings: The cluster and the Spark properties.
+        app_name: The application's name on the cluster.
+        log_file: When given, and this process has no Spark JVM yet, the driver JVM is started
+            with its output going to this file (appended; its folder is made): Spark's log
+            lines (task failures, warnings) and the JVM's own start-up warnings, which would
+            otherwise reach the user's terminal; PySpark's JSON lines about query errors go
+            there too. Without it, Spark logs as PySpark sets up.
 
     Raises:
         UnavailableError: If the cluster cannot be reached or the session does not start.
@@ -76,16 +94,45 @@ def start_session(settings: SparkSettings, app_name: str) -> SparkSession:
     os.environ["PYSPARK_PYTHON"] = executor_python(settings)
     if is_loopback(settings.master):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    conf = session_conf(settings, app_name)
     builder = SparkSession.builder
-    for key, value in session_conf(settings, app_name).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     try:
+        if log_file is not None:
+            _launch_jvm(conf, log_file)
         return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - py4j and the JVM raise anything at start
+        see = f"; its log: {log_file}" if log_file is not None else ""
         raise UnavailableError(
             f"cannot start a Spark session on {settings.master}: {_first_line(exc)}; check that "
-            "the master is running and reachable (and JAVA_HOME points at Java 17 or newer)"
+            f"the master is running and reachable (and JAVA_HOME points at Java 17 or newer){see}"
         ) from None
+
+
+def _launch_jvm(conf: Mapping[str, str], log_file: str) -> None:
+    """Start this process's Spark JVM with its stdout and stderr going to ``log_file``.
+
+    PySpark starts the JVM (``spark-submit``) at the first session, inheriting the terminal;
+    started here first, with the same properties, the session then uses it. Nothing is done if
+    a JVM runs already (a stopped session keeps its JVM for the next one).
+    """
+    if SparkContext._gateway is not None:
+        return
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        gateway = launch_gateway(  # type: ignore[no-untyped-call]
+            SparkConf(loadDefaults=False).setAll(list(conf.items())),
+            popen_kwargs={"stdout": log, "stderr": log},
+        )
+    SparkContext._ensure_initialized(gateway=gateway)
+    # PySpark also logs each query error it raises, as JSON on stderr: into the file too.
+    for name in _QUERY_ERROR_LOGGERS:
+        logger = PySparkLogger.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.addHandler(logging.FileHandler(log_file))
+        logger.propagate = False
 
 
 @contextlib.contextmanager
@@ -139,7 +186,16 @@ def _carried(text: str) -> PotluckError | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """The first line of ``exc``'s message; for a JVM error, of the Java exception's own.
+
+    py4j's own first line (``An error occurred while calling o123.parquet.``) says nothing.
+    """
+    text = str(exc)
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        with contextlib.suppress(Exception):  # the JVM may be gone
+            text = str(java.toString())
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 
 

@@ -180,17 +180,23 @@ class AvroFormat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    SCHEMA_ID_FIELD_NUMBER: _builtins.int
     schema_json: _builtins.str
+    schema_id: _builtins.int
+    """set: the Confluent wire format with this id"""
     def __init__(
         self,
         *,
         schema_json: _builtins.str = ...,
+        schema_id: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_schema_id", b"_schema_id", "schema_id", b"schema_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schema_json", b"schema_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_schema_id", b"_schema_id", "schema_id", b"schema_id", "schema_json", b"schema_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__schema_id: _TypeAlias = _typing.Literal["schema_id"]  # noqa: Y015
+    _WhichOneofArgType__schema_id: _TypeAlias = _typing.Literal["_schema_id", b"_schema_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__schema_id) -> _WhichOneofReturnType__schema_id | None: ...
 
 Global___AvroFormat: _TypeAlias = AvroFormat  # noqa: Y015
 
@@ -260,10 +266,15 @@ class KafkaSourceSpec(_message.Message):
     EVENT_TIMESTAMP_COLUMN_FIELD_NUMBER: _builtins.int
     CREATED_TIMESTAMP_COLUMN_FIELD_NUMBER: _builtins.int
     FIELD_MAPPING_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_TOPIC_FIELD_NUMBER: _builtins.int
+    OFFLINE_SINK_FIELD_NUMBER: _builtins.int
     bootstrap_servers: _builtins.str
     topic: _builtins.str
     event_timestamp_column: _builtins.str
     created_timestamp_column: _builtins.str
+    dead_letter_topic: _builtins.str
+    """empty: none"""
+    offline_sink: _builtins.bool
     @_builtins.property
     def json_format(self) -> Global___JsonFormat: ...
     @_builtins.property
@@ -283,10 +294,12 @@ class KafkaSourceSpec(_message.Message):
         event_timestamp_column: _builtins.str = ...,
         created_timestamp_column: _builtins.str = ...,
         field_mapping: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        dead_letter_topic: _builtins.str = ...,
+        offline_sink: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["avro_format", b"avro_format", "json_format", b"json_format", "message_format", b"message_format", "proto_format", b"proto_format"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avro_format", b"avro_format", "bootstrap_servers", b"bootstrap_servers", "created_timestamp_column", b"created_timestamp_column", "event_timestamp_column", b"event_timestamp_column", "field_mapping", b"field_mapping", "json_format", b"json_format", "message_format", b"message_format", "proto_format", b"proto_format", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avro_format", b"avro_format", "bootstrap_servers", b"bootstrap_servers", "created_timestamp_column", b"created_timestamp_column", "dead_letter_topic", b"dead_letter_topic", "event_timestamp_column", b"event_timestamp_column", "field_mapping", b"field_mapping", "json_format", b"json_format", "message_format", b"message_format", "offline_sink", b"offline_sink", "proto_format", b"proto_format", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_message_format: _TypeAlias = _typing.Literal["json_format", "avro_format", "proto_format"]  # noqa: Y015
     _WhichOneofArgType_message_format: _TypeAlias = _typing.Literal["message_format", b"message_format"]  # noqa: Y015

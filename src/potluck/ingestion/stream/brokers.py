@@ -1,0 +1,193 @@
+"""Reaching Kafka: client settings, topic checks, and librdkafka errors as potluck errors.
+
+One job: everything about talking to the brokers that is not consuming or producing itself.
+librdkafka's errors never reach the user as they are: :func:`unavailable` and
+:func:`missing_topic` say which table, topic and brokers are concerned and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from potluck.errors import PluginDependencyError, UnavailableError, ValidationError
+from potluck.ingestion.stream.batch import StreamTable
+
+METADATA_TIMEOUT = 5.0
+"""Seconds one look-up of the topics may take before the brokers count as unreachable."""
+
+CLIENT_LOGGER = logging.getLogger("potluck.kafka")
+"""Where librdkafka's own log lines go (every client potluck builds logs here). They do not
+propagate: the loop reports what matters itself (a job's ``warning``); attach a handler to this
+logger, or set ``propagate``, to see them."""
+CLIENT_LOGGER.addHandler(logging.NullHandler())
+CLIENT_LOGGER.propagate = False
+
+RETRY_BACKOFF = (0.1, 5.0)
+"""The first and the longest wait, in seconds, between two tries of something a broker or a
+store refused for now; each wait doubles the one before."""
+
+
+def import_confluent_kafka() -> Any:
+    """Return the ``confluent_kafka`` module.
+
+    Raises:
+        PluginDependencyError: If it is not installed (the ``kafka`` extra).
+    """
+    try:
+        import confluent_kafka
+    except ImportError:
+        raise PluginDependencyError(
+            "stream ingestion needs confluent-kafka: pip install 'potluck[kafka]'"
+        ) from None
+    return confluent_kafka
+
+
+def consumer_config(
+    stream: StreamTable, group_id: str, overrides: Mapping[str, str]
+) -> dict[str, Any]:
+    """Return the consumer's settings: potluck's defaults, then ``overrides``.
+
+    Offsets are committed only by the job (after the online write), a new group starts at the
+    earliest offset, and only committed transactions are read.
+    """
+    return {
+        "bootstrap.servers": stream.source.bootstrap_servers,
+        "group.id": group_id,
+        "client.id": f"potluck-stream-{stream.project}-{stream.table.name}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "logger": CLIENT_LOGGER,
+        **overrides,
+    }
+
+
+def producer_config(bootstrap_servers: str, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """Return a producer's settings: idempotent, acked by every replica, then ``overrides``."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "logger": CLIENT_LOGGER,
+        **overrides,
+    }
+
+
+def default_group_id(project: str, table: str) -> str:
+    """Return the consumer group of a table's stream job when none is given."""
+    return f"potluck.{project}.{table}"
+
+
+def unavailable(stream: StreamTable, error: object, *, what: str = "") -> UnavailableError:
+    """Return the error of brokers that cannot be reached (``what``: the topic read or written)."""
+    source = stream.source
+    topic = what or f"topic {source.topic!r}"
+    return UnavailableError(
+        f"cannot reach the Kafka brokers {source.bootstrap_servers} for feature table "
+        f"{stream.table.name!r} ({topic}): {_text(error)}",
+        address=source.bootstrap_servers,
+    )
+
+
+def missing_topic(stream: StreamTable, topic: str, role: str) -> ValidationError:
+    """Return the error of a topic that does not exist (``role``: ``stream``, ``dead-letter``)."""
+    return ValidationError(
+        f"feature table {stream.table.name!r}: its {role} topic {topic!r} does not exist on "
+        f"{stream.source.bootstrap_servers}; create it (the brokers do not create topics for "
+        "potluck) or fix the stream source",
+        table=stream.table.name,
+        topic=topic,
+    )
+
+
+def check_topics(
+    client: Any,
+    stream: StreamTable,
+    *,
+    dead_letter: bool = True,
+    timeout: float = METADATA_TIMEOUT,
+) -> None:
+    """Check that the stream's topic (and dead-letter topic) exist, asking ``client``'s brokers.
+
+    Args:
+        client: A confluent-kafka consumer, producer or admin client (``list_topics``).
+        stream: The table whose topics are checked.
+        dead_letter: Check the dead-letter topic too, if the source names one.
+        timeout: Seconds the look-up may take.
+
+    Raises:
+        ValidationError: If a topic does not exist.
+        UnavailableError: If the brokers cannot be reached in time.
+    """
+    kafka = import_confluent_kafka()
+    topics = [(stream.source.topic, "stream")]
+    if dead_letter and stream.source.dead_letter_topic is not None:
+        topics.append((stream.source.dead_letter_topic, "dead-letter"))
+    try:
+        found = client.list_topics(timeout=timeout).topics
+    except kafka.KafkaException as exc:
+        raise unavailable(stream, exc) from None
+    for topic, role in topics:
+        metadata = found.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise missing_topic(stream, topic, role)
+
+
+def retrying(
+    action: Callable[[], Any],
+    *,
+    stopping: Callable[[], bool],
+    on_retry: Callable[[Exception], None],
+    retry_on: tuple[type[Exception], ...] = (UnavailableError,),
+) -> bool:
+    """Run ``action`` until it succeeds, waiting longer after each failure, unless stopped.
+
+    Args:
+        action: What to do; a failure of a kind in ``retry_on`` is retried.
+        stopping: Checked before each retry; when true, give up.
+        on_retry: Told each failure before the wait (to report it).
+        retry_on: The exceptions worth retrying.
+
+    Returns:
+        Whether ``action`` succeeded (``False``: it was stopped first).
+    """
+    wait, longest = RETRY_BACKOFF
+    while True:
+        try:
+            action()
+            return True
+        except retry_on as exc:
+            on_retry(exc)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if stopping():
+                return False
+            time.sleep(min(0.05, wait))
+        wait = min(wait * 2, longest)
+
+
+def _text(error: object) -> str:
+    """Return the message of ``error``: a KafkaException, a KafkaError, or anything else."""
+    inner = error.args[0] if isinstance(error, Exception) and error.args else error
+    describe = getattr(inner, "str", None)
+    return str(describe()) if callable(describe) else str(inner)
+
+
+__all__ = [
+    "CLIENT_LOGGER",
+    "METADATA_TIMEOUT",
+    "RETRY_BACKOFF",
+    "check_topics",
+    "consumer_config",
+    "default_group_id",
+    "import_confluent_kafka",
+    "missing_topic",
+    "producer_config",
+    "retrying",
+    "unavailable",
+]

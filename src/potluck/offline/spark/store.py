@@ -1,0 +1,447 @@
+"""The Spark offline store: training sets built on a Spark cluster and staged as Parquet.
+
+A training set is one Spark job. The entity rows, read and validated on the driver
+(:func:`potluck.offline.pit.prepare`), are sent to the cluster from Arrow, each with its row
+number; each table's source files, pinned to one version (:func:`pin_sources`) and pruned
+(:func:`select_days`, :func:`without_superseded`), are read on executors
+(:mod:`potluck.offline.spark.reading`); the join is the plan of :mod:`potluck.offline.pit`
+rendered by :mod:`potluck.offline.spark.pit`. The result, ordered by row number, is written as
+Parquet under ``staging_location/<id>/``, and the :class:`RetrievalJob` streams it back from there.
+No step collects entity or feature rows to the driver.
+
+Range reads (offline-to-online jobs) read the pinned files on the driver
+(:mod:`potluck.offline.spark.ranges`); the Spark engine runs those jobs on the cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import AfterValidator
+
+from potluck.config import PluginConfig, setting_error
+from potluck.definitions.feature_table import FeatureTable
+from potluck.errors import UnavailableError, ValidationError
+from potluck.offline.base import (
+    INGESTION_ID_COLUMN,
+    OfflineStore,
+    SourceVersion,
+)
+from potluck.offline.commits import SourceState, read_source
+from potluck.offline.files import (
+    filesystem_for,
+    resolve_path,
+    select_days,
+    without_superseded,
+)
+from potluck.offline.inputs import InputData
+from potluck.offline.pit import (
+    ENTITY_TIMESTAMP_COLUMN,
+    FeatureRequest,
+    PreparedRetrieval,
+    TableJoin,
+    prepare,
+)
+from potluck.offline.retrieval import RetrievalJob, StagedOutput
+from potluck.offline.snapshots import batch_source_of, pin_sources, require_existing
+from potluck.offline.spark.carry import CarriedColumn, carry
+from potluck.offline.spark.pit import CREATED, EVENT, ROW, TS, feature_column, key_column, render
+from potluck.offline.spark.ranges import read_files_in_range
+from potluck.offline.spark.reading import SourceErrors
+from potluck.offline.spark.scan import IngestionCreated, ScanColumn
+from potluck.offline.spark.session import spark_errors, start_session
+from potluck.offline.spark.settings import SparkSettings
+from potluck.offline.spark.staging import (
+    child,
+    read_back,
+    remove,
+    spark_path,
+    staging_folder,
+    write_empty,
+)
+from potluck.types import ValueType, to_arrow_type
+
+try:
+    from pyspark import SparkContext
+    from pyspark.sql import DataFrame, SparkSession
+except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
+    from potluck.errors import PluginDependencyError
+
+    raise PluginDependencyError(
+        "the spark offline store needs pyspark; run: pip install 'potluck[spark]'",
+        plugin="spark",
+        extra="spark",
+    ) from exc
+
+APP_NAME = "potluck-training-sets"
+"""The Spark application's name, and the job group of every training-set job."""
+SESSION_DEFAULTS: Mapping[str, str] = {"spark.sql.caseSensitive": "true"}
+"""Spark properties the store sets unless ``conf`` does: entity columns may differ only in case."""
+_CONNECT_TIMEOUT_S = 5.0
+
+
+def _check_staging_location(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a folder or a URL, such as .potluck/staging or s3://bucket/dir")
+    return value
+
+
+StagingLocation = Annotated[str, AfterValidator(_check_staging_location)]
+"""A folder (relative to the config file's folder) or a URL where training sets are written."""
+
+
+class SparkOfflineConfig(PluginConfig, SparkSettings):
+    """Settings of the Spark offline store (``offline_store: {type: spark, ...}``).
+
+    ``master``, ``conf`` and ``python`` are those of :class:`SparkSettings`.
+    """
+
+    type: Literal["spark"] = "spark"
+    """The plug-in's name."""
+    staging_location: StagingLocation = ".potluck/staging"
+    """Where training sets are written, each as Parquet files in a folder of its own: a folder
+    relative to the config file's folder, an absolute one, or a URL. The driver and every
+    executor must reach it (a shared or object-store location for a cluster of machines)."""
+
+
+class SparkOfflineStore(OfflineStore):
+    """Builds training sets on a Spark cluster; reads ranges on the driver.
+
+    The Spark session starts at the first training set (a few seconds) and is stopped by
+    :meth:`close`, unless it was this process's session already (then it is only joined).
+
+    Args:
+        config: The store's settings.
+        root: The folder relative source paths and ``staging_location`` are resolved against.
+
+    Raises:
+        ConfigError: If ``staging_location`` is a local folder that cannot be made or written.
+    """
+
+    config_class = SparkOfflineConfig
+
+    config: SparkOfflineConfig
+
+    def __init__(self, config: SparkOfflineConfig, *, root: Path | None = None) -> None:
+        super().__init__(config, root=root)
+        self.staging_location, self._local_staging = staging_folder(config.staging_location, root)
+        """Where training sets go: ``staging_location`` resolved against ``root``."""
+        self._lock = threading.Lock()
+        self._spark: SparkSession | None = None
+        self._owns_session = False
+
+    # ---- range reads ---------------------------------------------------------------------------
+
+    def read_range(
+        self,
+        table: FeatureTable,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        version: int | None = None,
+        since_version: int | None = None,
+        batch_size: int = 65_536,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream rows of ``table``'s batch source in ``[start, end)``; see the base class.
+
+        Entity columns keep the files' type (the widest of them when files differ); the rows
+        of one file come in order, the files in path order.
+        """
+        source = batch_source_of(table)
+        start, end = _utc(start), _utc(end)
+        if start is not None and end is not None and start >= end:
+            raise ValidationError(
+                f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
+                table=table.name,
+            )
+        location = resolve_path(source.path, self.root)
+        state = read_source(location, version=version, since_version=since_version)
+        state = require_existing(table, state)
+        files = select_days(
+            state.files,
+            filesystem_for(location)[1],
+            source.date_partition_column,
+            start.date() if start else None,
+            end.date() if end else None,
+        )
+        # Superseded rows lose to a row of their own ingestion: reading them could only let a
+        # tie go the wrong way.
+        return read_files_in_range(table, source, without_superseded(files), start, end, batch_size)
+
+    def source_version(self, table: FeatureTable) -> SourceVersion:
+        """Return ``table``'s batch source and its latest version; see the base class."""
+        location = resolve_path(batch_source_of(table).path, self.root)
+        state = require_existing(table, read_source(location))
+        return SourceVersion(f"{location}#{state.table_id or 'plain'}", state.version)
+
+    # ---- historical retrieval ------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_source: InputData,
+        requests: Sequence[FeatureRequest],
+        *,
+        versions: Mapping[str, int] | None = None,
+    ) -> RetrievalJob:
+        """Return the point-in-time join of ``entity_source`` with ``requests``.
+
+        See the base class and :mod:`potluck.offline.pit` for the exact semantics. The job
+        runs on the cluster when first read (or when its ``output_location`` is asked); the
+        training set is then in a new folder under ``staging_location``, and every read
+        streams it back from there.
+
+        Raises:
+            DataValidationError: Also if an entity column has a type Spark cannot carry
+                exactly (see :mod:`potluck.offline.spark.carry`).
+        """
+        prepared = prepare(entity_source, requests, root=self.root)
+        states = pin_sources(prepared.plan, versions or {})
+        carried, columns = carry(prepared.entities)
+        schema = pa.schema(
+            [pa.field(c.name, c.original) for c in columns]
+            + [
+                pa.field(c.output, to_arrow_type(c.value_type))
+                for c in prepared.plan.output_columns
+            ]
+        )
+        return RetrievalJob(
+            stage=functools.partial(self._stage, prepared, carried, columns, schema, states),
+            source_versions={name: state.version for name, state in states.items()},
+        )
+
+    def _stage(
+        self,
+        prepared: PreparedRetrieval,
+        carried: pa.Table,
+        columns: tuple[CarriedColumn, ...],
+        schema: pa.Schema,
+        states: Mapping[str, SourceState],
+    ) -> StagedOutput:
+        location = child(
+            self.staging_location,
+            f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}",
+        )
+        try:
+            if carried.num_rows == 0:
+                write_empty(location, carried.schema)
+            else:
+                self._write(location, prepared, carried, states)
+        except BaseException:
+            remove(location)
+            raise
+        rows = carried.num_rows
+        return StagedOutput(
+            location, schema, functools.partial(read_back, location, columns, schema, rows)
+        )
+
+    def _write(
+        self,
+        location: str,
+        prepared: PreparedRetrieval,
+        carried: pa.Table,
+        states: Mapping[str, SourceState],
+    ) -> None:
+        """Run the join on the cluster and write its result under ``location``.
+
+        Raises:
+            DataValidationError: If a source file does not fit its declarations (file, column,
+                row), as the executor that read it met it.
+            ValidationError: If Spark fails the job.
+        """
+        plan = prepared.plan
+        spark = self._session()
+        errors = SourceErrors(spark)
+        doing = "building the training set of " + ", ".join(j.table for j in plan.joins)
+        with spark_errors(doing):
+            spark.sparkContext.setJobGroup(APP_NAME, f"training set {location}")
+            entity_rows = spark.createDataFrame(_entity_table(prepared, carried))
+            feature_rows = [
+                _scan(errors, number, join, states[join.table], plan.earliest, plan.latest)
+                for number, join in enumerate(plan.joins)
+            ]
+            own = [_carried_column(i) for i in range(carried.num_columns)]
+            joined = render(plan, entity_rows, feature_rows, own)
+            outputs = [c.output for c in plan.output_columns]
+            result = joined.select(*own, *outputs).toDF(*carried.column_names, *outputs)
+            result.write.parquet(spark_path(location))
+        errors.raise_first()
+
+    def _session(self) -> SparkSession:
+        """Return the store's Spark session, starting (or joining) this process's first.
+
+        Raises:
+            UnavailableError: If the master cannot be reached or the session does not start.
+            ConfigError: If this process runs a session on another master already.
+        """
+        with self._lock:
+            if self._spark is None:
+                master = self.config.master
+                _check_reachable(master)
+                joined = SparkContext._active_spark_context is not None
+                settings = SparkSettings(
+                    master=master,
+                    conf={**SESSION_DEFAULTS, **self.config.conf},
+                    python=self.config.python,
+                )
+                try:
+                    spark = start_session(settings, APP_NAME, log_file=self._log_file())
+                except UnavailableError as exc:
+                    raise UnavailableError(
+                        f"{exc.message} (offline_store.master)",
+                        key="offline_store.master",
+                        address=master,
+                    ) from None
+                running = spark.sparkContext.master
+                if joined and running != master:
+                    raise setting_error(
+                        "offline_store.master",
+                        f"this process runs a Spark session on {running} already, and a "
+                        f"process has one; set offline_store.master to {running}, or build "
+                        "training sets in another process",
+                        value=master,
+                    )
+                self._spark, self._owns_session = spark, not joined
+            return self._spark
+
+    def _log_file(self) -> str:
+        """Where the driver's Spark log goes: under ``staging_location/_logs/`` when local."""
+        name = f"spark-driver-{os.getpid()}.log"
+        if self._local_staging is None:
+            return str(Path(tempfile.gettempdir()) / "potluck-spark" / name)
+        return str(self._local_staging / "_logs" / name)
+
+    def close(self) -> None:
+        """Stop the Spark session if this store started it."""
+        with self._lock:
+            if self._spark is not None and self._owns_session:
+                self._spark.stop()
+            self._spark = None
+
+
+# ---- the join's inputs ---------------------------------------------------------------------------
+
+
+def _carried_column(position: int) -> str:
+    return f"potluck:carried:{position}"
+
+
+def _entity_table(prepared: PreparedRetrieval, carried: pa.Table) -> pa.Table:
+    """The entity rows as sent to Spark: row number, ts (µs), typed keys, carried columns."""
+    rows = prepared.join_rows
+    arrays = [
+        pa.array(np.arange(rows.num_rows, dtype=np.int64)),
+        rows.column(ENTITY_TIMESTAMP_COLUMN).cast(pa.int64()),
+    ]
+    names = [ROW, TS]
+    for entity in prepared.plan.key_columns:
+        arrays.append(rows.column(entity))
+        names.append(key_column(entity))
+    arrays += carried.columns
+    names += [_carried_column(i) for i in range(carried.num_columns)]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _scan(
+    errors: SourceErrors,
+    number: int,
+    join: TableJoin,
+    state: SourceState,
+    earliest: datetime | None,
+    latest: datetime | None,
+) -> DataFrame:
+    """Read the files of ``join``'s source that can hold rows the entity rows may match."""
+    first, last = join.event_range(earliest, latest)
+    files = select_days(
+        state.files,
+        filesystem_for(join.path)[1],
+        join.date_partition_column,
+        first.date() if first else None,
+        last.date() if last else None,
+    )
+    columns = [
+        ScanColumn(
+            key_column(k.entity),
+            k.source,
+            k.value_type,
+            f"entity {k.entity} ({k.value_type.name})",
+            required=True,
+        )
+        for k in join.keys
+    ]
+    columns += [
+        ScanColumn(
+            EVENT,
+            join.event_timestamp_column,
+            ValueType.UNIX_TIMESTAMP,
+            "an event timestamp",
+            required=True,
+        ),
+        ScanColumn(
+            CREATED, join.created_timestamp_column, ValueType.UNIX_TIMESTAMP, "a created timestamp"
+        ),
+    ]
+    columns += [
+        ScanColumn(
+            feature_column(i), f.source, f.value_type, f"feature {f.feature} ({f.value_type.name})"
+        )
+        for i, f in enumerate(join.features)
+    ]
+    # Without a created column, the time of the ingestion that wrote a row breaks ties.
+    created = (
+        None
+        if join.created_timestamp_column is not None
+        else IngestionCreated(CREATED, INGESTION_ID_COLUMN)
+    )
+    return errors.scan(
+        without_superseded(files),
+        columns,
+        table=join.table,
+        number=number,
+        ingestion_created=created,
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _check_reachable(master: str) -> None:
+    """Fail fast when no master of a ``spark://`` URL accepts connections.
+
+    Raises:
+        UnavailableError: Naming ``offline_store.master``.
+    """
+    if not master.startswith("spark://"):
+        return
+    reason = ""
+    for address in master.removeprefix("spark://").split(","):
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), _CONNECT_TIMEOUT_S):
+                return
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    raise UnavailableError(
+        f"cannot reach the Spark master {master} (offline_store.master): {reason}; start the "
+        "cluster, or set offline_store.master to a running one",
+        key="offline_store.master",
+        address=master,
+    )
+
+
+__all__ = ["APP_NAME", "SESSION_DEFAULTS", "SparkOfflineConfig", "SparkOfflineStore"]
