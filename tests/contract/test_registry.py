@@ -224,8 +224,8 @@ def test_changing_a_feature_type_needs_force(registry: Registry) -> None:
         2,
         (
             "~ feature conv_rate DOUBLE -> INT64 (forced)",
-            "warning: feature conv_rate of driver_stats changes type DOUBLE -> INT64, which is not a "
-            "lossless widening: values stored online as DOUBLE read as NULL_VALUE; run "
+            "warning: feature conv_rate of driver_stats changes type DOUBLE -> INT64, which is "
+            "not a lossless widening: values stored online as DOUBLE read as NULL_VALUE; run "
             "`potluck ingest-online driver_stats --full` to reload them",
             "~ feature conv_rate labels {'unit': 'ratio'} -> {}",
         ),
@@ -368,8 +368,9 @@ def test_dry_run_returns_the_plan_and_writes_nothing(registry: Registry) -> None
             2,
             (
                 "max_age 2h -> 3h",
-                "warning: raising max_age of driver_stats: values that already expired from the online "
-                "store are not restored; run `potluck ingest-online driver_stats --full` to reload them",
+                "warning: raising max_age of driver_stats: values that already expired from the "
+                "online store are not restored; run `potluck ingest-online driver_stats --full` to "
+                "reload them",
             ),
         )
     ]
