@@ -71,7 +71,12 @@ from potluck.offline.pit import (
     prepare,
 )
 from potluck.offline.retrieval import RetrievalJob
-from potluck.offline.snapshots import batch_source_of, pin_sources, require_existing
+from potluck.offline.snapshots import (
+    batch_source_of,
+    current_version,
+    pin_sources,
+    require_existing,
+)
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 try:
@@ -196,9 +201,7 @@ class DuckDBOfflineStore(OfflineStore):
 
     def source_version(self, table: FeatureTable) -> SourceVersion:
         """Return ``table``'s batch source and its latest version; see the base class."""
-        location = resolve_path(batch_source_of(table).path, self.root)
-        state = require_existing(table, read_source(location))
-        return SourceVersion(f"{location}#{state.table_id or 'plain'}", state.version)
+        return current_version(table, self.root)
 
     def _read_range(
         self,

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.sources import FileSource
 from potluck.errors import ValidationError
 from potluck.notices import NoDataWarning
+from potluck.offline.base import SourceVersion
 from potluck.offline.commits import SourceState, read_source
+from potluck.offline.files import resolve_path
 from potluck.offline.pit import PitPlan
 
 
@@ -67,6 +70,20 @@ def require_existing(table: FeatureTable | str, state: SourceState) -> SourceSta
     return state
 
 
+def current_version(table: FeatureTable, root: Path | None) -> SourceVersion:
+    """Return which batch source ``table`` reads now, and its latest committed version.
+
+    The source is identified by its location and its table's id (``plain`` for a folder
+    without a log), so a moved or recreated table starts a new since-last sequence.
+
+    Raises:
+        ValidationError: If the table has no batch source or its location does not exist.
+    """
+    location = resolve_path(batch_source_of(table).path, root)
+    state = require_existing(table, read_source(location))
+    return SourceVersion(f"{location}#{state.table_id or 'plain'}", state.version)
+
+
 def batch_source_of(table: FeatureTable) -> FileSource:
     """Return ``table``'s batch source.
 
@@ -80,4 +97,4 @@ def batch_source_of(table: FeatureTable) -> FileSource:
     return table.batch_source
 
 
-__all__ = ["batch_source_of", "pin_sources", "require_existing"]
+__all__ = ["batch_source_of", "current_version", "pin_sources", "require_existing"]

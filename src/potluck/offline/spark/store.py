@@ -54,7 +54,12 @@ from potluck.offline.pit import (
     prepare,
 )
 from potluck.offline.retrieval import RetrievalJob, StagedOutput
-from potluck.offline.snapshots import batch_source_of, pin_sources, require_existing
+from potluck.offline.snapshots import (
+    batch_source_of,
+    current_version,
+    pin_sources,
+    require_existing,
+)
 from potluck.offline.spark.carry import CarriedColumn, carry
 from potluck.offline.spark.pit import CREATED, EVENT, ROW, TS, feature_column, key_column, render
 from potluck.offline.spark.ranges import read_files_in_range
@@ -181,9 +186,7 @@ class SparkOfflineStore(OfflineStore):
 
     def source_version(self, table: FeatureTable) -> SourceVersion:
         """Return ``table``'s batch source and its latest version; see the base class."""
-        location = resolve_path(batch_source_of(table).path, self.root)
-        state = require_existing(table, read_source(location))
-        return SourceVersion(f"{location}#{state.table_id or 'plain'}", state.version)
+        return current_version(table, self.root)
 
     # ---- historical retrieval ------------------------------------------------------------------
 
