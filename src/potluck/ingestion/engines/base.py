@@ -148,17 +148,25 @@ class RecordedJob(IngestionJob):
             request_cancel(self._registry, self._project, self._id)
 
 
-def resolve_table(context: JobContext, spec: JobSpec) -> tuple[FeatureTable, dict[str, ValueType]]:
+def resolve_table(
+    context: JobContext, spec: JobSpec, *, batch_source: bool = True
+) -> tuple[FeatureTable, dict[str, ValueType]]:
     """Return the feature table ``spec`` names and the value type of each of its entities.
+
+    Args:
+        context: Where the registry is.
+        spec: The job.
+        batch_source: Whether the job reads the table's batch source (offline-to-online jobs),
+            so a table without one is refused.
 
     Raises:
         NotFoundError: If the table does not exist.
-        ValidationError: If it is not a feature table, or has no batch source.
+        ValidationError: If it is not a feature table, or has no batch source when one is needed.
     """
     table = context.registry.get(spec.project, KIND_FEATURE_TABLE, spec.table)
     if not isinstance(table, FeatureTable):
         raise ValidationError(f"{spec.table!r} is not a feature table", field="table")
-    if table.batch_source is None:
+    if batch_source and table.batch_source is None:
         raise ValidationError(
             f"feature table {table.name!r} has no batch_source, so there is nothing to copy to "
             "the online store",

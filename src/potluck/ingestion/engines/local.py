@@ -24,11 +24,16 @@ from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
-from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, parse_duration
-from potluck.errors import DefinitionError, ValidationError
-from potluck.ingestion.engines.base import Engine, IngestionJob, JobContext, raise_if_failed
+from potluck.definitions.serde import parse_duration
+from potluck.errors import DefinitionError
+from potluck.ingestion.engines.base import (
+    Engine,
+    IngestionJob,
+    JobContext,
+    raise_if_failed,
+    resolve_table,
+)
 from potluck.ingestion.jobs import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     STREAM_TO_ONLINE,
@@ -265,30 +270,12 @@ class LocalEngine(Engine):
             from potluck.ingestion.stream.job import submit_stream_job
 
             return submit_stream_job(spec, context, self.config)
-        table, entity_types = _resolve(context, spec)
+        table, entity_types = resolve_table(context, spec)
         job = Job.new(spec, self.config.type, heartbeat_timeout=self.config.heartbeat_timeout)
         save_job(context.registry, job)
         handle = LocalJob(job, context, table, entity_types, self.config)
         handle.start()
         return handle
-
-
-def _resolve(context: JobContext, spec: JobSpec) -> tuple[FeatureTable, dict[str, ValueType]]:
-    table = context.registry.get(spec.project, KIND_FEATURE_TABLE, spec.table)
-    if not isinstance(table, FeatureTable):
-        raise ValidationError(f"{spec.table!r} is not a feature table", field="table")
-    if table.batch_source is None:
-        raise ValidationError(
-            f"feature table {table.name!r} has no batch_source, so there is nothing to copy to "
-            "the online store",
-            field="table",
-        )
-    types: dict[str, ValueType] = {}
-    for name in table.entities:
-        entity = context.registry.get(spec.project, KIND_ENTITY, name)
-        if isinstance(entity, Entity):
-            types[name] = entity.value_type
-    return table, types
 
 
 __all__ = ["LocalEngine", "LocalEngineConfig", "LocalJob"]

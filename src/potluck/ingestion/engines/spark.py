@@ -38,9 +38,8 @@ from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
 from potluck.definitions._checks import NAME_PATTERN
-from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, parse_duration
+from potluck.definitions.serde import parse_duration
 from potluck.errors import (
     ConfigError,
     DefinitionError,
@@ -484,14 +483,7 @@ def _resolve_stream(
         NotFoundError: If the table does not exist.
         ValidationError: If it is not a feature table or has no stream source.
     """
-    table = context.registry.get(spec.project, KIND_FEATURE_TABLE, spec.table)
-    if not isinstance(table, FeatureTable):
-        raise ValidationError(f"{spec.table!r} is not a feature table", field="table")
-    types: dict[str, ValueType] = {}
-    for name in table.entities:
-        entity = context.registry.get(spec.project, KIND_ENTITY, name)
-        if isinstance(entity, Entity):
-            types[name] = entity.value_type
+    table, types = resolve_table(context, spec, batch_source=False)
     StreamTable(spec.project, table, types)  # refuses a table without a stream source
     return table, types
 
