@@ -729,11 +729,13 @@ class OnlineStoreContract:
 
         A value that had expired before the extension is not restored.
         """
-        old = timedelta(seconds=2)
+        # The doomed value expires 1 s after start, the other 3.8 s after: the extension has
+        # 2.7 s to land between them, enough on a loaded machine.
+        old = timedelta(seconds=4)
         raised, removed = stats_table("raised", max_age=old), stats_table("removed", max_age=old)
         start = _now()
         event = start - timedelta(milliseconds=200)
-        doomed = start - timedelta(milliseconds=1500)
+        doomed = start - timedelta(milliseconds=3000)
         for table in (raised, removed):
             rows = [stats_row(1, event, 1), stats_row(2, doomed, 2)]
             assert session.write(table, rows) == WriteResult(written=2, skipped=0)
