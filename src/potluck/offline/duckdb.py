@@ -49,7 +49,7 @@ from potluck.offline.base import (
     OfflineStore,
     SourceVersion,
 )
-from potluck.offline.commits import SourceState, read_source
+from potluck.offline.commits import SourceState
 from potluck.offline.convert import convert
 from potluck.offline.file_columns import DeclaredFileColumn, check_files
 from potluck.offline.files import (
@@ -57,7 +57,6 @@ from potluck.offline.files import (
     filesystem_for,
     ingestion_time,
     may_tie,
-    resolve_path,
     select_days,
     without_superseded,
 )
@@ -72,10 +71,9 @@ from potluck.offline.pit import (
 )
 from potluck.offline.retrieval import RetrievalJob
 from potluck.offline.snapshots import (
-    batch_source_of,
     current_version,
     pin_sources,
-    require_existing,
+    range_files,
 )
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
@@ -177,27 +175,10 @@ class DuckDBOfflineStore(OfflineStore):
         batch_size: int = 65_536,
     ) -> Iterator[pa.RecordBatch]:
         """Stream rows of ``table``'s batch source in ``[start, end)``; see the base class."""
-        source = batch_source_of(table)
-        start, end = _utc(start), _utc(end)
-        if start is not None and end is not None and start >= end:
-            raise ValidationError(
-                f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
-                table=table.name,
-            )
-        location = resolve_path(source.path, self.root)
-        state = read_source(location, version=version, since_version=since_version)
-        state = require_existing(table, state)
-        files = select_days(
-            state.files,
-            filesystem_for(location)[1],
-            source.date_partition_column,
-            start.date() if start else None,
-            end.date() if end else None,
+        read = range_files(
+            table, self.root, start, end, version=version, since_version=since_version
         )
-        # Superseded rows lose to a row of their own ingestion: reading them could only let a
-        # tie go the wrong way.
-        files = without_superseded(files)
-        return self._read_range(table, source, files, start, end, batch_size)
+        return self._read_range(table, read.source, read.files, read.start, read.end, batch_size)
 
     def source_version(self, table: FeatureTable) -> SourceVersion:
         """Return ``table``'s batch source and its latest version; see the base class."""
@@ -647,14 +628,6 @@ def _typed(batch: pa.RecordBatch, types: dict[str, ValueType]) -> pa.RecordBatch
         for name, column in zip(batch.schema.names, batch.columns, strict=True)
     ]
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _timestamp(value: datetime) -> str:

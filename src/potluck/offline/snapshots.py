@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from potluck.definitions.feature_table import FeatureTable
@@ -17,7 +19,13 @@ from potluck.errors import ValidationError
 from potluck.notices import NoDataWarning
 from potluck.offline.base import SourceVersion
 from potluck.offline.commits import SourceState, read_source
-from potluck.offline.files import resolve_path
+from potluck.offline.files import (
+    SourceFiles,
+    filesystem_for,
+    resolve_path,
+    select_days,
+    without_superseded,
+)
 from potluck.offline.pit import PitPlan
 
 
@@ -70,6 +78,71 @@ def require_existing(table: FeatureTable | str, state: SourceState) -> SourceSta
     return state
 
 
+@dataclass(frozen=True)
+class RangeRead:
+    """What a range read of one batch source sees (see :func:`range_files`).
+
+    Attributes:
+        source: The table's batch source.
+        files: The committed files that can hold rows of the range, superseded ones left out.
+        start: The range's inclusive start in UTC, or ``None``.
+        end: The range's exclusive end in UTC, or ``None``.
+    """
+
+    source: FileSource
+    files: SourceFiles
+    start: datetime | None
+    end: datetime | None
+
+
+def range_files(
+    table: FeatureTable,
+    root: Path | None,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    version: int | None = None,
+    since_version: int | None = None,
+) -> RangeRead:
+    """Return the files a read of ``table``'s rows with ``start <= event time < end`` sees.
+
+    Every offline store's ``read_range`` starts here, so they agree on the files: one committed
+    version (or what came after ``since_version``), pruned by date partition, without the
+    ``-superseded`` files (their rows lose to a row of their own ingestion: reading them could
+    only let a tie go the wrong way). Naive bounds are UTC.
+
+    Raises:
+        ValidationError: If the table has no batch source, its location does not exist,
+            ``start`` is not before ``end``, or ``version`` does not exist.
+    """
+    source = batch_source_of(table)
+    start, end = _utc(start), _utc(end)
+    if start is not None and end is not None and start >= end:
+        raise ValidationError(
+            f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
+            table=table.name,
+        )
+    location = resolve_path(source.path, root)
+    state = read_source(location, version=version, since_version=since_version)
+    state = require_existing(table, state)
+    files = select_days(
+        state.files,
+        filesystem_for(location)[1],
+        source.date_partition_column,
+        start.date() if start else None,
+        end.date() if end else None,
+    )
+    return RangeRead(source, without_superseded(files), start, end)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 def current_version(table: FeatureTable, root: Path | None) -> SourceVersion:
     """Return which batch source ``table`` reads now, and its latest committed version.
 
@@ -97,4 +170,11 @@ def batch_source_of(table: FeatureTable) -> FileSource:
     return table.batch_source
 
 
-__all__ = ["batch_source_of", "current_version", "pin_sources", "require_existing"]
+__all__ = [
+    "RangeRead",
+    "batch_source_of",
+    "current_version",
+    "pin_sources",
+    "range_files",
+    "require_existing",
+]

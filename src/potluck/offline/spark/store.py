@@ -32,16 +32,15 @@ from pydantic import AfterValidator
 
 from potluck.config import PluginConfig, setting_error
 from potluck.definitions.feature_table import FeatureTable
-from potluck.errors import UnavailableError, ValidationError
+from potluck.errors import UnavailableError
 from potluck.offline.base import (
     INGESTION_ID_COLUMN,
     OfflineStore,
     SourceVersion,
 )
-from potluck.offline.commits import SourceState, read_source
+from potluck.offline.commits import SourceState
 from potluck.offline.files import (
     filesystem_for,
-    resolve_path,
     select_days,
     without_superseded,
 )
@@ -55,10 +54,9 @@ from potluck.offline.pit import (
 )
 from potluck.offline.retrieval import RetrievalJob, StagedOutput
 from potluck.offline.snapshots import (
-    batch_source_of,
     current_version,
     pin_sources,
-    require_existing,
+    range_files,
 )
 from potluck.offline.spark.carry import CarriedColumn, carry
 from potluck.offline.spark.pit import CREATED, EVENT, ROW, TS, feature_column, key_column, render
@@ -163,26 +161,10 @@ class SparkOfflineStore(OfflineStore):
         Entity columns keep the files' type (the widest of them when files differ); the rows
         of one file come in order, the files in path order.
         """
-        source = batch_source_of(table)
-        start, end = _utc(start), _utc(end)
-        if start is not None and end is not None and start >= end:
-            raise ValidationError(
-                f"start ({start.isoformat()}) must be before end ({end.isoformat()})",
-                table=table.name,
-            )
-        location = resolve_path(source.path, self.root)
-        state = read_source(location, version=version, since_version=since_version)
-        state = require_existing(table, state)
-        files = select_days(
-            state.files,
-            filesystem_for(location)[1],
-            source.date_partition_column,
-            start.date() if start else None,
-            end.date() if end else None,
+        read = range_files(
+            table, self.root, start, end, version=version, since_version=since_version
         )
-        # Superseded rows lose to a row of their own ingestion: reading them could only let a
-        # tie go the wrong way.
-        return read_files_in_range(table, source, without_superseded(files), start, end, batch_size)
+        return read_files_in_range(table, read.source, read.files, read.start, read.end, batch_size)
 
     def source_version(self, table: FeatureTable) -> SourceVersion:
         """Return ``table``'s batch source and its latest version; see the base class."""
@@ -413,14 +395,6 @@ def _scan(
         number=number,
         ingestion_created=created,
     )
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _check_reachable(master: str) -> None:
