@@ -14,13 +14,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar
+
+from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
-from potluck.errors import JobError, ValidationError
+from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, parse_duration
+from potluck.errors import DefinitionError, JobError, ValidationError
 from potluck.ingestion.jobs import Job, JobSpec, JobStats, JobStatus, load_job, request_cancel
 from potluck.offline.base import OfflineStore
 from potluck.online.base import OnlineStore
@@ -146,6 +149,29 @@ class RecordedJob(IngestionJob):
         """
         if not self.record().status.is_terminal:
             request_cancel(self._registry, self._project, self._id)
+
+
+def positive_duration(value: object) -> timedelta:
+    """Read an engine setting that is a positive duration (``60``, ``"60s"``, ``"5m"``, ``"1h"``).
+
+    Engines' config classes call it from a ``mode="before"`` field validator.
+
+    Raises:
+        PydanticCustomError: If ``value`` is not a duration or is not positive; settings turn
+            it into the one-line error that names the setting.
+    """
+    try:
+        duration = parse_duration(value, "timeout")
+    except DefinitionError:
+        raise PydanticCustomError(
+            "duration",
+            f"{value!r} is not a duration; use seconds or text such as 60s, 5m, 1h",
+        ) from None
+    if duration <= timedelta(0):
+        raise PydanticCustomError(
+            "duration", f"must be a positive duration such as 60s, got {value!r}"
+        )
+    return duration
 
 
 def resolve_table(

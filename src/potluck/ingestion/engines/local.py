@@ -21,16 +21,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import parse_duration
-from potluck.errors import DefinitionError
 from potluck.ingestion.engines.base import (
     Engine,
     IngestionJob,
     JobContext,
+    positive_duration,
     raise_if_failed,
     resolve_table,
 )
@@ -74,18 +72,7 @@ class LocalEngineConfig(PluginConfig):
     @field_validator("heartbeat_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
-        try:
-            duration = parse_duration(value, "heartbeat_timeout")
-        except DefinitionError:
-            raise PydanticCustomError(
-                "duration",
-                f"{value!r} is not a duration; use seconds or text such as 60s, 5m, 1h",
-            ) from None
-        if duration <= timedelta(0):
-            raise PydanticCustomError(
-                "duration", f"must be a positive duration such as 60s, got {value!r}"
-            )
-        return duration
+        return positive_duration(value)
 
 
 class LocalJob(IngestionJob):

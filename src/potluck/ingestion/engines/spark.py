@@ -34,21 +34,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from potluck.config import PluginConfig
 from potluck.definitions._checks import NAME_PATTERN
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.serde import parse_duration
 from potluck.errors import (
     ConfigError,
-    DefinitionError,
     PotluckError,
     UnavailableError,
     ValidationError,
 )
 from potluck.ingestion.engines._spark_follow import SparkApplicationJobs, SparkJob
-from potluck.ingestion.engines.base import Engine, JobContext, resolve_table
+from potluck.ingestion.engines.base import Engine, JobContext, positive_duration, resolve_table
 from potluck.ingestion.jobs import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     STREAM_TO_ONLINE,
@@ -178,18 +175,7 @@ class SparkEngineConfig(PluginConfig):
     @field_validator("heartbeat_timeout", "start_timeout", mode="before")
     @classmethod
     def _duration(cls, value: object) -> timedelta:
-        try:
-            duration = parse_duration(value, "timeout")
-        except DefinitionError:
-            raise PydanticCustomError(
-                "duration",
-                f"{value!r} is not a duration; use seconds or text such as 60s, 5m, 1h",
-            ) from None
-        if duration <= timedelta(0):
-            raise PydanticCustomError(
-                "duration", f"must be a positive duration such as 60s, got {value!r}"
-            )
-        return duration
+        return positive_duration(value)
 
     def table_settings(self, table: str) -> SparkTableConfig:
         """Return the settings of ``table``'s jobs: its own where set, else the engine's."""
