@@ -578,6 +578,10 @@ def test_c_since_last_after_a_spark_job_reads_only_new_versions(
     w = workspace
     first = _finished(launched.a[1])
     assert first.status is JobStatus.SUCCEEDED
+    # Application E's hung driver is killed with a logged warning, which this command's
+    # captured stderr would also get if the kill happened while it runs.
+    launched.actors["hang"].result()
+    _ended(launched.e[1])
     w.redis.ingest("pairs", _pairs(PAIRS_3))
     result = CliRunner().invoke(
         app,
