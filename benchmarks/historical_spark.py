@@ -38,6 +38,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from _spark_bench import jvm_peak_mib
+
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 WEEK_US = 7 * 86_400 * 10**6
 DUPLICATE_SHARE = 0.02
@@ -119,21 +121,6 @@ def generate(folder: Path, drivers: int, feature_rows: int, entity_rows: int) ->
             "avg_daily_trips": rng.integers(0, 1000, feature_rows),
         }
     )
-
-
-def _jvm_peak_mib() -> float:
-    """The driver JVM's peak resident memory (VmHWM), in MiB; 0 if it cannot be read."""
-    from pyspark import SparkContext
-
-    gateway = SparkContext._gateway
-    process = getattr(gateway, "proc", None)
-    try:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (AttributeError, OSError):
-        pass
-    return 0.0
 
 
 def run(args: argparse.Namespace, folder: Path) -> None:
@@ -222,7 +209,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         )
     python_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
-        f"driver peak memory: Python {python_peak:.0f} MiB, JVM {_jvm_peak_mib():.0f} MiB; "
+        f"driver peak memory: Python {python_peak:.0f} MiB, JVM {jvm_peak_mib():.0f} MiB; "
         f"load average after: {os.getloadavg()[0]:.2f}"
     )
 

@@ -25,87 +25,15 @@ import argparse
 import os
 import platform
 import re
-import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import yaml
+from _spark_bench import DRIVER, PIECE, o2o_piece, o2o_table, run_job, sample, settings_file
 
-from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
+from potluck import Client
 from potluck.config import load_settings
-from potluck.ingestion.jobs import Job, JobStatus
-
-PIECE = 1_000_000
-DRIVER = Entity(name="driver_id", value_type=ValueType.INT64)
-
-
-def table(root: Path) -> FeatureTable:
-    return FeatureTable(
-        name="driver_stats",
-        entities=("driver_id",),
-        features=(
-            Feature(name="conv_rate", value_type=ValueType.DOUBLE),
-            Feature(name="trips", value_type=ValueType.INT64),
-            Feature(name="city", value_type=ValueType.STRING),
-        ),
-        max_age=timedelta(days=7),
-        batch_source=FileSource(
-            path=str(root / "data" / "driver_stats"), event_timestamp_column="event_timestamp"
-        ),
-    )
-
-
-def piece(start: int, count: int, keys: int, now: datetime) -> pa.Table:
-    rng = np.random.default_rng(start)
-    ids = rng.integers(0, keys, count, dtype=np.int64)
-    seconds = rng.integers(0, 86_400, count, dtype=np.int64)
-    events = (np.int64(now.timestamp() * 1e6) - seconds * 1_000_000).astype("datetime64[us]")
-    return pa.table(
-        {
-            "driver_id": ids,
-            "event_timestamp": pa.array(events).cast(pa.timestamp("us", "UTC")),
-            "conv_rate": rng.random(count),
-            "trips": np.arange(start, start + count, dtype=np.int64),
-            "city": pa.array([f"city_{i % 977}" for i in range(start, start + count)]),
-        }
-    )
-
-
-def settings_file(root: Path, name: str, redis_url: str, engine: dict[str, Any]) -> Path:
-    path = root / f"{name}.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "project": f"bench_{name}_{uuid.uuid4().hex[:6]}",
-                "registry": f"sqlite:///{root / 'registry.db'}",
-                "online_store": {"type": "redis", "url": redis_url},
-                "engine": engine,
-            }
-        )
-    )
-    return path
-
-
-def run(client: Client) -> tuple[Job, float, float]:
-    """Run one job; return its record, seconds to RUNNING and seconds in all."""
-    started = time.perf_counter()
-    job = client.start_offline_to_online_ingestion("driver_stats")
-    running_at = None
-    while not (record := job.record()).status.is_terminal:
-        if running_at is None and record.status is JobStatus.RUNNING:
-            running_at = time.perf_counter() - started
-        time.sleep(0.05)
-    total = time.perf_counter() - started
-    if record.status is not JobStatus.SUCCEEDED:
-        sys.exit(f"job {record.id} ended {record.status.value}: {record.error}")
-    return record, running_at or 0.0, total
-
 
 STAGE = re.compile(r"INFO DAGScheduler: (\w+Stage \d+) \(.*\) finished in (\d+) ms")
 
@@ -114,15 +42,6 @@ def stages(log: str) -> list[tuple[str, float]]:
     """The Spark stages of the application's log and how long each took."""
     text = Path(log).read_text(errors="replace")
     return [(m.group(1), int(m.group(2)) / 1000) for m in STAGE.finditer(text)]
-
-
-def sample(client: Client, keys: int) -> dict[str, list[Any]]:
-    ids = np.random.default_rng(7).choice(keys, size=min(1_000, keys), replace=False)
-    resp = client.get_online_features(
-        ["driver_stats:conv_rate", "driver_stats:trips", "driver_stats:city"],
-        {"driver_id": [int(i) for i in ids]},
-    )
-    return resp.to_dict()
 
 
 def main() -> None:
@@ -162,18 +81,18 @@ def main() -> None:
         spark = Client(
             settings=load_settings(settings_file(root, "spark", args.redis_url, spark_engine))
         )
-        definition = table(root)
+        definition = o2o_table(root)
         for client in (local, spark):
             client.apply([DRIVER, definition])
         now = datetime.now(timezone.utc)
         began = time.perf_counter()
         for start in range(0, args.rows, PIECE):
-            rows = piece(start, min(PIECE, args.rows - start), args.keys, now)
+            rows = o2o_piece(start, min(PIECE, args.rows - start), args.keys, now)
             local.ingest("driver_stats", rows)
         print(f"ingest: {time.perf_counter() - began:.1f} s")
         figures = {}
         for name, client in (("local", local), ("spark", spark)):
-            record, to_running, total = run(client)
+            record, to_running, total = run_job(client)
             figures[name] = total
             print(
                 f"{name:>5}: {total:7.1f} s ({args.rows / total:,.0f} rows/s); start "

@@ -11,8 +11,12 @@ used over the measured window (user + system time from /proc, in % of one core) 
 other engineers' work). Each scenario runs ``--runs`` times; every figure is the median of the
 runs. Everything runs on 127.0.0.1.
 
+``--auth off,jwt`` runs every scenario against a server without authentication and one that
+requires a JWT (RS256, verified against a local JWKS; every request carries the same token, as a
+client reusing its access token does), so the cost of authentication shows in the same run.
+
 Usage: python benchmarks/serving.py [--seconds 5] [--warmup 1] [--runs 3] [--workers 1,2]
-       [--transport grpc,http] [--entities 1,100] [--clients 1,4]
+       [--transport grpc,http] [--entities 1,100] [--clients 1,4] [--auth off,jwt]
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def machine_busy_seconds() -> float:
 # ---- load generator (runs in its own process) --------------------------------------------------
 
 
-def _grpc_caller(address: str, entities: int) -> Any:
+def _grpc_caller(address: str, entities: int, token: str | None) -> Any:
     import grpc
 
     from potluck._proto.feast.serving import ServingService_pb2 as pb
@@ -80,6 +84,7 @@ def _grpc_caller(address: str, entities: int) -> Any:
     # its own connection, as separate client processes would, and SO_REUSEPORT can spread them.
     channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
     stub = pb_grpc.ServingServiceStub(channel)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def call(i: int) -> None:
         ids = [(i * 37 + k) % DRIVERS for k in range(entities)]
@@ -89,15 +94,17 @@ def _grpc_caller(address: str, entities: int) -> Any:
                 "driver_id": value_pb.RepeatedValue(val=[value_pb.Value(int64_val=x) for x in ids])
             },
         )
-        resp = stub.GetOnlineFeatures(request)
+        resp = stub.GetOnlineFeatures(request, metadata=metadata)
         assert resp.results[1].statuses[0] == pb.PRESENT
 
     return call
 
 
-def _http_caller(port: int, entities: int) -> Any:
+def _http_caller(port: int, entities: int, token: str | None) -> Any:
     conn = http.client.HTTPConnection("127.0.0.1", port)
     headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
 
     def call(i: int) -> None:
         ids = [(i * 37 + k) % DRIVERS for k in range(entities)]
@@ -120,9 +127,9 @@ def loadgen(args: argparse.Namespace) -> None:
 
     def client(index: int) -> None:
         if args.transport == "grpc":
-            call = _grpc_caller(f"127.0.0.1:{args.port}", args.entities)
+            call = _grpc_caller(f"127.0.0.1:{args.port}", args.entities, args.token)
         else:
-            call = _http_caller(args.port, args.entities)
+            call = _http_caller(args.port, args.entities, args.token)
         i = index * 100_003
         while time.perf_counter() < stop_warmup:
             call(i)
@@ -248,6 +255,32 @@ def _setup(folder: Path, redis_url: str) -> Path:
     return config
 
 
+def _jwt_config(config: Path) -> tuple[Path, str]:
+    """Write a config requiring JWTs (a new RSA key in a local JWKS); return it and a token."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = config.parent / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "bench", "alg": "RS256"}]}))
+    settings = yaml.safe_load(config.read_text())
+    settings["auth"] = {
+        "jwt": {"issuer": "https://bench", "audience": "potluck", "jwks_file": str(jwks)}
+    }
+    secured = config.parent / "potluck-jwt.yaml"
+    secured.write_text(yaml.safe_dump(settings))
+    now = int(time.time())
+    claims = {
+        "iss": "https://bench",
+        "aud": "potluck",
+        "sub": "bench",
+        "exp": now + 3600,
+        "permissions": ["read_online"],
+    }
+    return secured, jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -261,6 +294,8 @@ def main() -> None:
     parser.add_argument("--transport", default="grpc,http")
     parser.add_argument("--entities", default="1,100")
     parser.add_argument("--clients", default="1,4")
+    parser.add_argument("--auth", default="off,jwt", help="off (no auth) and/or jwt")
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
@@ -278,27 +313,38 @@ def main() -> None:
     redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
     with tempfile.TemporaryDirectory() as tmp:
         config = _setup(Path(tmp), redis_url)
+        secured, token = _jwt_config(config)
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Redis at {redis_url}")
         print(f"load average at the start: {Path('/proc/loadavg').read_text().split()[:3]}")
         print()
         print(
-            "| workers | transport | entities | clients | p50 | p99 | req/s | server CPU "
+            "| workers | auth | transport | entities | clients | p50 | p99 | req/s | server CPU "
             "| loadgen CPU | Redis CPU | other CPU | server µs/req | loadgen µs/req |"
         )
-        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for workers in _ints(args.workers):
-            with _server(config, workers) as (server_pid, grpc_port, http_port):
-                for transport in args.transport.split(","):
-                    port = grpc_port if transport == "grpc" else http_port
-                    for entities in _ints(args.entities):
-                        for clients in _ints(args.clients):
-                            runs = [
-                                _scenario(
-                                    args, server_pid, redis_pid, transport, port, entities, clients
-                                )
-                                for _ in range(args.runs)
-                            ]
-                            print(_row(workers, transport, entities, clients, runs), flush=True)
+            for auth in args.auth.split(","):
+                served = secured if auth == "jwt" else config
+                args.token = token if auth == "jwt" else None
+                with _server(served, workers) as (server_pid, grpc_port, http_port):
+                    for transport in args.transport.split(","):
+                        port = grpc_port if transport == "grpc" else http_port
+                        for entities in _ints(args.entities):
+                            for clients in _ints(args.clients):
+                                runs = [
+                                    _scenario(
+                                        args,
+                                        server_pid,
+                                        redis_pid,
+                                        transport,
+                                        port,
+                                        entities,
+                                        clients,
+                                    )
+                                    for _ in range(args.runs)
+                                ]
+                                row = _row(workers, transport, entities, clients, runs)
+                                print(_auth_row(row, auth), flush=True)
         print()
         print(f"load average at the end: {Path('/proc/loadavg').read_text().split()[:3]}")
 
@@ -360,6 +406,7 @@ def _scenario(
         str(server_pid),
         "--redis-pid",
         str(redis_pid),
+        *(["--token", args.token] if args.token else []),
     ]
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
@@ -384,6 +431,12 @@ def _row(
         f"| {median('cpu'):.0%} | {median('redis_cpu'):.0%} | {median('other_cpu'):.0%} "
         f"| {server_us:.0f} | {loadgen_us:.0f} |"
     )
+
+
+def _auth_row(row: str, auth: str) -> str:
+    """Insert the auth column after the workers column of a :func:`_row` line."""
+    first, rest = row[2:].split(" | ", 1)
+    return f"| {first} | {auth} | {rest}"
 
 
 if __name__ == "__main__":

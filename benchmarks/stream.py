@@ -1,7 +1,8 @@
 """Stream ingestion benchmark: the local engine's stream-to-online job, Kafka to Redis.
 
 A producer in a process of its own publishes JSON messages at a fixed rate into a new
-4-partition topic (keyed by the canonical entity key, as ``client.publish`` keys them); a
+4-partition topic (keyed by the canonical entity key and with the producer settings of
+``client.publish``: idempotent, ``acks=all``, ``linger.ms=5``, Nagle off); a
 ``potluck stream`` process (the local engine's job) writes them into Redis. Printed:
 
 - drain: a backlog of ``--backlog`` messages, consumed from the start; events/s of the job,
@@ -10,20 +11,24 @@ A producer in a process of its own publishes JSON messages at a fixed rate into 
 - fixed rates (1,000, 10,000 and the highest the job keeps up with): whether the job keeps up
   (its lag a second after the producer ends under half a second of messages), the freshness
   latency from produce time to readable through ``get_online_features`` (p50, p99; each message
-  carries its send time in
-  a feature, read back by a probe polling 20 keys), and the CPU of each process; beside it the
-  floor at the same rate on a topic of its own: latency from produce time (the message's Kafka
-  timestamp) to written into Redis, and its CPU.
+  carries its send time in a feature, read back by a probe polling 100 keys every 20 ms), the
+  CPU of each process (the probe's too), and the stages of that latency: acknowledged by the
+  broker (the producer's delivery reports), arrived at a consumer with the job's settings (a
+  watcher process, with ``--stages``), readable; beside it the floor at the same rate on a
+  topic of its own: latency from produce time (the message's Kafka timestamp) to written into
+  Redis, and its CPU.
 
 Uses the shared broker and Redis (``POTLUCK_TEST_KAFKA_BOOTSTRAP``, ``POTLUCK_TEST_REDIS_URL``,
 from ``scripts/services.sh``), a topic and a project of its own.
 
 Usage: python benchmarks/stream.py [--backlog 300000] [--seconds 10] [--keys 10000]
+       [--rates 10000 ...] [--stages] [--batch-interval SECONDS]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -43,6 +48,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from potluck import Client, Entity, Feature, FeatureTable, KafkaSource, ValueType
 from potluck.ingestion.jobs import JobStatus
+from potluck.ingestion.stream.batch import StreamTable
+from potluck.ingestion.stream.brokers import consumer_config, producer_config
 from potluck.online.codec import encode_entity_key
 
 PARTITIONS = 4
@@ -50,6 +57,14 @@ TABLE = "bench_stats"
 DRIVER = Entity(name="driver_id", value_type=ValueType.INT64)
 TICK = 0.001
 """The producer's pacing step, seconds."""
+SAMPLE_EVERY = 10
+"""One message in this many is timed by the producer (acknowledged) and the watcher (arrived)."""
+JOB_OPTIONS = {"session.timeout.ms": "6000"}
+"""The ``-k`` options of the job (a dead benchmark's group member is gone after 6 s)."""
+PROBE_KEYS = 100
+"""Keys the probe reads each time: each changes about once a second, so a 10-second run gives
+about 1,000 freshness samples (a p99 that is not one unlucky read), at a fraction of the CPU of
+the job (the probe's CPU is printed)."""
 PROBE_EVERY = 0.02
 """Seconds between two reads of the probe: often enough to time freshness to about 20 ms, rarely
 enough not to take the CPU the job needs."""
@@ -77,17 +92,16 @@ def table(bootstrap: str, topic: str) -> FeatureTable:
 
 def produce(bootstrap: str, topic: str, project: str, rate: float, count: int, keys: int) -> None:
     """Send ``count`` messages at ``rate`` per second (0: as fast as possible), then flush."""
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 5,
-            "acks": "all",
-            "enable.idempotence": True,
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
+    settings = producer_config(bootstrap, {"queue.buffering.max.messages": "1000000"})
+    producer = Producer({k: v for k, v in settings.items() if k != "logger"})
     types = {"driver_id": ValueType.INT64}
     encoded = [encode_entity_key(project, TABLE, {"driver_id": k}, types) for k in range(keys)]
+    acked: list[float] = []
+
+    def delivered(error: object, message: object, sent: float) -> None:
+        if error is None:
+            acked.append(time.time() - sent)
+
     started = time.monotonic()
     for i in range(count):
         if rate and i % max(1, int(rate * TICK)) == 0:
@@ -104,22 +118,58 @@ def produce(bootstrap: str, topic: str, project: str, rate: float, count: int, k
                 "event_timestamp": datetime.fromtimestamp(now, timezone.utc).isoformat(),
             }
         ).encode()
+        callback = None
+        if i % SAMPLE_EVERY == 0:
+            callback = functools.partial(delivered, sent=now)
         while True:
             try:
-                producer.produce(topic, value=value, key=encoded[key])
+                producer.produce(topic, value=value, key=encoded[key], on_delivery=callback)
                 break
             except BufferError:
                 producer.poll(0.01)
-        if i % 1000 == 0:
+        if i % SAMPLE_EVERY == 0:  # serves delivery reports: the acknowledgement times
             producer.poll(0)
     producer.flush(120)
     cpu = os.times()
-    print(
-        json.dumps(
-            {"sent": count, "seconds": time.monotonic() - started, "cpu": cpu.user + cpu.system}
-        ),
-        flush=True,
-    )
+    result = {"sent": count, "seconds": time.monotonic() - started, "cpu": cpu.user + cpu.system}
+    print(json.dumps({**result, **percentiles("acked", acked)}), flush=True)
+
+
+# ---- the watcher process: what a consumer with the job's settings receives, and when ----------
+
+
+def watch(bootstrap: str, topic: str, count: int) -> None:
+    """Read ``count`` messages with the job's consumer settings; time each sampled one's arrival.
+
+    Arrival is receive time minus the message's send time (``sent_us``): the part of freshness
+    before the job decodes and writes, so the job's own share is the rest.
+    """
+    stream = StreamTable("watch", table(bootstrap, topic), {"driver_id": ValueType.INT64})
+    settings = consumer_config(stream, f"watch-{uuid.uuid4().hex}", JOB_OPTIONS)
+    consumer = Consumer({k: v for k, v in settings.items() if k != "logger"})
+    consumer.subscribe([topic])
+    done = 0
+    fetched: list[float] = []
+    while done < count:
+        messages = consumer.consume(65_536, 0) or consumer.consume(1, 0.1)
+        messages = [m for m in messages if m.error() is None]
+        received = time.time()
+        for message in messages[::SAMPLE_EVERY]:
+            fetched.append(received - json.loads(message.value())["sent_us"] / 1e6)
+        done += len(messages)
+    consumer.close()
+    print(json.dumps(percentiles("fetched", fetched)), flush=True)
+
+
+def percentiles(name: str, seconds: list[float]) -> dict[str, float]:
+    """``{name}_p50`` and ``{name}_p99`` of ``seconds``, in milliseconds."""
+    if not seconds:
+        return {f"{name}_p50": float("nan"), f"{name}_p99": float("nan")}
+    ordered = sorted(seconds)
+    return {
+        f"{name}_p50": ordered[len(ordered) // 2] * 1000,
+        f"{name}_p99": ordered[int(len(ordered) * 0.99)] * 1000,
+    }
 
 
 # ---- the floor process ---------------------------------------------------------------------------
@@ -223,6 +273,9 @@ class Bench:
             )
         )
         self.client = Client(self.folder / "potluck.yaml")
+        self.job_options = []
+        if args.batch_interval is not None:
+            self.job_options = ["--batch-interval", str(args.batch_interval)]
         self.group = f"potluck.{self.project}.{TABLE}"
         info = redis.Redis.from_url(self.redis_url).info("server")
         self.redis_pid = int(info["process_id"])
@@ -251,8 +304,8 @@ class Bench:
                 str(Path(sys.executable).parent / "potluck"),
                 "stream",
                 TABLE,
-                "-k",
-                "session.timeout.ms=6000",
+                *(f"-k{k}={v}" for k, v in JOB_OPTIONS.items()),
+                *self.job_options,
             ],
             cwd=self.folder,
             env=env,
@@ -314,15 +367,23 @@ class Bench:
             str(count),
             str(keys),
         )
+        watcher = None
+        if self.args.stages:
+            watcher = self.subprocess("--watch", self.bootstrap, topic, str(count))
         pids = {"job": job.pid, "redis": self.redis_pid}
         if self.broker_pid:
             pids["broker"] = self.broker_pid
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        probe0 = sum(os.times()[:2])
         t0 = time.monotonic()
-        latencies = self.probe(producer, keys)
+        latencies, reads = self.probe(producer, keys)
         window = time.monotonic() - t0
         cpu = {name: (cpu_seconds(pid) - cpu0[name]) / window for name, pid in pids.items()}
+        cpu["probe"] = (sum(os.times()[:2]) - probe0) / window
         sent = json.loads(producer.communicate()[0])
+        arrived = {}
+        if watcher is not None:
+            arrived = json.loads(watcher.communicate(timeout=120)[0])
         cpu["producer"] = sent["cpu"] / sent["seconds"]
         time.sleep(1.0)  # offsets are committed every half second
         lag = end_total(self.bootstrap, topic) - committed_total(self.bootstrap, self.group, topic)
@@ -336,6 +397,10 @@ class Bench:
             "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan"),
             "samples": len(latencies),
+            "acked_p50": sent["acked_p50"],
+            "acked_p99": sent["acked_p99"],
+            **arrived,
+            **percentiles("probe_read", reads),
             **{f"cpu_{name}": share for name, share in cpu.items()},
         }
 
@@ -364,21 +429,28 @@ class Bench:
             "cpu": result["cpu"] / max(result["seconds"], self.args.seconds),
         }
 
-    def probe(self, producer: subprocess.Popen[str], count: int) -> list[float]:
-        """Poll 20 of ``count`` keys until the producer ends; each new value gives a latency."""
-        keys = [{"driver_id": k} for k in range(0, count, max(1, count // 20))]
+    def probe(self, producer: subprocess.Popen[str], count: int) -> tuple[list[float], list[float]]:
+        """Poll ``PROBE_KEYS`` of ``count`` keys until the producer ends; a new value is a sample.
+
+        Returns:
+            The latencies, and how long each read took (the probe's own share of them), seconds.
+        """
+        keys = [{"driver_id": k} for k in range(0, count, max(1, count // PROBE_KEYS))]
         seen: dict[int, int] = {}
         latencies: list[float] = []
+        reads: list[float] = []
         while producer.poll() is None:
+            asked = time.time()
             response = self.client.get_online_features([f"{TABLE}:sent_us"], keys).to_dict()
             now_us = time.time() * 1_000_000
+            reads.append(now_us / 1e6 - asked)
             for key, sent in zip(response["driver_id"], response[f"{TABLE}__sent_us"], strict=True):
                 if sent is not None and seen.get(key) != sent:
                     if key in seen:
                         latencies.append((now_us - sent) / 1e6)
                     seen[key] = sent
             time.sleep(PROBE_EVERY)
-        return latencies
+        return latencies, reads
 
 
 def main() -> None:
@@ -386,8 +458,25 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=300_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument(
+        "--rates",
+        type=int,
+        nargs="+",
+        help="only these fixed rates (events/s), without the drain and the search for the "
+        "highest rate: for repeated freshness runs",
+    )
+    parser.add_argument(
+        "--batch-interval", type=float, help="the job's --batch-interval (default: its own)"
+    )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time arrival at a consumer with the job's settings (a watcher process: "
+        "more load on the machine)",
+    )
     parser.add_argument("--produce", nargs=6, metavar="X", help=argparse.SUPPRESS)
     parser.add_argument("--floor", nargs=5, metavar="X", help=argparse.SUPPRESS)
+    parser.add_argument("--watch", nargs=3, metavar="X", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
         bootstrap, topic, project, rate, count, keys = args.produce
@@ -397,14 +486,28 @@ def main() -> None:
         bootstrap, topic, redis_url, count, prefix = args.floor
         floor(bootstrap, topic, redis_url, int(count), prefix)
         return
+    if args.watch:
+        bootstrap, topic, count = args.watch
+        watch(bootstrap, topic, int(count))
+        return
     bench = Bench(args)
     print(
         f"stream ingestion, local engine, {os.cpu_count()} cores; broker {bench.bootstrap}, "
-        f"Redis {bench.redis_url}; {args.keys} keys, JSON messages of ~110 bytes"
+        f"Redis {bench.redis_url}; {args.keys} keys, JSON messages of ~110 bytes; job options "
+        f"{' '.join(bench.job_options) or 'default'}; load average {os.getloadavg()[0]:.2f}"
     )
+    results = [bench.fixed_rate(rate) for rate in args.rates] if args.rates else search(bench)
+    for r in results:
+        report(bench, r)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
+    bench.clean()
+
+
+def search(bench: Bench) -> list[dict[str, float]]:
+    """The drain, then 1,000 and 10,000 events/s and the highest fixed rate the job sustains."""
     job_rate, floor_rate, job_cpu = bench.drain()
     print(
-        f"drain {args.backlog} messages: job {job_rate:,.0f} events/s (CPU {job_cpu:.2f} "
+        f"drain {bench.args.backlog} messages: job {job_rate:,.0f} events/s (CPU {job_cpu:.2f} "
         f"cores), floor (confluent-kafka + redis-py pipeline) {floor_rate:,.0f} events/s, "
         f"ratio {job_rate / floor_rate:.2f}"
     )
@@ -415,21 +518,36 @@ def main() -> None:
         results.append(found)
         if found["keeps_up"]:
             break
-    for r in results:
-        cpus = ", ".join(f"{k[4:]} {v:.2f}" for k, v in r.items() if k.startswith("cpu_"))
-        floor_line = ""
-        if r["keeps_up"]:
-            base = bench.floor_rate(int(r["rate"]))
-            floor_line = (
-                f"; floor: written p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms, "
-                f"CPU {base['cpu']:.2f}"
-            )
-        print(
-            f"{r['rate']:>7,} events/s (sent {r['achieved']:,.0f}/s): keeps up {r['keeps_up']} "
-            f"(lag {r['lag']:,}); freshness p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms "
-            f"({r['samples']} samples); CPU (cores) {cpus}{floor_line}"
+    return results
+
+
+def report(bench: Bench, r: dict[str, float]) -> None:
+    """Print one fixed rate's line, its stages, and the floor at that rate (if the job kept up)."""
+    cpus = ", ".join(f"{k[4:]} {v:.2f}" for k, v in r.items() if k.startswith("cpu_"))
+    floor_line = ""
+    if r["keeps_up"]:
+        base = bench.floor_rate(int(r["rate"]))
+        floor_line = (
+            f"; floor: written p50 {base['p50_ms']:.0f} ms, p99 {base['p99_ms']:.0f} ms, "
+            f"CPU {base['cpu']:.2f}"
         )
-    bench.clean()
+    print(
+        f"{r['rate']:>7,} events/s (sent {r['achieved']:,.0f}/s): keeps up {r['keeps_up']} "
+        f"(lag {r['lag']:,}); freshness p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms "
+        f"({r['samples']} samples); CPU (cores) {cpus}{floor_line}"
+    )
+    arrived = ""
+    if "fetched_p50" in r:
+        arrived = (
+            f", arrived at a consumer with the job's settings "
+            f"{r['fetched_p50']:.0f}/{r['fetched_p99']:.0f}"
+        )
+    print(
+        "         stages p50/p99 ms from send: acknowledged "
+        f"{r['acked_p50']:.0f}/{r['acked_p99']:.0f}{arrived}, readable "
+        f"{r['p50_ms']:.0f}/{r['p99_ms']:.0f}; one probe read "
+        f"{r['probe_read_p50']:.0f}/{r['probe_read_p99']:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-IMPORT = re.compile(r"^from (potluck\.core\.v1|feast\.(?:core|serving|types)) import", re.M)
+IMPORT = re.compile(
+    r"^from (potluck\.(?:core|jobservice)\.v1|feast\.(?:core|serving|types)) import", re.M
+)
 
 
 def generate(out: Path) -> None:

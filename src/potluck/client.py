@@ -11,13 +11,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from potluck._kafka_properties import merged_properties
 from potluck.config import CONFIG_FILE_NAME, Settings, load_settings
 from potluck.definitions import Entity, FeatureTable
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.definitions.sources import resolve_source_path
 from potluck.errors import NotFoundError, ValidationError
-from potluck.registry.base import Change, Project, Registry, Revision
+from potluck.registry.base import (
+    AllowedLocation,
+    AuditEntry,
+    Change,
+    Project,
+    Registry,
+    Revision,
+    Schedule,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -26,6 +35,7 @@ if TYPE_CHECKING:
     from potluck.ingestion.ingest import IngestionReport, ProgressCallback
     from potluck.ingestion.jobs import Job
     from potluck.ingestion.stream.publish import PublishReport
+    from potluck.jobservice.remote import RemoteJobService
     from potluck.offline.base import OfflineStore
     from potluck.offline.commits import GarbageReport
     from potluck.offline.inputs import InputData
@@ -42,12 +52,14 @@ def open_registry(settings: Settings) -> Registry:
     That is the Core service if ``core_url`` is set, else the SQL registry at ``registry``.
     """
     if settings.core_url:
+        from potluck.auth.credentials import client_security
         from potluck.registry.remote import RemoteRegistry
 
-        return RemoteRegistry(settings.core_url)
+        return RemoteRegistry(settings.core_url, security=client_security(settings, "core"))
+    from potluck.registry.isolation import DataIsolation
     from potluck.registry.sql import SqlRegistry
 
-    return SqlRegistry(settings.registry_url)
+    return SqlRegistry(settings.registry_url, isolation=DataIsolation.from_settings(settings))
 
 
 _EMPTY_REGISTRY = "sqlite:///:memory:"
@@ -91,6 +103,8 @@ class Client:
             (everything in local files under ``.potluck/`` of the working folder).
         core_url: ``host:port`` of a Core service; overrides the config.
         serving_url: ``host:port`` of an Online Serving gRPC endpoint; overrides the config.
+        job_service_url: ``host:port`` of a Job Service; overrides the config. When set, jobs,
+            schedules and training sets go through it (see ``docs/jobservice.md``).
         project: The project to work in; overrides the config.
         settings: Fully resolved settings; when given, the other arguments must be ``None``.
 
@@ -109,11 +123,17 @@ class Client:
         *,
         core_url: str | None = None,
         serving_url: str | None = None,
+        job_service_url: str | None = None,
         project: str | None = None,
         settings: Settings | None = None,
     ) -> None:
         if settings is None:
-            overrides = {"core_url": core_url, "serving_url": serving_url, "project": project}
+            overrides = {
+                "core_url": core_url,
+                "serving_url": serving_url,
+                "job_service_url": job_service_url,
+                "project": project,
+            }
             settings = load_settings(config_path, overrides=overrides)
         self.settings = settings
         self._project = check_name(settings.project, "project")
@@ -125,6 +145,7 @@ class Client:
         self._engine: Engine | None = None
         self._readers: dict[str, ServingService | RemoteServing] = {}
         self._jobs: dict[str, IngestionJob] = {}
+        self._remote_jobs: RemoteJobService | None = None
 
     # ---- the registry: opened when it exists, created only by a call that writes ----------------
 
@@ -196,6 +217,50 @@ class Client:
         """Archive project ``name``: its definitions stay readable, applies are refused."""
         return self._registry.archive_project(name)
 
+    def restore_project(self, name: str) -> Project:
+        """Restore archived project ``name``: applies to it are accepted again (an admin's task).
+
+        Raises:
+            NotFoundError: If it does not exist.
+        """
+        return self._registry.restore_project(name)
+
+    def allow_location(self, project: str, location: str) -> AllowedLocation:
+        """Allow ``project``'s tables to name ``location`` outside its data roots (an admin's task).
+
+        Args:
+            project: An existing project.
+            location: A folder (relative ones are resolved against ``settings.root``), a URL
+                prefix such as ``s3://bucket/shared``, or ``kafka:PREFIX`` for topics.
+
+        Raises:
+            NotFoundError: If the project does not exist.
+            ValidationError: If the location is empty.
+        """
+        from potluck.registry.isolation import normalize_location
+
+        resolved = normalize_location(location, self.settings.root)
+        return self._registry.allow_location(check_name(project, "project"), resolved)
+
+    def list_allowed_locations(self, project: str | None = None) -> list[AllowedLocation]:
+        """Return the locations allowed for ``project`` (default: this client's), by location."""
+        return self._registry.list_allowed_locations(project or self._project)
+
+    def audit_log(
+        self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
+        """Return the registry's audit log, newest first (``potluck audit``).
+
+        Args:
+            project: Only this project's entries (default: every project).
+            since: Only entries at or after this time (naive means UTC).
+            limit: At most this many entries, 1 to 10,000.
+
+        Raises:
+            ValidationError: If ``limit`` is out of range.
+        """
+        return self._registry.audit_log(project=project, since=since, limit=limit)
+
     # ---- definitions ---------------------------------------------------------------------------
 
     def apply(
@@ -256,9 +321,10 @@ class Client:
 
     def _preview(self, objects: Sequence[Definition], *, force: bool) -> list[Change]:
         """Plan ``objects`` against an empty registry in memory: nothing is created."""
+        from potluck.registry.isolation import DataIsolation
         from potluck.registry.sql import SqlRegistry
 
-        empty = SqlRegistry(_EMPTY_REGISTRY)
+        empty = SqlRegistry(_EMPTY_REGISTRY, isolation=DataIsolation.from_settings(self.settings))
         try:
             return empty.apply(self._project, list(objects), force=force, dry_run=True)
         finally:
@@ -410,18 +476,43 @@ class Client:
                 with ``event_timestamp`` and a column per entity joined on.
             versions: The batch-source version to read per table name; by default each
                 table's latest, pinned now. A job's ``source_versions`` given back here
-                rebuilds the same training set later.
+                rebuilds the same training set later. Not with ``job_service_url``.
 
         Returns:
             A job: ``to_arrow()``, ``to_pandas()`` or ``to_parquet(path)`` runs the join;
-            ``source_versions`` names the version of each table it reads.
+            ``source_versions`` names the version of each table it reads. With
+            ``job_service_url`` the Job Service builds the training set at once and the job
+            reads it back when it is done (see :mod:`potluck.jobservice.staging`);
+            ``source_versions`` is then empty.
 
         Raises:
             FeatureRefError: If a reference is malformed or names an unknown table or feature.
             DataValidationError: If the entity rows lack a column or hold a bad value.
+            ValidationError: With ``job_service_url``: if ``staging_location`` is not set, or
+                ``versions`` is given.
+            JobError: With ``job_service_url``, when read: if the Job Service's job failed.
         """
         from potluck.offline.pit import resolve_refs
 
+        remote = self._job_service()
+        if remote is not None:
+            from potluck.jobservice.staging import remote_historical_features
+
+            if versions:
+                raise ValidationError(
+                    "versions cannot be given for a training set built through the Job Service "
+                    "(job_service_url is set): it reads each table's latest version; drop "
+                    "versions, or unset job_service_url to pin them here",
+                    field="versions",
+                )
+            return remote_historical_features(
+                remote,
+                self._project,
+                feature_refs,
+                entity_source,
+                staging_location=self.settings.staging_location,
+                root=self.settings.root,
+            )
         registry = self._registry
         requests = resolve_refs(
             feature_refs,
@@ -492,7 +583,8 @@ class Client:
         """Start copying the latest row per key of ``table``'s batch source to the online store.
 
         The job runs on the configured engine and returns at once; ``job.wait()`` blocks until
-        it ends, ``job.status`` and ``job.stats`` follow it.
+        it ends, ``job.status`` and ``job.stats`` follow it. With ``job_service_url`` it runs in
+        the Job Service, and the handle follows it there.
 
         Args:
             table: The feature table or its name.
@@ -523,6 +615,14 @@ class Client:
                 field="since_last",
             )
         name = table.name if isinstance(table, FeatureTable) else table
+        remote = self._job_service()
+        if remote is not None:
+            from potluck.jobservice.remote import RemoteJob
+
+            started = remote.start_offline_to_online(
+                self._project, name, start=start, end=end, since_last=since_last, full=full
+            )
+            return RemoteJob(remote, started)
         spec = JobSpec(
             project=self._project,
             table=name,
@@ -556,7 +656,9 @@ class Client:
         brokers or stores it cannot reach are retried, and reported in the record's
         ``warning``. Jobs of one ``group_id``, in any processes, share the topic's partitions.
         The job has its own connections to the registry and the online store, so it outlives
-        :meth:`close`; stop it (``job.cancel(); job.wait()``) to end it.
+        :meth:`close`; stop it (``job.cancel(); job.wait()``) to end it. With
+        ``job_service_url`` it runs in the Job Service (with that service's settings, so the
+        options below cannot be given), and the handle follows it there.
 
         Args:
             table: The feature table or its name; it needs a stream source.
@@ -564,18 +666,39 @@ class Client:
             batch_size: The most messages in one micro-batch (default 65,536).
             batch_interval: Seconds a micro-batch gathers messages once it has a first one
                 (default 0.02).
-            kafka_config: librdkafka properties over potluck's (security settings,
-                ``session.timeout.ms`` ...); not recorded.
+            kafka_config: librdkafka properties over potluck's and the ``kafka`` settings
+                (security settings, ``session.timeout.ms`` ...); not recorded.
 
         Raises:
             NotFoundError: If the table does not exist.
-            ValidationError: If it has no stream source, or a setting is out of range.
+            ValidationError: If it has no stream source, or a setting is out of range, or an
+                option is given with ``job_service_url``.
             DefinitionError: If its protobuf message class cannot be imported.
         """
         from potluck.ingestion.engines.base import JobContext
         from potluck.ingestion.jobs import STREAM_TO_ONLINE, JobSpec
 
         name = table.name if isinstance(table, FeatureTable) else table
+        remote = self._job_service()
+        if remote is not None:
+            from potluck.jobservice.remote import RemoteJob
+
+            given = {
+                "group_id": group_id,
+                "batch_size": batch_size,
+                "batch_interval": batch_interval,
+                "kafka_config": kafka_config or None,
+            }
+            for option, value in given.items():
+                if value is not None:
+                    raise ValidationError(
+                        f"{option} cannot be given for a stream job started through the Job "
+                        "Service (job_service_url is set): the job runs with the Job Service's "
+                        f"settings; drop {option}, or unset job_service_url to run the job here",
+                        field=option,
+                    )
+            return RemoteJob(remote, remote.start_stream_to_online(self._project, name))
+        options = merged_properties(self.settings.kafka, kafka_config)
         spec = JobSpec(kind=STREAM_TO_ONLINE, project=self._project, table=name, group_id=group_id)
         if batch_size is not None or batch_interval is not None:
             spec = dataclasses.replace(
@@ -588,7 +711,7 @@ class Client:
             open_registry(self.settings),  # the job's own: it closes them when it ends
             self._offline(),
             type(store)(store.config),
-            dict(kafka_config or {}),
+            options,
         )
         return self._job_engine().submit(spec, context)
 
@@ -609,7 +732,8 @@ class Client:
         Args:
             table: The feature table or its name; it needs a stream source.
             data: A pandas DataFrame, a pyarrow Table, or a ``.parquet``/``.csv`` path or URL.
-            kafka_config: librdkafka properties over potluck's producer settings.
+            kafka_config: librdkafka properties over potluck's producer settings and the
+                ``kafka`` settings.
 
         Returns:
             The table, topic and number of messages sent.
@@ -623,14 +747,15 @@ class Client:
         from potluck.ingestion.stream.batch import StreamTable
         from potluck.ingestion.stream.publish import publish
 
+        options = merged_properties(self.settings.kafka, kafka_config)
         resolved = table if isinstance(table, FeatureTable) else self.get_feature_table(table)
         entities = {name: self.get_entity(name) for name in resolved.entities}
         types = {name: entity.value_type for name, entity in entities.items()}
         stream = StreamTable(self._project, resolved, types)
-        return publish(stream, entities, data, kafka_config=kafka_config)
+        return publish(stream, entities, data, kafka_config=options)
 
     def list_jobs(self, table: str | None = None) -> list[Job]:
-        """Return the project's ingestion jobs (records), newest first.
+        """Return the project's jobs (records), newest first (through the Job Service if set).
 
         Args:
             table: Only this feature table's jobs.
@@ -641,6 +766,9 @@ class Client:
         """
         from potluck.ingestion.jobs import list_jobs
 
+        remote = self._job_service()
+        if remote is not None:
+            return remote.list_jobs(self._project, table=table)
         jobs = list_jobs(self._registry, self._project, table=table)
         if table is not None and not jobs:
             self.get_feature_table(table)
@@ -648,6 +776,8 @@ class Client:
 
     def get_job(self, job_id: str) -> IngestionJob:
         """Return a handle on job ``job_id`` (live if this client started it).
+
+        With ``job_service_url`` the handle reads and cancels the job through the Job Service.
 
         Raises:
             NotFoundError: If there is no such job in the project.
@@ -657,6 +787,11 @@ class Client:
         live = self._jobs.get(job_id)
         if live is not None:
             return live
+        remote = self._job_service()
+        if remote is not None:
+            from potluck.jobservice.remote import RemoteJob
+
+            return RemoteJob(remote, remote.get_job(self._project, job_id))
         job = RecordedJob(self._registry, self._project, job_id)
         job.record()
         return job
@@ -670,6 +805,60 @@ class Client:
         job = self.get_job(job_id)
         job.cancel()
         return job
+
+    def schedule_offline_to_online_ingestion(
+        self, table: FeatureTable | str, cron: str, look_back: timedelta
+    ) -> Schedule:
+        """Have the Job Service load ``[tick - look_back, tick)`` online at each tick of ``cron``.
+
+        Goes through the Job Service when ``job_service_url`` is set, else writes the schedule
+        to the registry directly; either way only a running Job Service runs it. Setting a
+        table's schedule again replaces it.
+
+        Args:
+            table: The feature table or its name; it needs a batch source.
+            cron: A cron expression (UTC): 5 fields ``minute hour day month weekday``, or 6
+                with seconds last.
+            look_back: The span each tick's job loads, positive.
+
+        Returns:
+            The schedule as stored.
+
+        Raises:
+            NotFoundError: If the table does not exist.
+            ValidationError: If ``cron`` or ``look_back`` is invalid, the table has no batch
+                source, or the registry keeps no schedules (``core_url``).
+        """
+        from potluck.ingestion.jobs import utc_now
+        from potluck.jobservice.scheduler import new_schedule
+
+        name = table.name if isinstance(table, FeatureTable) else table
+        remote = self._job_service()
+        if remote is not None:
+            return remote.schedule_offline_to_online(self._project, name, cron, look_back)
+        registry = self._registry
+        schedule = new_schedule(registry, self._project, name, cron, look_back, utc_now())
+        return registry.put_schedule(schedule)
+
+    def unschedule_offline_to_online_ingestion(self, table: FeatureTable | str) -> None:
+        """Remove ``table``'s schedule (through the Job Service when ``job_service_url`` is set).
+
+        Raises:
+            NotFoundError: If the table has no schedule.
+        """
+        name = table.name if isinstance(table, FeatureTable) else table
+        remote = self._job_service()
+        if remote is not None:
+            remote.unschedule(self._project, name)
+            return
+        self._registry.delete_schedule(self._project, name)
+
+    def list_schedules(self) -> list[Schedule]:
+        """Return the project's schedules by table (through the Job Service if it is set)."""
+        remote = self._job_service()
+        if remote is not None:
+            return remote.list_schedules(self._project)
+        return self._registry.list_schedules(self._project)
 
     def purge_online(self, table: FeatureTable | str) -> int:
         """Delete every value of ``table`` from the online store (``potluck online purge``).
@@ -751,9 +940,14 @@ class Client:
     def _reader(self) -> ServingService | RemoteServing:
         reader: ServingService | RemoteServing
         if self.settings.serving_url:
+            from potluck.auth.credentials import client_security
             from potluck.serving.remote import RemoteServing
 
-            reader = RemoteServing(self.settings.serving_url, project=self._project)
+            reader = RemoteServing(
+                self.settings.serving_url,
+                project=self._project,
+                security=client_security(self.settings, "serving"),
+            )
         else:
             reader = self.serving_service()
         self._readers[self._project] = reader
@@ -778,6 +972,18 @@ class Client:
             )
         return self._offline_store
 
+    def _job_service(self) -> RemoteJobService | None:
+        """The Job Service client when ``job_service_url`` is set, else ``None``."""
+        if self._remote_jobs is None and self.settings.job_service_url:
+            from potluck.auth.credentials import client_security
+            from potluck.jobservice.remote import RemoteJobService
+
+            self._remote_jobs = RemoteJobService(
+                self.settings.job_service_url,
+                security=client_security(self.settings, "job_service"),
+            )
+        return self._remote_jobs
+
     def _job_engine(self) -> Engine:
         if self._engine is None:
             from potluck import plugins
@@ -798,6 +1004,8 @@ class Client:
         for reader in self._readers.values():
             if isinstance(reader, RemoteServing):
                 reader.close()
+        if self._remote_jobs is not None:
+            self._remote_jobs.close()
         if self._online_store is not None:
             self._online_store.close()
         if self._offline_store is not None:

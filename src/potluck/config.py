@@ -29,13 +29,20 @@ from typing import Annotated, Any
 
 import pydantic
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from potluck._env_names import closest_setting, is_not_a_setting
+from potluck._kafka_properties import (
+    check_properties,
+    masked_properties,
+    property_name,
+    property_secrets,
+)
 from potluck._redact import redact_text, redact_url, secrets_in
 from potluck._setting_forms import check_address, check_memory_limit, check_registry_url
 from potluck._yaml import MAX_DEPTH, DuplicateKeyError, TooDeepError
 from potluck._yaml import load as read_yaml
+from potluck.auth.settings import AuthSettings
 from potluck.errors import ConfigError, PotluckError
 
 ENV_PREFIX = "POTLUCK_"
@@ -105,6 +112,12 @@ class Settings(BaseModel):
         default_factory=lambda: {"type": "local"},
         description="Where ingestion jobs run: {type: local} (Spark is planned).",
     )
+    kafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka properties every Kafka client starts with (publish, stream "
+        "jobs, dead letters; Spark stream jobs as kafka.<property>): security.protocol, "
+        "sasl.*, ssl.* ...; call-time options win.",
+    )
     core_url: str | None = Field(
         default=None,
         description="host:port of a Core service; when set the SDK uses it instead of the "
@@ -114,6 +127,57 @@ class Settings(BaseModel):
         default=None,
         description="host:port of an Online Serving gRPC endpoint; when set "
         "get_online_features goes through it.",
+    )
+    job_service_url: str | None = Field(
+        default=None,
+        description="host:port of a Job Service (potluck jobservice, or potluck core "
+        "--job-service); when set, ingestion jobs, job lists, schedules and "
+        "get_historical_features go through it.",
+    )
+    staging_location: str | None = Field(
+        default=None,
+        description="A folder (a path or URL) the SDK and the Job Service can both read and "
+        "write: with job_service_url, in-memory entity rows are staged there as Parquet and "
+        "training sets are written there.",
+    )
+    auth: AuthSettings | None = Field(
+        default=None,
+        description="Servers: static tokens, JWT verification and TLS (docs/security.md); "
+        "null: no authentication, servers listen on 127.0.0.1 only.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="The bearer token the SDK and CLI send to Core, Online Serving and the "
+        "Job Service.",
+    )
+    token_file: Path | None = Field(
+        default=None, description="A file holding the bearer token (instead of token)."
+    )
+    core_secure: bool = Field(default=False, description="Reach core_url over TLS.")
+    serving_secure: bool = Field(default=False, description="Reach serving_url over TLS.")
+    job_service_secure: bool = Field(default=False, description="Reach job_service_url over TLS.")
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificates (PEM) trusted for core_secure, serving_secure and "
+        "job_service_secure; null: the system's.",
+    )
+    data_root: str | None = Field(
+        default=None,
+        description="Turns on project data isolation: a project's batch sources must lie under "
+        "<data_root>/<project> (a folder, or a URL prefix such as s3://bucket/potluck) and its "
+        "Kafka topics start with '<project>.', unless data_roots or topic_prefixes say otherwise "
+        "or an administrator allowed the location (potluck projects allow-location). Unset: "
+        "sources may be anywhere.",
+    )
+    data_roots: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per project, the folders or URL prefixes its batch sources may lie under, "
+        "instead of <data_root>/<project>: {project: [folder or URL, ...]}; needs data_root.",
+    )
+    topic_prefixes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per project, the prefixes its Kafka topics (stream and dead-letter) may "
+        "start with, instead of '<project>.': {project: [prefix, ...]}; needs data_root.",
     )
     root: Path = Field(
         default_factory=Path.cwd,
@@ -145,14 +209,36 @@ class Settings(BaseModel):
     def _check_registry(cls, value: str) -> str:
         return check_registry_url(value)
 
-    @field_validator("core_url", "serving_url")
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _check_kafka(cls, value: object) -> dict[str, str]:
+        return check_properties(value)
+
+    @field_validator("core_url", "serving_url", "job_service_url")
     @classmethod
     def _check_address(cls, value: str | None) -> str | None:
         return None if value is None else check_address(value)
 
+    @field_validator("data_roots", "topic_prefixes")
+    @classmethod
+    def _check_isolation(
+        cls, value: dict[str, list[str]], info: pydantic.ValidationInfo
+    ) -> dict[str, list[str]]:
+        if value and info.data.get("data_root") is None:
+            raise ValueError(
+                "it takes effect only with data_root set; set data_root (the folder that holds "
+                "a folder per project) too"
+            )
+        for project, entries in value.items():
+            if not entries or not all(isinstance(e, str) and e.strip() for e in entries):
+                raise ValueError(
+                    f"project {project!r} needs a list of non-empty folders, URLs or prefixes"
+                )
+        return value
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, _masked(value)
+            yield name, masked_properties(value) if name == "kafka" else _masked(value)
 
     def resolve_path(self, path: str | Path) -> Path:
         """Return ``path`` made absolute against :attr:`root`."""
@@ -178,6 +264,44 @@ class Settings(BaseModel):
             return None
         rest = url[len(prefix) :].partition("?")[0]
         return None if rest in ("", ":memory:") or rest.startswith("file:") else Path(rest)
+
+    def served_registry_url(self, server: str) -> str:
+        """Return :attr:`registry_url` for a server that opens the SQL registry itself.
+
+        ``potluck core`` and the Job Service serve the database ``registry`` names; they never
+        read definitions through ``core_url``. With ``core_url`` set, a ``registry`` left at
+        its default, or naming a SQLite file that does not exist, would start them on a new
+        empty registry, so that is refused.
+
+        Args:
+            server: The server, for the message (``"potluck jobservice"``).
+
+        Raises:
+            ConfigError: If ``core_url`` is set and ``registry`` is not, or names a SQLite
+                file that does not exist; the message names both settings.
+        """
+        if not self.core_url:
+            return self.registry_url
+        file = None
+        prefix = "sqlite:///"
+        if self.registry_url.startswith(prefix):
+            rest = self.registry_url[len(prefix) :].partition("?")[0]
+            file = None if rest in ("", ":memory:") or rest.startswith("file:") else Path(rest)
+        if "registry" in self.model_fields_set and (file is None or file.exists()):
+            return self.registry_url
+        problem = (
+            "registry is not set"
+            if "registry" not in self.model_fields_set
+            else f"registry names {file}, which does not exist"
+        )
+        raise ConfigError(
+            f"{server} needs a SQL registry (it does not read definitions through core_url "
+            f"{self.core_url}), but {problem}: set registry to the registry's database, the one "
+            f"the Core service serves (a SQLite file or postgresql://...) "
+            f"({describe_sources(self.sources)})",
+            key="registry",
+            sources=self.sources,
+        )
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(
@@ -265,9 +389,10 @@ def validation_error(
     if error["type"] == "extra_forbidden":
         keys = SETTING_NAMES if model is Settings else tuple(model.model_fields)
         reason += f"; its keys: {', '.join(keys)}"
-    return setting_error(
-        key, reason, value=value, sources=sources, secrets=secrets_in([dict(data or {})])
-    )
+    secrets = secrets_in([dict(data or {})]) | property_secrets((data or {}).get("kafka"))
+    if key.split(".")[0] == "kafka" and isinstance(value, dict):
+        value = masked_properties(value)
+    return setting_error(key, reason, value=value, sources=sources, secrets=secrets)
 
 
 # ---- loading -----------------------------------------------------------------------------------
@@ -375,6 +500,8 @@ def _overlay_environment(
         if not name.startswith(ENV_PREFIX) or is_not_a_setting(name):
             continue
         keys = name[len(ENV_PREFIX) :].lower().split("__")
+        if keys[0] == "kafka" and len(keys) == 2:  # ..._KAFKA__SASL_PASSWORD: sasl.password
+            keys[1] = property_name(keys[1])
         if keys[0] not in SETTING_NAMES or not all(keys):
             unread.append(name)
             continue
@@ -475,6 +602,8 @@ def _env_value(name: str, keys: list[str], value: str, sources: Sequence[str]) -
         ConfigError: If the value is a mapping that holds a key twice, or nests collections
             more than ``MAX_DEPTH`` levels deep.
     """
+    if len(keys) > 1 and keys[0] == "kafka":
+        return value  # a librdkafka property is text: a password "0123" stays "0123"
     try:
         parsed = read_yaml(value) if value else value
     except DuplicateKeyError as exc:

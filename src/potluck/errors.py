@@ -22,7 +22,9 @@ Hierarchy::
     │   │   ├── FeatureRefError        invalid_feature_ref  a feature reference is bad
     │   │   └── DataValidationError    invalid_data         data does not fit a table
     │   ├── DecodeError                decode_error         a stream message is bad
-    │   └── JobError                   job_failed           an ingestion job failed
+    │   ├── JobError                   job_failed           an ingestion job failed
+    │   ├── UnauthenticatedError       unauthenticated      no token, or a bad one
+    │   └── PermissionDeniedError      permission_denied    the caller lacks a permission
     └── TransientError                 (marker) retrying may help
         ├── ConflictError              conflict             a concurrent writer won
         └── UnavailableError           unavailable          a server is unreachable
@@ -150,7 +152,10 @@ class DataValidationError(ValidationError):
 
 
 class DecodeError(TerminalError):
-    """A stream message cannot be decoded; it is dead-lettered, never retried."""
+    """Bytes cannot be decoded.
+
+    A stream message (dead-lettered, never retried), or a stored record another program wrote.
+    """
 
     code: ClassVar[str] = "decode_error"
 
@@ -159,6 +164,18 @@ class JobError(TerminalError):
     """An ingestion job failed; ``job_id`` names it."""
 
     code: ClassVar[str] = "job_failed"
+
+
+class UnauthenticatedError(TerminalError):
+    """A call to a server carries no bearer token, or one the server does not accept."""
+
+    code: ClassVar[str] = "unauthenticated"
+
+
+class PermissionDeniedError(TerminalError):
+    """The caller lacks ``permission`` on ``project`` (``None``: on no single project)."""
+
+    code: ClassVar[str] = "permission_denied"
 
 
 class ConflictError(TransientError):
@@ -184,11 +201,13 @@ __all__ = [
     "IncompatibleChangeError",
     "JobError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PluginDependencyError",
     "PluginError",
     "PotluckError",
     "TerminalError",
     "TransientError",
+    "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
 ]

@@ -57,6 +57,8 @@ FILES = {
     ),
     "afile": "not a folder\n",
     "rows.json": "{}\n",
+    "nojobservice.yaml": "job_service_url: 127.0.0.1:1\n",
+    "coreurl.yaml": "core_url: 127.0.0.1:1\n",
 }
 
 TIMESTAMP = pa.timestamp("us", "UTC")
@@ -154,6 +156,13 @@ BASES: dict[str, list[str]] = {
     "feature-tables delete": ["feature-tables", "delete", "driver_stats"],
     "projects list": ["projects", "list"],
     "projects archive": ["projects", "archive", "nope"],
+    "projects restore": ["projects", "restore", "nope"],
+    "projects allow-location": ["projects", "allow-location", "nope", "/srv/shared"],
+    "projects describe": ["projects", "describe", "nope"],
+    "audit": ["audit"],
+    "auth token create": [
+        *("auth", "token", "create", "x", "--permission", "apply", "--tokens-file", "b.yaml")
+    ],
     "ingest": ["ingest", "driver_stats", "missing.parquet"],
     "historical": ["historical", "-f", "nope:x", "-e", "entities.csv", "--out", "out/t.parquet"],
     "gc": ["gc", "nope"],
@@ -161,9 +170,13 @@ BASES: dict[str, list[str]] = {
     "jobs list": ["jobs", "list"],
     "jobs describe": ["jobs", "describe", "nope"],
     "jobs cancel": ["jobs", "cancel", "nope"],
+    "jobs schedule": ["jobs", "schedule", "nope", "--cron", "0 * * * *", "--look-back", "1h"],
+    "jobs unschedule": ["jobs", "unschedule", "nope"],
+    "jobs schedules": ["jobs", "schedules"],
     "online get": ["online", "get", "driver_stats:conv_rate", "-e", "driver_id=1001"],
     "online purge": ["online", "purge", "driver_stats"],
     "core": ["core", "--port", BUSY],
+    "jobservice": ["jobservice", "--port", BUSY],
     "serve": ["serve", "--grpc-port", BUSY, "--http-port", "0"],
     "publish": ["publish", "nope", "rows.parquet"],
     "stream": ["stream", "nope"],
@@ -218,6 +231,35 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["projects", "create", "default"], BAD),
     ],
     "projects archive": [(["projects", "archive", "nope"], BAD)],
+    "projects restore": [(["projects", "restore", "nope"], BAD)],
+    "projects allow-location": [
+        (["projects", "allow-location", "nope", "/srv/shared"], BAD),
+        (["projects", "allow-location", "default", "kafka:"], BAD),
+        (["projects", "allow-location", "default", " "], BAD),
+    ],
+    "projects describe": [(["projects", "describe", "nope"], BAD)],
+    "auth token create": [
+        (["auth", "token", "create", "ci", "--permission", "nope", "--tokens-file", "t.yaml"], BAD),
+        (["auth", "token", "create", "ci", "--permission", "apply"], BAD),  # no tokens file
+        (["auth", "token", "create", "", "--permission", "apply", "--tokens-file", "t.yaml"], BAD),
+        (
+            ["auth", "token", "create", "ci", "--permission", "apply", "--project", "Bad-Name"]
+            + ["--tokens-file", "t.yaml"],
+            BAD,
+        ),
+        (
+            ["auth", "token", "create", "ci", "--permission", "apply", "--tokens-file", "bad.yaml"],
+            BAD,
+        ),
+    ],
+    "audit": [
+        (["audit", "--since", "yesterday"], BAD),
+        (["audit", "--limit", "0"], BAD),
+        (["audit", "--limit", "many"], BAD),
+        (["audit", "--since", "99999999d"], BAD),
+        (["audit", "--since", "99999999999d"], BAD),
+        (["audit", "--since=-1h"], BAD),
+    ],
     "ingest": [
         (["ingest", "nope", "rows.parquet"], BAD),
         (["ingest", "driver_stats", "missing.csv"], BAD),
@@ -246,7 +288,11 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         ([*HISTORICAL, "-O", "o/t.parquet", "--source-version", "x"], BAD),
         ([*HISTORICAL, "-O", "o/t.parquet", "--source-version", "driver_stats=99"], BAD),
     ],
-    "gc": [(["gc", "nope"], BAD), (["gc", "--grace", "forever"], BAD)],
+    "gc": [
+        (["gc", "nope"], BAD),
+        (["gc", "--grace", "forever"], BAD),
+        (["gc", "--grace", "99999999999d"], BAD),
+    ],
     "ingest-online": [
         (["ingest-online", "nope"], BAD),
         (["ingest-online", "driver_stats", "--start", "yesterday"], BAD),
@@ -256,6 +302,22 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
     "jobs list": [(["jobs", "list", "--table", "nope"], BAD)],
     "jobs describe": [(["jobs", "describe", "nope"], BAD), (["jobs", "describe", ""], BAD)],
     "jobs cancel": [(["jobs", "cancel", "nope"], BAD)],
+    "jobs schedule": [
+        (["jobs", "schedule", "nope", "--cron", "0 * * * *", "--look-back", "1h"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "hourly", "--look-back", "1h"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "0 * * * *", "--look-back", "soon"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "0 * * * *", "--look-back", "0s"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "0 * * * *", "--look-back=-1h"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "* * * * *", "--look-back=99999999d"], BAD),
+        (
+            ["jobs", "schedule", "driver_stats", "--cron", "0 * * * *", "--look-back=9999999999d"],
+            BAD,
+        ),
+        (["jobs", "schedule", "driver_stats", "--cron", "", "--look-back", "1h"], BAD),
+        (["jobs", "schedule", "driver_stats", "--cron", "0 * * * *"], BAD),
+    ],
+    "jobs unschedule": [(["jobs", "unschedule", "driver_stats"], BAD)],  # it has none
+    "jobs schedules": [(["-c", "nojobservice.yaml", "jobs", "schedules"], FAILED)],
     "online get": [
         (["online", "get", "driver_stats:conv_rate", "-e", "driver_id=abc"], BAD),
         (["online", "get", "driver_stats:nope", "-e", "driver_id=1"], BAD),
@@ -273,6 +335,18 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["core", "--port", "abc"], BAD),
         (["core", "--port", BUSY], FAILED),
         (["core", "--host", "10.254.254.254", "--port", "6565"], BAD),
+        (["core", "--job-service", "--port", BUSY], FAILED),
+        (["-c", "coreurl.yaml", "core", "--port", "0"], BAD),
+        (["-c", "coreurl.yaml", "core", "--job-service", "--port", "0"], BAD),
+    ],
+    "jobservice": [
+        (["jobservice", "--port", "-1"], BAD),
+        (["jobservice", "--port", "abc"], BAD),
+        (["jobservice", "--port", BUSY], FAILED),
+        (["jobservice", "--host", "10.254.254.254", "--port", "6568"], BAD),
+        (["jobservice", "--control-loop-interval", "0"], BAD),
+        (["jobservice", "--control-loop-interval", "1e300"], BAD),
+        (["-c", "coreurl.yaml", "jobservice", "--port", "0"], BAD),
     ],
     "serve": [
         (["serve", "--grpc-port", BUSY], FAILED),
@@ -287,6 +361,7 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["publish", "driver_stats", "rows.parquet"], BAD),  # no stream source
         (["publish", "driver_stats", "rows.parquet", "-k", "noequals"], BAD),
         (["publish", "driver_stats", "rows.parquet", "-k", "a=1", "-k", "a=2"], BAD),
+        (["publish", "driver_stats", "rows.parquet", "-k", "transactional.id=x"], BAD),
     ],
     "stream": [
         (["stream", "nope"], BAD),
@@ -295,9 +370,18 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["stream", "driver_stats", "--batch-size", "0"], BAD),
         (["stream", "driver_stats", "--metrics-port", "70000"], BAD),
         (["stream", "driver_stats", "-k", "=1"], BAD),
+        (["stream", "driver_stats", "-k", "group.id=mine"], BAD),
     ],
 }
 """Each command's own bad inputs and the exit code docs/cli.md documents for each."""
+
+
+_SERVERS = ("core", "serve", "jobservice")
+"""The commands that start a server: they fail at the busy port before reading the registry."""
+
+
+_NO_REGISTRY = ("auth token create",)
+"""The commands that never open the registry: a broken registry or project cannot fail them."""
 
 
 def _global_cases() -> list[tuple[str, list[str], int, dict[str, str]]]:
@@ -311,11 +395,13 @@ def _global_cases() -> list[tuple[str, list[str], int, dict[str, str]]]:
             (name, ["-c", "adir", *base], BAD, {}),
             (name, base, BAD, {"POTLUCK_ONLINE_STORE__TYPE": "nope"}),
             (name, base, BAD, {"POTLUCK_OFFLINE_STORE__THREADS": "many"}),
-            (name, ["-c", "damaged.yaml", *base], FAILED if name in ("core", "serve") else BAD, {}),
         ]
-        if name not in ("plan", "apply", "projects list", "core", "serve"):  # not project-bound
+        if name in _NO_REGISTRY:
+            continue
+        cases.append((name, ["-c", "damaged.yaml", *base], FAILED if name in _SERVERS else BAD, {}))
+        if name not in ("plan", "apply", "projects list", "audit", *_SERVERS):  # not project-bound
             cases.append((name, ["-p", "nosuch", *base], BAD, {}))
-        if name not in ("core", "serve"):  # they fail at the busy port first
+        if name not in _SERVERS:  # they fail at the busy port first
             cases.append((name, base, FAILED, REGISTRY_DOWN))
     return cases
 

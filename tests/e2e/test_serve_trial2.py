@@ -62,6 +62,14 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _notice(what: str) -> str:
+    """The line a server without authentication prints first (docs/security.md)."""
+    return (
+        f"{what}: authentication is off, so it listens on 127.0.0.1 only (this machine); "
+        "configure auth to serve other machines (docs/security.md)"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -82,6 +90,7 @@ def _started(folder: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], 
     ) as proc:
         try:
             assert proc.stderr is not None
+            assert proc.stderr.readline().rstrip("\n") == _notice(f"potluck {args[0]}")
             yield proc, proc.stderr.readline().rstrip("\n")
         finally:
             if proc.poll() is None:
@@ -220,7 +229,7 @@ def test_a_signal_while_workers_start_stops_them_all_without_a_traceback(
             while not (workers := _children(proc.pid)):
                 assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
                 time.sleep(0.01)
-            assert _stop(proc, signum, group=True) == (code, lines)
+            assert _stop(proc, signum, group=True) == (code, [_notice("potluck serve"), *lines])
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

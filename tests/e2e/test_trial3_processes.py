@@ -354,6 +354,7 @@ def test_serve_is_ready_only_while_its_redis_answers(tmp_path: Path) -> None:
     ) as proc:
         try:
             assert proc.stderr is not None
+            assert proc.stderr.readline().startswith("potluck serve: authentication is off")
             match = BANNER.fullmatch(proc.stderr.readline().rstrip("\n"))
             assert match, match
             grpc_port, http_port = match.groups()

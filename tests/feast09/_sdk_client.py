@@ -165,9 +165,17 @@ def online(client: Client) -> dict[str, Any]:
     out: dict[str, Any] = {"values": response.to_dict(), "statuses": statuses}
     daily = client.get_online_features(["driver_daily:avg_trips"], [{"driver_id": 1001}])
     out["daily"] = daily.to_dict()
-    out["unknown_feature"] = _details(
-        lambda: client.get_online_features(["driver_stats:nope"], [{"driver_id": 1001}])
+    # Feast 0.9 answers an unknown feature of a known table with a NOT_FOUND field, no error.
+    unknown = client.get_online_features(
+        ["driver_stats:trips", "driver_stats:nope"], [{"driver_id": 1002}]
     )
+    out["unknown_feature"] = {
+        "values": unknown.to_dict(),
+        "statuses": [
+            {name: grpc_status_name(status) for name, status in row.statuses.items()}
+            for row in unknown.field_values
+        ],
+    }
     out["unknown_table"] = _details(
         lambda: client.get_online_features(["nope:x"], [{"driver_id": 1001}])
     )

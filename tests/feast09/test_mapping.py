@@ -102,7 +102,11 @@ formats = st.one_of(
 def kafka_sources(draw: Any) -> KafkaSource:
     return KafkaSource(
         bootstrap_servers=draw(st.from_regex(r"[a-z0-9.]{1,10}:[0-9]{2,5}", fullmatch=True)),
-        topic=draw(st.from_regex(r"[a-zA-Z0-9._-]{1,20}", fullmatch=True)),
+        topic=draw(
+            st.from_regex(r"[a-zA-Z0-9._-]{1,20}", fullmatch=True).filter(
+                lambda topic: topic not in (".", "..")  # Kafka's two reserved names
+            )
+        ),
         message_format=draw(formats),
         event_timestamp_column=draw(columns),
         created_timestamp_column=draw(st.none() | columns),

@@ -237,10 +237,16 @@ def test_feast_sdk_flow(services: Services, feast09_python: Path) -> None:
     }
     assert read["statuses"] == [outside, present, missing]
     assert read["daily"] == {"driver_id": [1001], "driver_daily:avg_trips": [2.5]}
-    assert read["unknown_feature"] == (
-        "unknown feature 'default/driver_stats:nope': feature table 'driver_stats' has no "
-        "feature 'nope'; it has conv_rate, trips, note"
-    )
+    assert read["unknown_feature"] == {
+        "values": {"driver_id": [1002], "driver_stats:trips": [4], "driver_stats:nope": [None]},
+        "statuses": [
+            {
+                "driver_id": "PRESENT",
+                "driver_stats:trips": "PRESENT",
+                "driver_stats:nope": "NOT_FOUND",
+            }
+        ],
+    }
     assert read["unknown_table"] == (
         "unknown feature 'default/nope:x': there is no feature table 'nope'"
     )

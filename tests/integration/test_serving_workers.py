@@ -104,7 +104,14 @@ def served(config: Path) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
         config, "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--workers", "2"
     )
     assert proc.stderr is not None
-    banner = proc.stderr.readline()  # printed once every worker listens
+    try:
+        notice = proc.stderr.readline()  # without auth it listens on this machine only
+        assert notice.startswith("potluck serve: authentication is off"), notice
+        banner = proc.stderr.readline()  # printed once every worker listens
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     assert re.match(
         rf"potluck serving project '\w+' \(2 processes\): gRPC on 127\.0\.0\.1:{grpc_port}, "
         rf"HTTP on http://127\.0\.0\.1:{http_port}$",

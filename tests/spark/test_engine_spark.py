@@ -355,6 +355,30 @@ A_SPECS = [
     ("plain", {}),
     ("bad", {}),
 ]
+A_CONF = SPARK_TEST_CONF | {"spark.task.maxFailures": "4"}
+"""Application A lets Spark retry a failed task, as on a real cluster: a data error must not."""
+
+
+def _event_log(root: Path) -> dict[str, str]:
+    folder = root / "events"
+    folder.mkdir(exist_ok=True)
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": folder.as_uri(),
+        "spark.eventLog.compress": "false",
+        "spark.eventLog.rolling.enabled": "false",
+    }
+
+
+def _task_attempts(root: Path, application_id: str) -> list[tuple[int, str]]:
+    """(attempt number, end reason) of each task the application ran, from its event log."""
+    (log,) = (root / "events").glob(f"{application_id}*")
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    return [
+        (e["Task Info"]["Attempt"], e["Task End Reason"]["Reason"])
+        for e in events
+        if e["Event"] == "SparkListenerTaskEnd"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +387,9 @@ def launched(
 ) -> Iterator[Launched]:
     """Launch applications A, B and E at once, with the actors that act on their jobs."""
     w = workspace
-    a_engine = plugins.create(plugins.ENGINES, _engine_config(spark_master, w.root))
+    a_engine = plugins.create(
+        plugins.ENGINES, _engine_config(spark_master, w.root, conf=A_CONF | _event_log(w.root))
+    )
     a = a_engine.submit_many(
         [JobSpec(project=w.spark, table=t, **kw) for t, kw in A_SPECS], _context(w.redis)
     )
@@ -567,6 +593,20 @@ def test_a_bad_file_fails_its_job_naming_the_file(
         launched.a[3].wait(1)
     # The last job failed: the application ends with an error status.
     assert _ended(launched.a[3]) is LaunchStatus.FAILED
+    # The error was found before the write: the good file's row was not written either.
+    bad = workspace.tables["bad"]
+    key = encode_entity_keys(
+        workspace.spark,
+        "bad",
+        {"driver_id": pa.array([1], pa.int64())},
+        {"driver_id": TYPES["driver_id"]},
+    ).to_pylist()
+    stored = workspace.redis._online().read(workspace.spark, bad, key, ["score"]).to_pylist()
+    assert stored == [{"score": None, "event_timestamp": None}]
+    # No task of the application failed, so none was retried (it may be, 4 times): each ran once.
+    attempts = _task_attempts(workspace.root, str(done.application_id))
+    assert len(attempts) >= 8  # each load reads, then writes
+    assert set(attempts) == {(0, "Success")}
 
 
 # ---- application C: potluck ingest-online --since-last, after A ---------------------------------

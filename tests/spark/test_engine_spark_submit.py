@@ -6,6 +6,7 @@ No Spark cluster is needed: each test stops before an application runs, or runs 
 
 from __future__ import annotations
 
+import itertools
 import socket
 import uuid
 from collections.abc import Iterator
@@ -15,19 +16,29 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
+from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType, plugins
 from potluck.config import load_settings
 from potluck.errors import ConfigError, JobError, UnavailableError, ValidationError
 from potluck.ingestion.engines.base import JobContext
 from potluck.ingestion.engines.spark import SparkEngine, SparkEngineConfig, SparkTableConfig
-from potluck.ingestion.jobs import JobSpec, JobStatus, list_jobs
+from potluck.ingestion.jobs import JobSpec, JobStats, JobStatus, list_jobs
 from potluck.ingestion.launchers.base import SparkApplication
 from potluck.ingestion.launchers.standalone import StandaloneLauncher, default_spark_submit
-from potluck.ingestion.spark_jobs.load import NewestPerKey, keyed_batch
+from potluck.ingestion.offline_to_online import prepare_batch
+from potluck.ingestion.spark_jobs.load import (
+    NewestPerKey,
+    prepare_rows,
+    prepared_schema,
+    write_rows,
+)
 from potluck.offline.spark.settings import SparkSettings
+from potluck.online.base import WriteMode
 from potluck.online.codec import encode_entity_key
 from potluck.types import TIMESTAMP_ARROW_TYPE
 
@@ -309,32 +320,138 @@ def test_newest_per_key_follows_keys_across_batches() -> None:
     assert newest.flush() is None
 
 
-def test_rows_with_a_null_key_or_time_get_a_null_key(tmp_path: Path) -> None:
-    table = _table(tmp_path)
-    when = datetime(2024, 5, 1, tzinfo=timezone.utc)
-    rows = pa.RecordBatch.from_pydict(
+WHEN = datetime(2024, 5, 1, tzinfo=timezone.utc)
+INT64_KEY = {"driver_id": ValueType.INT64}
+
+
+def _read_rows(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
+    """Rows as a read task reads them: (driver_id, event hour, created hour, trips)."""
+
+    def hours(values: list[int | None]) -> pa.Array:
+        return pa.array(
+            [None if v is None else WHEN + timedelta(hours=v) for v in values],
+            TIMESTAMP_ARROW_TYPE,
+        )
+
+    return pa.RecordBatch.from_pydict(
         {
-            "driver_id": pa.array([1, None, 3], pa.int64()),
-            "event_timestamp": pa.array([when, when, None], TIMESTAMP_ARROW_TYPE),
-            "created_timestamp": pa.array([None, None, None], TIMESTAMP_ARROW_TYPE),
-            "ingestion_id": pa.array(["i", "i", "i"]),
-            "trips": pa.array([1, 2, 3], pa.int64()),
+            "driver_id": pa.array([r[0] for r in rows], pa.int64()),
+            "event_timestamp": hours([r[1] for r in rows]),
+            "created_timestamp": hours([r[2] for r in rows]),
+            "ingestion_id": pa.array([f"i{r[3]}" for r in rows], pa.string()),
+            "trips": pa.array([r[3] for r in rows], pa.int64()),
         }
     )
-    keyed = keyed_batch(rows, "p", table, {"driver_id": ValueType.INT64})
-    assert keyed.schema.names == [
-        "entity_key",
-        "event_timestamp",
-        "created_timestamp",
-        "ingestion_id",
-        "trips",
+
+
+def _key(driver: int) -> bytes:
+    return encode_entity_key("p", "trips", {"driver_id": driver}, INT64_KEY)
+
+
+def test_a_read_task_keeps_the_newest_row_per_key_of_each_chunk_and_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    table = _table(tmp_path)
+    batches = [
+        _read_rows([(1, 1, None, 10), (1, 2, None, 11), (None, 2, None, 12), (2, None, 0, 13)]),
+        _read_rows([(2, 3, 1, 20), (2, 3, 2, 21), (3, 9, None, 30), (1, 0, None, 14)]),
+        _read_rows([(1, 4, None, 15)]),
     ]
-    assert keyed.column(0).to_pylist() == [
-        encode_entity_key("p", "trips", {"driver_id": 1}, {"driver_id": ValueType.INT64}),
-        None,
-        None,
+    out = list(
+        prepare_rows(
+            iter(batches),
+            project="p",
+            table=table,
+            entity_types=INT64_KEY,
+            start=None,
+            end=WHEN + timedelta(hours=5),
+            chunk_rows=5,
+        )
+    )
+    assert [b.schema.names for b in out] == [[*prepared_schema(table).names]] * 3
+    rows = pa.Table.from_batches(out).to_pylist()
+    # Out of range, not read: driver 3 (after the end) and driver 2's null event time. Chunk 1
+    # (the first two batches, 6 rows read, 1 rejected): drivers 1 and 2, the newest by event
+    # then created time. Chunk 2: driver 1 again (the write step keeps the newer of the two).
+    # The last row holds the task's counts.
+    assert [(r["entity_key"], r["trips"], r["potluck_read_counts"]) for r in rows] == [
+        (_key(1), 11, None),
+        (_key(2), 21, None),
+        (_key(1), 15, None),
+        (
+            None,
+            None,
+            {"rows_read": 7, "rows_skipped": 3, "rows_rejected": 1, "max_ingestion_id": "i21"},
+        ),
     ]
-    assert keyed.column(4).to_pylist() == [1, 2, 3]
+
+
+KEYS_DOMAIN = st.integers(0, 4)
+HOURS = st.one_of(st.none(), st.integers(0, 3))
+
+
+@given(
+    rows=st.lists(st.tuples(st.one_of(st.none(), KEYS_DOMAIN), HOURS, HOURS), max_size=40),
+    cuts=st.lists(st.integers(0, 40), max_size=4),
+    chunk_rows=st.integers(1, 12),
+    batch_size=st.integers(1, 6),
+    start=st.one_of(st.none(), st.integers(0, 2)),
+)
+@settings(max_examples=60, deadline=None)
+def test_newest_per_key_in_read_tasks_then_after_the_shuffle_equals_one_batch(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[int | None, int | None, int | None]],
+    cuts: list[int],
+    chunk_rows: int,
+    batch_size: int,
+    start: int | None,
+) -> None:
+    # A row's value is a function of (key, event, created): rows tied on all three are equal.
+    read = [(k, e, c, (k or 0) * 100 + (e or 0) * 10 + (c or 0)) for k, e, c in rows]
+    folder = tmp_path_factory.mktemp("staged")
+    table = _table(folder)
+    since = None if start is None else WHEN + timedelta(hours=start)
+    edges = sorted({0, len(read), *(min(c, len(read)) for c in cuts)})
+    tasks = [read[a:b] for a, b in itertools.pairwise(edges)] or [read]
+    prepared = [
+        batch
+        for task in tasks
+        for batch in prepare_rows(
+            iter([_read_rows(task[:2]), _read_rows(task[2:])]),
+            project="p",
+            table=table,
+            entity_types=INT64_KEY,
+            start=since,
+            end=None,
+            chunk_rows=chunk_rows,
+        )
+    ]
+    # The shuffle and sortWithinPartitions(key, event, created), nulls first; one partition.
+    union = pa.Table.from_batches(prepared)
+    order = [
+        (c, "ascending", "at_start") for c in ("entity_key", "event_timestamp", "created_timestamp")
+    ]
+    shuffled = union.take(pc.sort_indices(union, sort_keys=order))
+    store = plugins.create(plugins.ONLINE_STORES, {"type": "sqlite", "path": str(folder / "o.db")})
+    store.ensure_table("p", table)
+    counts = write_rows(
+        iter(shuffled.to_batches(max_chunksize=3)), store, "p", table, WriteMode.NEWER, batch_size
+    )
+    # The local engine, all rows in range as one batch.
+    in_range = [r for r in read if start is None or (r[1] is not None and r[1] >= start)]
+    expected = prepare_batch("p", table, INT64_KEY, _read_rows(in_range))
+    kept = 0 if expected.rows is None else expected.rows.num_rows
+    assert counts.stats() == expected.stats + JobStats(0, kept, 0, 0)
+    assert counts.max_ingestion_id == expected.max_ingestion_id
+    assert counts.max_event_us == expected.max_event_timestamp_us
+    stored = store.read("p", table, [_key(k) for k in range(5)], ["trips"]).to_pylist()
+    winners = (
+        {}
+        if expected.rows is None
+        else {r["entity_key"]: r["trips"] for r in expected.rows.to_pylist()}
+    )
+    assert [r["trips"] for r in stored] == [winners.get(_key(k)) for k in range(5)]
+    store.close()
 
 
 def test_timeouts_are_seconds_or_durations_as_text() -> None:

@@ -29,11 +29,13 @@ from _spark_support import SPARK_TEST_CONF
 
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
 from potluck.config import Settings
-from potluck.errors import ConfigError, DataValidationError, UnavailableError
+from potluck.errors import ConfigError, DataValidationError, UnavailableError, ValidationError
 from potluck.notices import NoDataWarning
 from potluck.offline.duckdb import DuckDBConfig, DuckDBOfflineStore
 from potluck.offline.pit import FeatureRequest, resolve_refs
+from potluck.offline.spark import entities as spark_entities
 from potluck.offline.spark import reading
+from potluck.offline.spark import store as spark_store_module
 from potluck.offline.spark.store import APP_NAME, SparkOfflineConfig, SparkOfflineStore
 
 pytestmark = pytest.mark.spark
@@ -266,6 +268,8 @@ def test_point_in_time_semantics_are_exact_and_equal_duckdb(
     pd.testing.assert_frame_equal(job.to_pandas(), expected.to_pandas())
     job.to_parquet(project.settings.root / "out" / "training.parquet")
     assert pq.read_table(project.settings.root / "out" / "training.parquet").equals(expected)
+    job.cleanup()
+    assert not Path(location).exists()
 
 
 def test_versions_rebuild_an_earlier_training_set_and_empty_sources_warn(
@@ -513,3 +517,163 @@ def test_a_staging_location_that_cannot_be_made_is_refused_at_load(tmp_path: Pat
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("POTLUCK_")}
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+# ---- entity rows in a file: read and checked on executors ----------------------------------------
+
+
+def test_an_entity_file_is_read_on_executors_in_order_and_equals_duckdb(
+    project: Client,
+    spark_store: SparkOfflineStore,
+    duckdb_store: DuckDBOfflineStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entities = entity_rows()
+    # Row groups of 3 rows, read by several tasks: the rows come back in the file's order.
+    pq.write_table(entities, tmp_path / "e.parquet", row_group_size=3)
+    entities.select(["driver_id", "customer_id", "event_timestamp", "label"]).to_pandas().to_csv(
+        tmp_path / "e.csv", index=False
+    )
+    monkeypatch.setattr(spark_entities, "ROWS_PER_TASK", 1)
+
+    def not_on_the_driver(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the entity rows were read on the driver")
+
+    monkeypatch.setattr(spark_store_module, "prepare", not_on_the_driver)
+    requests = requests_for(project, REFS)
+    for name in ("e.parquet", "e.csv"):
+        path = str(tmp_path / name)
+        result = spark_store.get_historical_features(path, requests).to_arrow()
+        expected = duckdb_store.get_historical_features(path, requests).to_arrow()
+        assert result.schema == expected.schema, name
+        assert result.equals(expected), name
+        assert result.column("driver_stats__trips").to_pylist() == (
+            [2, 8, 5, None, 35, None, 2, 35] + [None] * 6
+        ), name
+
+
+def _bad_entity_files(folder: Path) -> dict[str, Path]:
+    """One file per way prepare refuses entity rows, each in several row groups."""
+    n = 10
+    ts = pa.array([at(10)] * n, pa.timestamp("us", "UTC"))
+    ids = pa.array(range(n), pa.int64())
+
+    def parquet(name: str, columns: dict[str, Any]) -> Path:
+        path = folder / f"{name}.parquet"
+        pq.write_table(pa.table(columns), path, row_group_size=3)
+        return path
+
+    def csv(name: str, text: str) -> Path:
+        path = folder / f"{name}.csv"
+        path.write_text(text)
+        return path
+
+    header = "driver_id,event_timestamp\n"
+    good = "1,2024-01-01T10:00:00Z\n"
+    nulls = [None] * 4
+    return {
+        "no timestamp": parquet("no_ts", {"driver_id": ids}),
+        "no key": parquet("no_key", {"event_timestamp": ts}),
+        "null timestamp": parquet(
+            "null_ts",
+            {"driver_id": ids, "event_timestamp": ts[:7].to_pylist() + [None] + ts[8:].to_pylist()},
+        ),
+        "lossy key": parquet(
+            "lossy",
+            {"driver_id": [float(i) for i in range(7)] + [7.5, 8.0, 9.5], "event_timestamp": ts},
+        ),
+        "key of another type": parquet(
+            "bool_key", {"driver_id": pa.array(nulls + [True] * 6), "event_timestamp": ts}
+        ),
+        "key of another type, all null": parquet(
+            "null_bool_key", {"driver_id": pa.nulls(n, pa.bool_()), "event_timestamp": ts}
+        ),
+        "a later column's error waits for an earlier one's": parquet(
+            "two_errors",
+            {
+                "driver_id": pa.array([0.5] + list(range(1, n)), pa.float64()),
+                "event_timestamp": ts.to_pylist()[:8] + [None, None],
+            },
+        ),
+        "null key": parquet(
+            "null_key", {"driver_id": list(range(5)) + [None] * 5, "event_timestamp": ts}
+        ),
+        "taken output name": parquet(
+            "taken", {"driver_id": ids, "event_timestamp": ts, "driver_stats__trips": ids}
+        ),
+        "csv: bad number": csv("bad_int", header + good * 4 + "x,2024-01-01T10:00:00Z\n" + good),
+        "csv: empty key": csv("empty_key", header + good * 2 + ",2024-01-01T10:00:00Z\n" + good),
+        "csv: bad timestamp, then a bad key": csv(
+            "bad_ts", header + "y,2024-01-01T10:00:00Z\n" + good + "1,yesterday\n"
+        ),
+        "csv: missing key, then a bad timestamp": csv(
+            "no_key", "event_timestamp,x\n2024-01-01T10:00:00Z,1\nnever,2\n"
+        ),
+        "csv: taken output name": csv(
+            "taken", "driver_id,event_timestamp,driver_stats__trips\n1,2024-01-01T10:00:00Z,1\n"
+        ),
+        "csv: taken name and a bad value": csv(
+            "taken_bad", "driver_id,event_timestamp,driver_stats__trips\nz,2024-01-01T10:00:00Z,1\n"
+        ),
+        "not parquet": folder / "garbage.parquet",
+        "no such file": folder / "missing.csv",
+        "empty, without a timestamp": parquet("empty", {"driver_id": pa.array([], pa.int64())}),
+    }
+
+
+def test_bad_entity_files_fail_on_executors_exactly_as_in_duckdb(
+    project: Client,
+    spark_store: SparkOfflineStore,
+    duckdb_store: DuckDBOfflineStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(spark_entities, "ROWS_PER_TASK", 1)
+    files = _bad_entity_files(tmp_path)
+    files["not parquet"].write_bytes(b"not parquet")
+    requests = requests_for(project, ["driver_stats:*"])
+    tracker = spark_store._session().sparkContext.statusTracker()
+    failed_before = _failed_tasks(tracker)
+
+    def outcome(store: SparkOfflineStore | DuckDBOfflineStore, path: Path) -> object:
+        try:
+            return store.get_historical_features(str(path), requests).to_arrow()
+        except (DataValidationError, ValidationError) as exc:
+            return (type(exc).__name__, exc.message, exc.attrs())
+
+    seen = {name: outcome(spark_store, path) for name, path in files.items()}
+    expected = {name: outcome(duckdb_store, path) for name, path in files.items()}
+    for name in files:
+        if isinstance(expected[name], pa.Table):
+            assert isinstance(seen[name], pa.Table) and seen[name].equals(expected[name]), name
+        else:
+            assert seen[name] == expected[name], name
+    refused = {name: got for name, got in seen.items() if isinstance(got, tuple)}
+    assert refused["null timestamp"] == (
+        "DataValidationError",
+        "column 'event_timestamp' row 7: is null; every entity row needs a timestamp",
+        {"column": "event_timestamp", "row": 7},
+    )
+    assert refused["lossy key"][1] == (
+        "column 'driver_id' row 7: 7.5 cannot be stored as entity driver_id (INT64) without loss"
+    )
+    assert refused["key of another type"][2] == {"column": "driver_id", "row": 4}
+    assert refused["key of another type, all null"][2] == {"column": "driver_id", "row": 10}
+    assert refused["a later column's error waits for an earlier one's"][2] == {
+        "column": "event_timestamp",
+        "row": 8,
+    }
+    assert set(seen) - set(refused) == {"empty, without a timestamp"}
+    # Executors reported what they found: no task failed, so none was retried.
+    assert _failed_tasks(tracker) == failed_before
+
+
+def _failed_tasks(tracker: Any) -> int:
+    failed = 0
+    for job_id in tracker.getJobIdsForGroup(APP_NAME):
+        info = tracker.getJobInfo(job_id)
+        for stage_id in info.stageIds if info is not None else []:
+            stage = tracker.getStageInfo(stage_id)
+            failed += stage.numFailedTasks if stage is not None else 0
+    return failed

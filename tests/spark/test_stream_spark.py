@@ -4,7 +4,9 @@ The module publishes good messages (three versions per key, the newest first) an
 every reason, starts the job through the client, waits until Redis holds each key's newest
 value, checks the record's counts and bad reasons, the dead-letter topic and the offline sink,
 then cancels it (``CANCELLED``). A second job of the table then resumes from the checkpoint
-(a second spark-submit): it reads only what was published since.
+(a second spark-submit): it reads only what was published since. While the first runs, a second
+job of its table and group is refused on either engine. The project's ``kafka:`` settings reach
+the application (the Kafka source's ``kafka.<property>`` options, the dead-letter producer).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, KafkaSource, ValueType
 from potluck.config import load_settings
+from potluck.errors import AlreadyExistsError
 from potluck.ingestion.engines.base import IngestionJob
 from potluck.ingestion.engines.spark import SparkJob
 from potluck.ingestion.jobs import Job, JobStatus
@@ -121,6 +124,7 @@ class Streamed:
     bad_offsets: dict[str, int]
     restarted: Job
     restarted_values: dict[int, tuple[Any, str]]
+    refused: tuple[str, str]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +176,7 @@ def streamed(
                     "log_dir": str(root / "logs"),
                     "jars": jars.split(","),
                 },
+                "kafka": {"client.id": "potluck-spark-test"},
             }
         )
     )
@@ -216,6 +221,7 @@ def streamed(
             lambda: (v := _values(client))[KEYS[-1]][0] == KEYS[-1] * 100 and v,
             "the newest values in Redis",
         )
+        refused = _refused(client, load_settings(settings, overrides={"engine": {"type": "local"}}))
         parked = _parked(kafka_bootstrap, dead, len(bad))
         job.cancel()
         cancelled = job.wait(WAIT)
@@ -232,7 +238,17 @@ def streamed(
         again.cancel()
         restarted = again.wait(WAIT)
         yield Streamed(
-            client, job, running, values, parked, cancelled, root, offsets, restarted, newer
+            client,
+            job,
+            running,
+            values,
+            parked,
+            cancelled,
+            root,
+            offsets,
+            restarted,
+            newer,
+            refused,
         )
     finally:
         for started in jobs:
@@ -241,6 +257,19 @@ def streamed(
                 started.wait(WAIT)
         client.purge_online("driver_stats")
         client.close()
+
+
+def _refused(spark: Client, local_settings: Any) -> tuple[str, str]:
+    """The errors of a second Spark job and of a local job of the running job's group."""
+    with pytest.raises(AlreadyExistsError) as second:
+        spark.start_stream_to_online_ingestion("driver_stats")
+    local = Client(settings=local_settings)
+    try:
+        with pytest.raises(AlreadyExistsError) as beside:
+            local.start_stream_to_online_ingestion("driver_stats")
+    finally:
+        local.close()
+    return second.value.message, beside.value.message
 
 
 def test_each_key_ends_at_its_newest_value(streamed: Streamed) -> None:
@@ -286,8 +315,30 @@ def test_cancel_stops_the_query_and_the_application(streamed: Streamed) -> None:
     job = streamed.job
     assert isinstance(job, SparkJob)
     _wait(lambda: job.application.status().has_ended, "the application to end")
-    checkpoint = streamed.root / "logs" / streamed.client.project / "driver_stats"
+    project = streamed.client.project
+    group = f"potluck.{project}.driver_stats"
+    checkpoint = streamed.root / "logs" / project / "driver_stats" / group
     assert (checkpoint / "offsets").is_dir()
+
+
+def test_a_second_job_of_the_table_and_group_is_refused_on_either_engine(
+    streamed: Streamed,
+) -> None:
+    running = streamed.running.id
+    group = f"potluck.{streamed.client.project}.driver_stats"
+    head = (
+        f"feature table 'driver_stats' already has a running stream job {running} (engine "
+        f"spark) in consumer group '{group}'; "
+    )
+    tail = (
+        f". Cancel it (potluck jobs cancel {running}) or pick another group (--group-id, group_id=)"
+    )
+    assert streamed.refused == (
+        f"{head}a Spark stream job keeps its offsets in the group's checkpoint, which two jobs "
+        f"must not share{tail}",
+        f"{head}a Spark stream job does not share the group's partitions with another job, so "
+        f"both would read every message{tail}",
+    )
 
 
 def test_a_restart_resumes_from_the_checkpoint(streamed: Streamed) -> None:
@@ -298,3 +349,10 @@ def test_a_restart_resumes_from_the_checkpoint(streamed: Streamed) -> None:
         **{k: (k * 100 + 5, "PRESENT") for k in KEYS},
         99: (None, "NOT_FOUND"),
     }
+
+
+def test_the_kafka_settings_reach_the_kafka_source(streamed: Streamed) -> None:
+    log_location = streamed.running.log_location
+    assert log_location is not None
+    # The Kafka source's admin client on the driver logs its configuration.
+    assert "\tclient.id = potluck-spark-test\n" in Path(log_location).read_text()

@@ -11,7 +11,12 @@ import pytest
 from potluck.config import SETTING_NAMES, Settings, load_settings
 from potluck.errors import ConfigError
 
-KNOWN = "project, registry, online_store, offline_store, engine, core_url, serving_url"
+KNOWN = (
+    "project, registry, online_store, offline_store, engine, kafka, core_url, serving_url, "
+    "job_service_url, staging_location, auth, token, "
+    "token_file, core_secure, serving_secure, job_service_secure, ca_file, data_root, data_roots, "
+    "topic_prefixes"
+)
 
 
 @pytest.fixture()
@@ -41,8 +46,21 @@ def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
         "online_store": {"type": "sqlite", "path": ".potluck/online.db"},
         "offline_store": {"type": "duckdb"},
         "engine": {"type": "local"},
+        "kafka": {},
         "core_url": None,
         "serving_url": None,
+        "job_service_url": None,
+        "staging_location": None,
+        "auth": None,
+        "token": None,
+        "token_file": None,
+        "core_secure": False,
+        "serving_secure": False,
+        "job_service_secure": False,
+        "ca_file": None,
+        "data_root": None,
+        "data_roots": {},
+        "topic_prefixes": {},
     }
     assert (settings.sources, settings.config_file) == ((), None)
     assert settings.root == workdir

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import pydantic
 import pytest
 import redis
 import yaml
@@ -35,7 +37,7 @@ from potluck._yaml import DuplicateKeyError
 from potluck._yaml import load as read_yaml
 from potluck.cli.main import app
 from potluck.cli.registry import example_definitions_yaml
-from potluck.config import SETTING_NAMES, load_settings
+from potluck.config import SETTING_NAMES, Settings, load_settings
 from potluck.definitions.loader import load_definitions
 from potluck.errors import ConfigError, NotFoundError, TerminalError
 from potluck.offline.duckdb import _setting_error as setting_error_of_duckdb
@@ -389,8 +391,22 @@ def test_variables_that_are_not_settings_are_left_alone(workdir: Path) -> None:
     assert (loaded.project, loaded.sources) == ("rides", (str(other),))
 
 
+def _nested_spellings(prefix: str, annotation: Any) -> set[str]:
+    """``prefix__KEY`` for every key of the settings model(s) ``annotation`` names, nested too."""
+    names: set[str] = set()
+    for model in (annotation, *typing.get_args(annotation)):
+        if isinstance(model, type) and issubclass(model, pydantic.BaseModel):
+            for key, field in model.model_fields.items():
+                name = f"{prefix}__{key.upper()}"
+                names |= {name} | _nested_spellings(name, field.annotation)
+    return names
+
+
 def _setting_spellings() -> set[str]:
     names = {f"POTLUCK_{name.upper()}" for name in SETTING_NAMES}
+    for name in SETTING_NAMES:  # sections that are settings models: auth.tokens, auth.jwt.issuer
+        annotation = Settings.model_fields[name].annotation
+        names |= _nested_spellings(f"POTLUCK_{name.upper()}", annotation)
     for interface in potluck_plugins.INTERFACES:
         for plugin in potluck_plugins.known_names(interface):
             fields = potluck_plugins.plugin_class(interface, plugin).config_class.model_fields

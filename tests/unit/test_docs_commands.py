@@ -185,12 +185,17 @@ def test_every_listing_and_report_takes_output_json() -> None:
     leaves = _leaves(ROOT_COMMAND)
     without = {name for name, command in leaves if _option(command, "--output") is None}
     assert without == {
+        "auth token create",
         "core",
         "entities delete",
         "feature-tables delete",
         "init",
         "jobs cancel",
+        "jobs unschedule",
+        "jobservice",
+        "projects allow-location",
         "projects archive",
         "projects create",
+        "projects restore",
         "serve",
     }

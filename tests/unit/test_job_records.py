@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from potluck.errors import NotFoundError, ValidationError
+from potluck.errors import DecodeError, NotFoundError, ValidationError
 from potluck.ingestion.engines.local import LocalEngineConfig
 from potluck.ingestion.job_ids import MIN_PREFIX, match_job_id, short_ids
 from potluck.ingestion.jobs import (
@@ -228,3 +228,22 @@ def test_short_ids_match_a_brute_force_search(ids: list[str]) -> None:
     assert short == {i: _reference_prefix(i, ids) for i in set(ids)}
     for job_id, prefix in short.items():
         assert match_job_id(ids, prefix, "p") == job_id
+
+
+def test_a_job_record_potluck_did_not_write_is_named_and_skipped_when_listing(
+    tmp_path: Path,
+) -> None:
+    """A foreign record (Core's PutJob takes any body) never hides the other jobs."""
+    registry = SqlRegistry(f"sqlite:///{tmp_path / 'registry.db'}")
+    registry.put_job(JobRecord(project="p", id="foreign", body={}))
+    registry.put_job(JobRecord(project="p", id="typed", body={"table": "t", "rows_read": "x"}))
+    with pytest.raises(DecodeError) as missing:
+        Job.from_record(registry.get_job("p", "foreign"))
+    assert str(missing.value) == (
+        "job record 'foreign' of project 'p' cannot be read (missing 'table'); it was not "
+        "written by potluck: delete it from the registry's jobs table"
+    )
+    with pytest.raises(DecodeError, match="job record 'typed' of project 'p' cannot be read"):
+        Job.from_record(registry.get_job("p", "typed"))
+    assert list_jobs(registry, "p") == []
+    registry.close()

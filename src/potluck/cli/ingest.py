@@ -158,14 +158,17 @@ def historical(
     client = make_client(ctx)
     console = Console(stderr=True)
     job = client.get_historical_features(refs, entities, versions=versions)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("building the training set"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as spinner:
+    with (
+        job,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("building the training set"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as spinner,
+    ):
         spinner.add_task("join", total=None)
         training = job.to_arrow()
         write_atomically(training, out, file_format=file_format)
@@ -184,8 +187,8 @@ def historical(
         for name, version in job.source_versions.items()
     )
     show_message(
-        f"wrote {training.num_rows} rows x {training.num_columns} columns to {redact_url(out)} "
-        f"(source versions: {read})"
+        f"wrote {training.num_rows} rows x {training.num_columns} columns to {redact_url(out)}"
+        + (f" (source versions: {read})" if read else "")
     )
 
 

@@ -66,8 +66,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "potluck.cli.registry",
     "potluck.cli.ingest",
     "potluck.cli.serve",
+    "potluck.cli.jobservice",
     "potluck.cli.online",
+    "potluck.cli.schedules",
     "potluck.cli.stream",
+    "potluck.cli.audit",
+    "potluck.cli.auth",
 )
 """The modules whose ``register(app)`` adds commands, in help order."""
 

@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 PROGRESS_REFRESH = 0.1
 """Seconds between two refreshes of the progress bar."""
 
-jobs_app = typer.Typer(help="List, describe and cancel ingestion jobs.", no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="List, describe and cancel jobs; schedule ingestion.", no_args_is_help=True
+)
 online_app = typer.Typer(
     help="Read online features, or purge a table's online values.", no_args_is_help=True
 )

@@ -21,7 +21,14 @@ from potluck.definitions import Entity, Feature, FeatureTable, FileSource
 from potluck.definitions.loader import LoadedDefinitions, load_paths
 from potluck.definitions.serde import Definition, to_dict
 from potluck.definitions.sources import resolve_source_path
-from potluck.errors import AlreadyExistsError, DefinitionError, PotluckError, ValidationError
+from potluck.errors import (
+    AlreadyExistsError,
+    DefinitionError,
+    NotFoundError,
+    PotluckError,
+    ValidationError,
+)
+from potluck.registry.isolation import TOPIC_PREFIX, DataIsolation
 from potluck.types import ValueType
 
 EXAMPLE_DEFINITIONS_FILE = "definitions.yaml"
@@ -82,7 +89,10 @@ LabelOption = Annotated[
 
 entities_app = typer.Typer(help="List, describe and delete entities.", no_args_is_help=True)
 tables_app = typer.Typer(help="List, describe and delete feature tables.", no_args_is_help=True)
-projects_app = typer.Typer(help="List, create and archive projects.", no_args_is_help=True)
+projects_app = typer.Typer(
+    help="List, describe, create, archive and restore projects; allow data locations.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -461,3 +471,63 @@ def archive_project(
     """Archive a project: its definitions stay readable, applies to it are refused."""
     project = make_client(ctx, Needs.REGISTRY).archive_project(name)
     render.show_message(f"Archived project {project.name!r}.")
+
+
+@projects_app.command("restore")
+def restore_project(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project's name.")]
+) -> None:
+    """Restore an archived project: applies to it are accepted again (administrators)."""
+    project = make_client(ctx, Needs.REGISTRY).restore_project(name)
+    render.show_message(f"Restored project {project.name!r}.")
+
+
+@projects_app.command("allow-location")
+def allow_location(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The project's name.")],
+    location: Annotated[
+        str,
+        typer.Argument(
+            help="A folder (relative to the project root), a URL prefix such as "
+            "s3://bucket/shared, or kafka:PREFIX for the topics starting with PREFIX."
+        ),
+    ],
+) -> None:
+    """Allow a project's tables to name a location outside its data roots (administrators)."""
+    allowed = make_client(ctx, Needs.REGISTRY).allow_location(name, location)
+    render.show_message(f"Project {allowed.project!r} may now use {allowed.location}.")
+
+
+@projects_app.command("describe")
+def describe_project(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The project's name.")],
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show a project: archived or not, its data roots and the locations allowed for it."""
+    client = make_client(ctx, Needs.REGISTRY)
+    found = [p for p in client.list_projects(include_archived=True) if p.name == name]
+    if not found:
+        raise NotFoundError(f"project {name} not found", kind="project", name=name)
+    allowed = client.list_allowed_locations(name)
+    isolation = None if client.settings.core_url else DataIsolation.from_settings(client.settings)
+    roots: list[str] = []
+    if isolation is not None:
+        roots = [*isolation.roots(name), *(TOPIC_PREFIX + p for p in isolation.prefixes(name))]
+    if output is OutputFormat.JSON:
+        data = render.project_json(found[0])
+        data["data_roots"] = roots
+        data["allowed_locations"] = [
+            {"location": a.location, "allowed_by": a.allowed_by, "allowed_at": a.allowed_at}
+            for a in allowed
+        ]
+        render.print_json(data)
+        return
+    render.show_projects(found)
+    if roots:
+        render.show_table(("data roots (these settings)",), [(r,) for r in roots])
+    render.show_table(
+        ("allowed location", "allowed by", "allowed at (UTC)"),
+        [(a.location, a.allowed_by, render.iso_utc(a.allowed_at)) for a in allowed],
+    )

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from potluck._stop_signals import StopSignals, Terminated
+from potluck.auth.exposure import check_exposure
+from potluck.auth.settings import resolved
 from potluck.cli._stderr import command_output
 from potluck.cli.main import EXIT_FAILURE, EXIT_INTERRUPTED, fail, load_cli_settings
 from potluck.client import Client
@@ -137,6 +139,14 @@ def serve(
             min=1,
         ),
     ] = 1,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Listen on an address other than this machine's loopback without "
+            "authentication configured (a warning is printed); without it that is refused.",
+        ),
+    ] = False,
 ) -> None:
     """Run Online Serving (gRPC and HTTP) over the configured online store until stopped.
 
@@ -150,6 +160,10 @@ def serve(
     settings = load_cli_settings(ctx)
     require_free_port(host, grpc_port, what="gRPC", option="--grpc-port")
     require_free_port(host, http_port, what="HTTP", option="--http-port")
+    notice = check_exposure(
+        host, settings.auth, allow_unauthenticated=allow_unauthenticated, what="potluck serve"
+    )
+    typer.echo(notice, err=True)
     with StopSignals() as signals:
         try:
             worker_died = _serve(
@@ -190,6 +204,7 @@ def _serve(
 
     group: ServingWorkers | None = None
     server: ServingServer | ServingWorkers
+    auth = resolved(settings.auth, settings.root) if settings.auth is not None else None
     if workers == 1:
         server = start_serving(
             _serving_service(settings, refresh_interval, max_entities),
@@ -198,6 +213,7 @@ def _serve(
             http_port=http_port,
             max_request_bytes=max_request_bytes,
             services=SERVING_SERVICES,
+            auth=auth,
         )
     else:
         server = group = start_workers(
@@ -208,6 +224,7 @@ def _serve(
             http_port=http_port,
             max_request_bytes=max_request_bytes,
             services=SERVING_SERVICES,
+            auth=auth,
         )
     with server:  # stopped on the way out, whatever ends the wait
         signals.serving(server.stop)
@@ -266,18 +283,42 @@ def core(
             "for all.",
         ),
     ] = "127.0.0.1",
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Listen on an address other than this machine's loopback without "
+            "authentication configured (a warning is printed); without it that is refused.",
+        ),
+    ] = False,
+    job_service: Annotated[
+        bool,
+        typer.Option(
+            "--job-service",
+            help="Also serve the Job Service on the same port, with its scheduler and control "
+            "loop (as potluck jobservice does); clients set job_service_url to HOST:PORT too.",
+        ),
+    ] = False,
 ) -> None:
     """Run the Core service (the registry over gRPC) until Ctrl-C or SIGTERM.
 
     SIGTERM stops it gracefully with exit code 0; Ctrl-C (SIGINT) the same way, with exit code
-    130. It serves potluck.core.v1.CoreService from the configured registry.
+    130. It serves potluck.core.v1.CoreService from the configured registry, and with
+    --job-service the Job Service too.
 
     Clients reach it by setting core_url to HOST:PORT.
     """
-    from potluck.compat.feast09 import CORE_SERVICES
+    from potluck.compat.feast09 import CORE_SERVICES, JOB_SERVICES
+    from potluck.jobservice.server import beside_core
     from potluck.registry.server import run_core
 
     settings = load_cli_settings(ctx)
+    settings.served_registry_url("potluck core")
     require_free_port(host, port, what="the Core service", option="--port")
-    if run_core(settings, port, host, services=CORE_SERVICES) == signal.SIGINT:
+    notice = check_exposure(
+        host, settings.auth, allow_unauthenticated=allow_unauthenticated, what="potluck core"
+    )
+    typer.echo(notice, err=True)
+    companion = functools.partial(beside_core, settings, JOB_SERVICES) if job_service else None
+    if run_core(settings, port, host, services=CORE_SERVICES, companion=companion) == signal.SIGINT:
         fail("interrupted", EXIT_INTERRUPTED)

@@ -57,20 +57,29 @@ def parse_duration(value: object, field: str) -> timedelta:
     ``"1d"``, ``"1500ms"``, ``"100us"``.
 
     Raises:
-        DefinitionError: If ``value`` is not a duration; ``field`` names where it came from.
+        DefinitionError: If ``value`` is not a duration, or one too long for a ``timedelta``;
+            ``field`` names where it came from.
     """
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        negative = text.startswith("-")
-        body = text[1:] if negative else text
-        parts = _DURATION.findall(body)
-        if parts and "".join(n + u for n, u in parts) == body:
-            micros = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
-            return timedelta(microseconds=-micros if negative else micros)
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            text = value.strip().replace(" ", "")
+            negative = text.startswith("-")
+            body = text[1:] if negative else text
+            parts = _DURATION.findall(body)
+            if parts and "".join(n + u for n, u in parts) == body:
+                micros = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+                return timedelta(microseconds=-micros if negative else micros)
+    except OverflowError:  # beyond timedelta's 999999999 days
+        raise DefinitionError(
+            f"{field}: {value!r} is out of range; durations go up to 999999999d",
+            field=field,
+        ) from None
+    except ValueError:  # NaN seconds
+        pass
     raise DefinitionError(
         f"{field}: {value!r} is not a duration; use seconds or text such as '2h', '1h30m', "
         "'7d', '1500ms'",

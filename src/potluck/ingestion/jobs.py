@@ -19,6 +19,7 @@ died or hung)`` (see :func:`observed`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,24 +28,33 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 from potluck._redact import redact_text, redact_url
-from potluck.errors import NotFoundError, ValidationError
+from potluck.errors import DecodeError, NotFoundError, ValidationError
 from potluck.registry.base import JobRecord, Registry
+
+_log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from potluck.offline.base import SourceVersion
 
-JobKind = Literal["offline_to_online", "stream_to_online"]
+JobKind = Literal["offline_to_online", "stream_to_online", "historical_retrieval"]
 """What a job does."""
 
 OFFLINE_TO_ONLINE: JobKind = "offline_to_online"
 STREAM_TO_ONLINE: JobKind = "stream_to_online"
 """A job that consumes the table's stream source into the online store until it is stopped."""
+HISTORICAL_RETRIEVAL: JobKind = "historical_retrieval"
+"""A job that writes a training set (a point-in-time join) as Parquet to a folder; the Job
+Service runs it (its ``table`` is ``""``: it reads every table its feature references name)."""
 
 DEFAULT_BATCH_INTERVAL = 0.02
 """Seconds a stream job's micro-batch gathers messages once it has a first one."""
 
 CANCEL_SUFFIX = "~cancel"
 """Suffix of the id of a job's cancel request record."""
+
+ADOPTED_SUFFIX = "~adopted"
+"""Suffix of the id of the record a Job Service's control loop writes when it adopts a stream
+job started by hand (the fingerprint of the definition it runs); not a job."""
 
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=60)
 """How old a running job's heartbeat may get before readers call it lost, for records that do not
@@ -92,6 +102,14 @@ class JobSpec:
             the topic's partitions.
         batch_interval: Stream jobs: how long, in seconds, a micro-batch gathers messages once
             it has a first one, unless it fills first (the latency it adds to a quiet stream).
+        fingerprint: Stream jobs a Job Service's control loop started: the fingerprint of the
+            table definition the job runs (a changed definition restarts the job).
+        feature_refs: Historical retrieval: the feature references joined.
+        entity_source: Historical retrieval: the entity rows (a ``.parquet``/``.csv`` path or
+            URL).
+        output_location: Historical retrieval: the folder the training set is written to.
+        full_feature_names: Historical retrieval: name feature columns ``table__feature``
+            (else the bare feature name).
     """
 
     kind: JobKind = OFFLINE_TO_ONLINE
@@ -104,6 +122,11 @@ class JobSpec:
     batch_size: int = 65_536
     group_id: str | None = None
     batch_interval: float = DEFAULT_BATCH_INTERVAL
+    fingerprint: str | None = None
+    feature_refs: tuple[str, ...] = ()
+    entity_source: str | None = None
+    output_location: str | None = None
+    full_feature_names: bool = True
 
     def __post_init__(self) -> None:
         for name in ("start", "end"):
@@ -132,6 +155,8 @@ class JobSpec:
             )
         if self.kind == STREAM_TO_ONLINE:
             _check_stream_spec(self)
+        if self.kind == HISTORICAL_RETRIEVAL:
+            _check_retrieval_spec(self)
 
 
 def _check_stream_spec(spec: JobSpec) -> None:
@@ -154,6 +179,23 @@ def _check_stream_spec(spec: JobSpec) -> None:
             f"group_id must be a non-empty consumer group name, got {spec.group_id!r}",
             field="group_id",
         )
+
+
+def _check_retrieval_spec(spec: JobSpec) -> None:
+    """Refuse a historical retrieval without references, entity rows or an output folder."""
+    object.__setattr__(spec, "feature_refs", tuple(spec.feature_refs))
+    if not spec.feature_refs:
+        raise ValidationError(
+            "feature_refs is empty: name at least one feature, such as driver_stats:trips",
+            field="feature_refs",
+        )
+    for name in ("entity_source", "output_location"):
+        value = getattr(spec, name)
+        if not isinstance(value, str) or not value:
+            raise ValidationError(
+                f"{name} must be a path or URL, got {value!r}",
+                field=name,
+            )
 
 
 @dataclass(frozen=True)
@@ -323,11 +365,38 @@ class Job:
                 warning=_masked_text(self.warning),
                 partitions=list(self.partitions),
             )
+            if spec.fingerprint is not None:
+                body["fingerprint"] = spec.fingerprint
+        if spec.kind == HISTORICAL_RETRIEVAL:
+            body.update(
+                feature_refs=list(spec.feature_refs),
+                entity_source=_masked_url(spec.entity_source),
+                output_location=_masked_url(spec.output_location),
+                full_feature_names=spec.full_feature_names,
+            )
         return JobRecord(project=spec.project, id=self.id, body=body)
 
     @classmethod
     def from_record(cls, record: JobRecord) -> Job:
-        """Return the job a registry record holds."""
+        """Return the job a registry record holds.
+
+        Raises:
+            DecodeError: If the record is not a job record potluck wrote (a field is missing
+                or has the wrong type: written through Core's ``PutJob`` by another program).
+        """
+        try:
+            return cls._from_body(record)
+        except (KeyError, TypeError, ValueError, AttributeError, ValidationError) as exc:
+            problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise DecodeError(
+                f"job record {record.id!r} of project {record.project!r} cannot be read "
+                f"({problem}); it was not written by potluck: delete it from the registry's "
+                "jobs table",
+                job_id=record.id,
+            ) from None
+
+    @classmethod
+    def _from_body(cls, record: JobRecord) -> Job:
         body = record.body
         spec = JobSpec(
             kind=body.get("kind", OFFLINE_TO_ONLINE),
@@ -340,6 +409,11 @@ class Job:
             batch_size=int(body.get("batch_size", 65_536)),
             group_id=body.get("group_id"),
             batch_interval=float(body.get("batch_interval", DEFAULT_BATCH_INTERVAL)),
+            fingerprint=body.get("fingerprint"),
+            feature_refs=tuple(str(r) for r in body.get("feature_refs") or ()),
+            entity_source=body.get("entity_source"),
+            output_location=body.get("output_location"),
+            full_feature_names=bool(body.get("full_feature_names", True)),
         )
         created = _dt(body.get("created_at"))
         return cls(
@@ -452,7 +526,15 @@ def list_jobs(registry: Registry, project: str, *, table: str | None = None) -> 
     """
     records = registry.list_jobs(project)
     now = utc_now()
-    jobs = [observed(Job.from_record(r), now) for r in records if not r.id.endswith(CANCEL_SUFFIX)]
+    side_records = (CANCEL_SUFFIX, ADOPTED_SUFFIX)
+    jobs = []
+    for record in records:
+        if record.id.endswith(side_records):
+            continue
+        try:
+            jobs.append(observed(Job.from_record(record), now))
+        except DecodeError as exc:  # one foreign record must not hide every other job
+            _log.warning("%s", exc)
     jobs.sort(key=lambda j: j.id, reverse=True)
     return [j for j in jobs if table is None or j.spec.table == table]
 
@@ -514,9 +596,11 @@ def describe(job: Job) -> Mapping[str, Any]:
 
 
 __all__ = [
+    "ADOPTED_SUFFIX",
     "CANCEL_SUFFIX",
     "DEFAULT_BATCH_INTERVAL",
     "DEFAULT_HEARTBEAT_TIMEOUT",
+    "HISTORICAL_RETRIEVAL",
     "OFFLINE_TO_ONLINE",
     "STREAM_TO_ONLINE",
     "Job",

@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -369,16 +370,34 @@ def write_atomically(table: pa.Table, path: str, *, file_format: Literal["parque
     """
     if file_format == "csv":
         _check_csv_writable(table, path)
-    fs, target = filesystem_for(path)
-    directory, _, name = target.rpartition("/")
-    temp = f"{directory}/_tmp-{uuid.uuid4().hex}-{name}"
-    try:
-        fs.create_dir(directory or "/", recursive=True)
+    with atomic_file(path) as (fs, temp):
         if file_format == "csv":
             with fs.open_output_stream(temp) as stream:
                 pacsv.write_csv(table, stream)
         else:
             pq.write_table(table, temp, filesystem=fs, row_group_size=BATCH_SIZE)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[tuple[pafs.FileSystem, str]]:
+    """Give a temporary file beside ``path`` to write; rename it to ``path`` if all went well.
+
+    Yields the filesystem and the temporary file's path in it. Missing folders are created; on
+    any error the temporary file is deleted, so readers never see half a file.
+
+    Raises:
+        ValidationError: If Arrow cannot write the data in the file's format, or ``path``
+            cannot be written (a file where a folder must be, a folder where the file must be,
+            no permission).
+        UnavailableError: If the storage fails: an object store that cannot be reached, a
+            full disk.
+    """
+    fs, target = filesystem_for(path)
+    directory, _, name = target.rpartition("/")
+    temp = f"{directory}/_tmp-{uuid.uuid4().hex}-{name}"
+    try:
+        fs.create_dir(directory or "/", recursive=True)
+        yield fs, temp
         fs.move(temp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -447,6 +466,7 @@ __all__ = [
     "BATCH_SIZE",
     "MAX_DETAIL_CHARS",
     "SourceFiles",
+    "atomic_file",
     "filesystem_for",
     "list_source_files",
     "may_tie",

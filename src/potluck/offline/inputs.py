@@ -155,7 +155,7 @@ def _open_file(path: str, wanted: set[str] | None) -> InputBatches:
             return InputBatches(
                 pa.schema([parquet.schema_arrow.field(n) for n in read]),
                 parquet.metadata.num_rows,
-                _read_errors(parquet.iter_batches(batch_size=BATCH_SIZE, columns=read), path),
+                read_errors(parquet.iter_batches(batch_size=BATCH_SIZE, columns=read), path),
                 names,
             )
         return _open_csv(fs, inner, wanted, path)
@@ -206,15 +206,15 @@ def _open_csv(fs: pafs.FileSystem, path: str, wanted: set[str] | None, given: st
     check_unique_columns(names, f"the header of {given!r}")
     if wanted is None:
         return InputBatches(
-            reader.schema, None, _read_errors(iter(reader), given), names, from_csv=True
+            reader.schema, None, read_errors(iter(reader), given), names, from_csv=True
         )
     read = [n for n in names if n in wanted]
     schema = pa.schema([reader.schema.field(n) for n in read])
     batches = (batch.select(read) for batch in reader)
-    return InputBatches(schema, None, _read_errors(batches, given), names, from_csv=True)
+    return InputBatches(schema, None, read_errors(batches, given), names, from_csv=True)
 
 
-def _read_errors(batches: Iterator[pa.RecordBatch], path: str) -> Iterator[pa.RecordBatch]:
+def read_errors(batches: Iterator[pa.RecordBatch], path: str) -> Iterator[pa.RecordBatch]:
     """Yield ``batches``, turning a failure to read a later part of the file into our errors.
 
     A file is read batch by batch, so a malformed CSV line or a damaged Parquet page past the
@@ -299,5 +299,6 @@ __all__ = [
     "check_unique_columns",
     "frame_to_table",
     "open_input",
+    "read_errors",
     "read_table",
 ]

@@ -327,20 +327,11 @@ def prepare(
         FeatureRefError: If two tables need the same entity column with different types.
     """
     plan = build_plan(requests, root)
-    declared = [DeclaredColumn(ENTITY_TIMESTAMP_COLUMN, TIMESTAMP_ARROW_TYPE, "a timestamp")]
-    declared += [
-        DeclaredColumn(entity, to_arrow_type(value_type), f"entity {entity} ({value_type.name})")
-        for entity, value_type in plan.key_columns.items()
-    ]
+    declared = entity_columns(plan)
     entities = read_table(entity_source, declared)
-    for column in plan.output_columns:
-        if column.output in entities.column_names:
-            raise DataValidationError(
-                f"the entity rows already have a column {column.output!r}, which the feature "
-                "columns need; rename or drop it",
-                column=column.output,
-                row=None,
-            )
+    taken = taken_output_column(plan, entities.column_names)
+    if taken is not None:
+        raise taken
     if entities.num_rows == 0:
         empty = pa.table({ENTITY_TIMESTAMP_COLUMN: pa.array([], TIMESTAMP_ARROW_TYPE)})
         return PreparedRetrieval(entities, empty, plan)
@@ -354,22 +345,57 @@ def prepare(
     return PreparedRetrieval(entities, pa.table(columns), plan)
 
 
+def entity_columns(plan: PitPlan) -> list[DeclaredColumn]:
+    """Return the entity rows' columns ``plan`` needs, in the order they are checked.
+
+    ``event_timestamp`` first, then each key column the joins use.
+    """
+    declared = [DeclaredColumn(ENTITY_TIMESTAMP_COLUMN, TIMESTAMP_ARROW_TYPE, "a timestamp")]
+    declared += [
+        DeclaredColumn(entity, to_arrow_type(value_type), f"entity {entity} ({value_type.name})")
+        for entity, value_type in plan.key_columns.items()
+    ]
+    return declared
+
+
+def taken_output_column(plan: PitPlan, names: Sequence[str]) -> DataValidationError | None:
+    """Return the error for the first feature column whose name an input column has, if any."""
+    for column in plan.output_columns:
+        if column.output in names:
+            return DataValidationError(
+                f"the entity rows already have a column {column.output!r}, which the feature "
+                "columns need; rename or drop it",
+                column=column.output,
+                row=None,
+            )
+    return None
+
+
+def missing_entity_column(name: str, names: Sequence[str]) -> DataValidationError:
+    """Return the error for entity rows (with columns ``names``) that lack column ``name``."""
+    return DataValidationError(
+        f"the entity rows have no {name!r} column, which the join needs; their columns: "
+        f"{', '.join(names) or '(none)'}",
+        column=name,
+        row=None,
+    )
+
+
+def null_entity_value(name: str, row: int, what: str) -> DataValidationError:
+    """Return the error for a null in entity column ``name`` at ``row`` (0-based)."""
+    return DataValidationError(
+        f"column {name!r} row {row}: is null; every entity row needs {what}",
+        column=name,
+        row=row,
+    )
+
+
 def _entity_column(entities: pa.Table, name: str, target: pa.DataType, what: str) -> pa.Array:
     if name not in entities.column_names:
-        raise DataValidationError(
-            f"the entity rows have no {name!r} column, which the join needs; their columns: "
-            f"{', '.join(entities.column_names) or '(none)'}",
-            column=name,
-            row=None,
-        )
+        raise missing_entity_column(name, entities.column_names)
     values = convert(entities.column(name), target, column=name, expected=what)
     if values.null_count:
-        row = pc.index(pc.is_null(values), True).as_py()
-        raise DataValidationError(
-            f"column {name!r} row {row}: is null; every entity row needs {what}",
-            column=name,
-            row=row,
-        )
+        raise null_entity_value(name, pc.index(pc.is_null(values), True).as_py(), what)
     return values
 
 
@@ -384,6 +410,10 @@ __all__ = [
     "TableJoin",
     "TableLookup",
     "build_plan",
+    "entity_columns",
+    "missing_entity_column",
+    "null_entity_value",
     "prepare",
     "resolve_refs",
+    "taken_output_column",
 ]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +11,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from potluck.offline.files import BATCH_SIZE, filesystem_for, os_error, write_atomically
+from potluck.offline.files import BATCH_SIZE, atomic_file, write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,11 +25,13 @@ class StagedOutput:
         location: The folder (a local path or a URL) that holds the files.
         schema: The training set's columns and their exact types.
         batches: Streams the rows back from the files, in row order, as batches of ``schema``.
+        remove: Deletes the folder and its files; never raises.
     """
 
     location: str
     schema: pa.Schema
     batches: Callable[[], Iterator[pa.RecordBatch]]
+    remove: Callable[[], None]
 
 
 class RetrievalJob:
@@ -117,6 +117,25 @@ class RetrievalJob:
         staged = self._staged_output()
         _write_batches(staged.schema, staged.batches(), os.fspath(path))
 
+    def cleanup(self) -> None:
+        """Delete a staged job's files under the engine's staging location.
+
+        Nothing happens for an in-memory job, or a staged one that has not run. Reading the job
+        afterwards runs it again (from the same source versions, into a new folder). A job used
+        as a context manager (``with store.get_historical_features(...) as job:``) is cleaned
+        up when the block ends.
+        """
+        with self._lock:
+            staged, self._staged = self._staged, None
+        if staged is not None:
+            staged.remove()
+
+    def __enter__(self) -> RetrievalJob:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
     def _staged_output(self) -> StagedOutput:
         stage = self._stage
         if stage is None:
@@ -128,22 +147,10 @@ class RetrievalJob:
 
 
 def _write_batches(schema: pa.Schema, batches: Iterator[pa.RecordBatch], path: str) -> None:
-    """Stream ``batches`` into one Parquet file at ``path``, under a temporary name first."""
-    fs, target = filesystem_for(path)
-    directory, _, name = target.rpartition("/")
-    temp = f"{directory}/_tmp-{uuid.uuid4().hex}-{name}"
-    try:
-        fs.create_dir(directory or "/", recursive=True)
-        with pq.ParquetWriter(temp, schema, filesystem=fs) as writer:
-            for batch in batches:
-                writer.write_batch(batch, row_group_size=BATCH_SIZE)
-        fs.move(temp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            fs.delete_file(temp)
-        if isinstance(exc, OSError):
-            raise os_error(path, exc, "write") from None
-        raise
+    """Stream ``batches`` into one Parquet file at ``path`` (see :func:`atomic_file`)."""
+    with atomic_file(path) as (fs, temp), pq.ParquetWriter(temp, schema, filesystem=fs) as writer:
+        for batch in batches:
+            writer.write_batch(batch, row_group_size=BATCH_SIZE)
 
 
 __all__ = ["RetrievalJob", "StagedOutput"]

@@ -19,10 +19,13 @@ from potluck.errors import (
     AlreadyExistsError,
     ConfigError,
     ConflictError,
+    DecodeError,
     DefinitionError,
     IncompatibleChangeError,
     NotFoundError,
+    PermissionDeniedError,
     PotluckError,
+    UnauthenticatedError,
     UnavailableError,
     ValidationError,
 )
@@ -44,6 +47,9 @@ STATUS_BY_ERROR: tuple[tuple[type[PotluckError], grpc.StatusCode], ...] = (
     (IncompatibleChangeError, grpc.StatusCode.FAILED_PRECONDITION),
     (ConflictError, grpc.StatusCode.ABORTED),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (DecodeError, grpc.StatusCode.DATA_LOSS),
 )
 """Error class to gRPC status, first match wins; anything else is ``INTERNAL``.
 ``ValidationError`` covers ``FeatureRefError`` and ``DataValidationError``."""

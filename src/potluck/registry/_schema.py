@@ -17,8 +17,9 @@ from sqlalchemy.engine import Connection
 from potluck.errors import ValidationError
 from potluck.registry.plan import ArchivedFeature, StoredObject, Write
 
-SCHEMA_VERSION = 1
-"""The version of the tables below."""
+SCHEMA_VERSION = 2
+"""The version of the tables below. Version 2 only added tables (the audit log, allowed
+locations), so a version 1 registry is upgraded in place when it is opened."""
 
 metadata = sa.MetaData()
 
@@ -85,6 +86,55 @@ jobs = sa.Table(
     sa.Column("updated_at", _TIMESTAMP, nullable=False),
 )
 sa.Index("potluck_jobs_by_age", jobs.c.project, jobs.c.created_at)
+
+schedules = sa.Table(
+    "potluck_schedules",
+    metadata,
+    sa.Column("project", _NAME, primary_key=True),
+    sa.Column("table_name", _NAME, primary_key=True),
+    sa.Column("cron", sa.String(), nullable=False),
+    sa.Column("look_back_seconds", sa.Float, nullable=False),
+    sa.Column("created_at", _TIMESTAMP, nullable=False),
+    sa.Column("last_tick", _TIMESTAMP, nullable=True),
+)
+"""Scheduled offline-to-online ingestion (the Job Service's); ``last_tick`` is the latest tick
+claimed, moved forward only by a conditional update so one replica runs each tick. Added after
+schema version 1 as a new table: ``create_all`` adds it to an existing registry, and older
+potluck versions never read it, so the version stays 1."""
+
+leases = sa.Table(
+    "potluck_leases",
+    metadata,
+    sa.Column("name", _NAME, primary_key=True),
+    sa.Column("holder", sa.String(), nullable=False),
+    sa.Column("expires_at", _TIMESTAMP, nullable=False),
+)
+"""Who holds a Job Service role (its control loop) until when; added like ``schedules``."""
+
+
+allowed_locations = sa.Table(
+    "potluck_allowed_locations",
+    metadata,
+    sa.Column("project", _NAME, primary_key=True),
+    sa.Column("location", sa.String(), primary_key=True),
+    sa.Column("allowed_by", sa.String(), nullable=False),
+    sa.Column("allowed_at", _TIMESTAMP, nullable=False),
+)
+"""Source locations an administrator allowed for a project outside its data roots."""
+
+audit = sa.Table(
+    "potluck_audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", _TIMESTAMP, nullable=False),
+    sa.Column("actor", sa.String(), nullable=False),
+    sa.Column("action", sa.String(), nullable=False),
+    sa.Column("project", _NAME, nullable=False),
+    sa.Column("target", sa.String(), nullable=False),
+    sa.Column("change", sa.JSON, nullable=False),
+)
+"""The audit log, one row per change, job start or cancel, and denied call; never updated."""
+sa.Index("potluck_audit_by_project", audit.c.project, audit.c.at)
 
 
 class LostRace(Exception):
@@ -162,22 +212,39 @@ def write_objects(
                 for w in new
             ],
         )
+    updates = [w for w in writes if w.expected is not None]
+    if not updates:
+        return
     o = objects.c
-    for w in writes:
-        if w.expected is None:
-            continue
-        result = conn.execute(
-            sa.update(objects)
-            .where(
-                o.project == project,
-                o.kind == w.kind,
-                o.name == w.name,
-                o.revision == w.expected,
-            )
-            .values(revision=w.revision, spec=w.spec, deleted=deleted, updated_at=now)
+    # One executemany (psycopg pipelines it): not a round trip per object.
+    result = conn.execute(
+        sa.update(objects)
+        .where(
+            o.project == sa.bindparam("b_project"),
+            o.kind == sa.bindparam("b_kind"),
+            o.name == sa.bindparam("b_name"),
+            o.revision == sa.bindparam("b_expected"),
         )
-        if result.rowcount != 1:
-            raise LostRace()
+        .values(
+            revision=sa.bindparam("b_revision"),
+            spec=sa.bindparam("b_spec"),
+            deleted=deleted,
+            updated_at=now,
+        ),
+        [
+            {
+                "b_project": project,
+                "b_kind": w.kind,
+                "b_name": w.name,
+                "b_expected": w.expected,
+                "b_revision": w.revision,
+                "b_spec": w.spec,
+            }
+            for w in updates
+        ],
+    )
+    if result.rowcount != len(updates):
+        raise LostRace()
 
 
 def write_history(conn: Connection, project: str, writes: Sequence[Write], now: datetime) -> None:
@@ -232,3 +299,36 @@ def write_archive(
                 for f in archived
             ],
         )
+
+
+def write_audit(
+    conn: Connection,
+    now: datetime,
+    actor: str,
+    action: str,
+    project: str,
+    target: str,
+    change: dict[str, Any],
+) -> None:
+    """Append one audit entry (in the transaction of the change it records)."""
+    conn.execute(
+        sa.insert(audit).values(
+            at=now, actor=actor, action=action, project=project, target=target, change=change
+        )
+    )
+
+
+def read_audit(
+    conn: Connection, project: str | None, since: datetime | None, limit: int
+) -> Sequence[Any]:
+    """Return up to ``limit`` audit rows, newest first, optionally of one project and recent.
+
+    Each row has ``at``, ``actor``, ``action``, ``project``, ``target`` and ``change``.
+    """
+    a = audit.c
+    query = sa.select(a.at, a.actor, a.action, a.project, a.target, a.change)
+    if project is not None:
+        query = query.where(a.project == project)
+    if since is not None:
+        query = query.where(a.at >= since)
+    return conn.execute(query.order_by(a.id.desc()).limit(limit)).all()

@@ -11,10 +11,11 @@ import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from potluck.definitions.serde import Definition
+from potluck.errors import PotluckError, ValidationError
 
 Action = Literal["create", "update", "unchanged"]
 
@@ -63,6 +64,70 @@ class JobRecord:
     project: str
     id: str
     body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A feature table's scheduled offline-to-online ingestion (kept by the Job Service).
+
+    Attributes:
+        project: The table's project.
+        table: The feature table's name.
+        cron: The cron expression of its ticks (5 fields, or 6 with seconds last), in UTC.
+        look_back: Each tick's job loads ``[tick - look_back, tick)``.
+        created_at: When it was last set.
+        last_tick: The latest tick a Job Service claimed (and started a job for), if any.
+    """
+
+    project: str
+    table: str
+    cron: str
+    look_back: timedelta
+    created_at: datetime
+    last_tick: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AllowedLocation:
+    """A source location an administrator allowed for a project outside its data roots.
+
+    Attributes:
+        project: The project.
+        location: An absolute folder, a URL prefix, or ``kafka:PREFIX`` (topics starting with it).
+        allowed_by: Who allowed it (see :attr:`AuditEntry.actor`).
+        allowed_at: When (UTC).
+    """
+
+    project: str
+    location: str
+    allowed_by: str
+    allowed_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit log: a change to the registry, a job started or cancelled, a denial.
+
+    Attributes:
+        at: When it happened (UTC).
+        actor: Who: an authenticated caller's subject, ``peer:<address>`` for a remote call
+            without authentication, ``local:<OS user>`` for a process using the registry itself.
+        action: ``apply``, ``delete``, ``create_project``, ``archive_project``,
+            ``restore_project``, ``allow_location``, ``job_start``, ``job_cancel`` or
+            ``permission_denied``.
+        project: The project acted on (``""`` for none).
+        target: What it acted on: ``feature_table driver_stats``, a job id, a location, the
+            denied permission.
+        change: The change as JSON: an apply's plan lines (``changes``), a job's kind and
+            table, a denied call's method.
+    """
+
+    at: datetime
+    actor: str
+    action: str
+    project: str
+    target: str
+    change: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Registry(ABC):
@@ -149,6 +214,50 @@ class Registry(ABC):
         """
 
     @abstractmethod
+    def restore_project(self, name: str) -> Project:
+        """Restore an archived project: applies to it are accepted again (idempotent).
+
+        Raises:
+            NotFoundError: If it does not exist.
+        """
+
+    @abstractmethod
+    def allow_location(self, project: str, location: str) -> AllowedLocation:
+        """Allow ``project``'s tables to name ``location`` outside its data roots (idempotent).
+
+        Args:
+            project: An existing project.
+            location: An absolute folder, a URL prefix, or ``kafka:PREFIX``.
+
+        Raises:
+            NotFoundError: If the project does not exist.
+            ValidationError: If the location is empty or relative.
+        """
+
+    @abstractmethod
+    def list_allowed_locations(self, project: str) -> builtins.list[AllowedLocation]:
+        """Return the locations allowed for ``project``, sorted by location."""
+
+    @abstractmethod
+    def audit_log(
+        self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        """Return audit entries, newest first.
+
+        Args:
+            project: Only this project's entries.
+            since: Only entries at or after this time (a naive time is UTC).
+            limit: At most this many (1 to 10,000).
+
+        Raises:
+            ValidationError: If ``limit`` is out of range.
+        """
+
+    @abstractmethod
+    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
+        """Add a ``permission_denied`` entry: ``actor`` lacked ``permission`` for ``method``."""
+
+    @abstractmethod
     def put_job(self, job: JobRecord) -> None:
         """Create or replace a job record."""
 
@@ -163,6 +272,69 @@ class Registry(ABC):
     @abstractmethod
     def list_jobs(self, project: str) -> builtins.list[JobRecord]:
         """Return the project's job records, newest first."""
+
+    # ---- Job Service coordination: only registries that a Job Service runs on keep these ---------
+
+    def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or replace a table's schedule; return it as stored.
+
+        A replaced schedule keeps its ``last_tick``, so no tick already run runs again.
+
+        Raises:
+            ValidationError: If this registry keeps no schedules.
+        """
+        raise self._no_coordination()
+
+    def delete_schedule(self, project: str, table: str) -> None:
+        """Remove a table's schedule.
+
+        Raises:
+            NotFoundError: If the table has none.
+            ValidationError: If this registry keeps no schedules.
+        """
+        raise self._no_coordination()
+
+    def list_schedules(self, project: str | None = None) -> builtins.list[Schedule]:
+        """Return the schedules of ``project`` (``None``: every project), by project and table.
+
+        Raises:
+            ValidationError: If this registry keeps no schedules.
+        """
+        raise self._no_coordination()
+
+    def claim_tick(self, project: str, table: str, tick: datetime) -> bool:
+        """Claim ``tick`` of a table's schedule, in one transaction.
+
+        Returns ``True`` for the one caller that moves ``last_tick`` forward to it, ``False``
+        for every other (it was claimed, a later tick was, or the schedule is gone).
+
+        Raises:
+            ValidationError: If this registry keeps no schedules.
+        """
+        raise self._no_coordination()
+
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take or renew lease ``name`` for ``holder`` until now + ``ttl``, in one transaction.
+
+        Returns:
+            ``True`` if ``holder`` holds it now (it was free, expired, or already its own),
+            ``False`` if another holder's lease has not expired.
+
+        Raises:
+            ValidationError: If this registry keeps no leases.
+        """
+        raise self._no_coordination()
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` holds it (else nothing happens)."""
+        raise self._no_coordination()
+
+    def _no_coordination(self) -> PotluckError:
+        return ValidationError(
+            f"{type(self).__name__} keeps no schedules or leases; run the Job Service on the "
+            "SQL registry (the 'registry' setting, without core_url)",
+            field="registry",
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most registries hold no resources
         """Release connections; the default does nothing."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TypeVar, cast
 
 import grpc
@@ -16,9 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
+from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, Definition, kind_of
 from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.registry._audit_wire import allowed_from_proto, entry_from_proto
 from potluck.registry._errors import CODE_KEY, rebuild_error
 from potluck.registry._wire import (
     GRPC_OPTIONS,
@@ -28,8 +31,18 @@ from potluck.registry._wire import (
     job_to_proto,
     project_from_proto,
     revision_from_proto,
+    timestamp_to_proto,
 )
-from potluck.registry.base import Change, JobRecord, Project, Registry, Revision
+from potluck.registry.audit import check_limit
+from potluck.registry.base import (
+    AllowedLocation,
+    AuditEntry,
+    Change,
+    JobRecord,
+    Project,
+    Registry,
+    Revision,
+)
 from potluck.registry.plan import KIND_LABELS
 
 CONNECT_TIMEOUT = 5.0
@@ -45,8 +58,10 @@ class RemoteRegistry(Registry):
     Args:
         address: ``host:port`` of the Core service.
         timeout: Deadline in seconds for each call.
+        security: TLS (``core_secure``, ``ca_file``) and the bearer token to send.
 
     Raises:
+        ConfigError: If ``security.ca_file`` cannot be read.
         UnavailableError: If no Core service answers its health check at ``address`` within
             ``min(timeout, 5)`` seconds (a refused connection fails at once); the message
             names the address.
@@ -56,10 +71,12 @@ class RemoteRegistry(Registry):
         >>> registry.list_projects()
     """
 
-    def __init__(self, address: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, address: str, *, timeout: float = 10.0, security: ClientSecurity = PLAIN
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self._channel = open_channel(address, security, GRPC_OPTIONS)
         self._stub = pb_grpc.CoreServiceStub(self._channel)
         try:
             self._check_health(min(timeout, CONNECT_TIMEOUT))
@@ -181,6 +198,42 @@ class RemoteRegistry(Registry):
         return project_from_proto(
             self._call(self._stub.ArchiveProject, pb.ProjectRequest(name=name))
         )
+
+    def restore_project(self, name: str) -> Project:
+        """Restore an archived project."""
+        return project_from_proto(
+            self._call(self._stub.RestoreProject, pb.ProjectRequest(name=name))
+        )
+
+    def allow_location(self, project: str, location: str) -> AllowedLocation:
+        """Allow ``project``'s tables to name ``location`` outside its data roots."""
+        request = pb.AllowLocationRequest(project=project, location=location)
+        return allowed_from_proto(self._call(self._stub.AllowLocation, request))
+
+    def list_allowed_locations(self, project: str) -> builtins.list[AllowedLocation]:
+        """Return the locations allowed for ``project``, sorted by location."""
+        request = pb.ProjectRequest(name=project)
+        response = self._call(self._stub.ListAllowedLocations, request)
+        return [allowed_from_proto(a) for a in response.locations]
+
+    # ---- audit ---------------------------------------------------------------------------------
+
+    def audit_log(
+        self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        """Return audit entries, newest first."""
+        request = pb.ListAuditRequest(project=project or "", limit=check_limit(limit))
+        if since is not None:
+            request.since.CopyFrom(timestamp_to_proto(since))
+        response = self._call(self._stub.ListAudit, request)
+        return [entry_from_proto(e) for e in response.entries]
+
+    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
+        """Report a denied call to the Core service, which records it with who reported it."""
+        request = pb.RecordDenialRequest(
+            actor=actor, project=project, permission=permission, method=method
+        )
+        self._call(self._stub.RecordDenial, request)
 
     # ---- jobs ----------------------------------------------------------------------------------
 

@@ -14,24 +14,30 @@ import contextlib
 import functools
 import logging
 import signal
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
+from potluck._grpc_bind import bind_problem
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
 from potluck._proto.potluck.core.v1 import definitions_pb2 as defs_pb
 from potluck._stop_signals import StopSignals, Terminated
+from potluck.auth.grpc import add_port, server_interceptors
+from potluck.auth.rules import CORE_RULES, FEAST_CORE_RULES, JOB_SERVICE_RULES
+from potluck.auth.settings import AuthSettings, resolved
 from potluck.config import Settings
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.errors import PotluckError, UnavailableError
+from potluck.registry import audit
+from potluck.registry._audit_wire import allowed_to_proto, entry_to_proto
 from potluck.registry._edge import RejectUndecodable, shorten
 from potluck.registry._errors import error_metadata, status_for
 from potluck.registry._wire import (
@@ -43,8 +49,11 @@ from potluck.registry._wire import (
     job_to_proto,
     project_to_proto,
     revision_to_proto,
+    timestamp_from_proto,
 )
+from potluck.registry.audit import RecordPeer
 from potluck.registry.base import Registry
+from potluck.registry.isolation import DataIsolation
 from potluck.registry.sql import SqlRegistry
 
 _log = logging.getLogger(__name__)
@@ -56,6 +65,11 @@ _Spec = defs_pb.EntitySpec | defs_pb.FeatureTableSpec
 ExtraService = Callable[[grpc.Server, Registry], None]
 """Adds another gRPC service over the same registry to the Core server before it starts; the
 composition root (the CLI) passes them, such as Feast 0.9's ``feast.core.CoreService``."""
+
+Companion = Callable[[], AbstractContextManager[Sequence[ExtraService]]]
+"""Runs beside the Core service in its process (``potluck core --job-service``: the Job
+Service): entered once the stop signals are handled and before the server starts, it gives more
+services to serve on Core's port; left after the server has stopped."""
 
 
 def _rpc(
@@ -117,6 +131,7 @@ def start_core_server(
     port: int = 0,
     max_workers: int = 8,
     services: Sequence[ExtraService] = (),
+    auth: AuthSettings | None = None,
 ) -> CoreServer:
     """Serve ``registry`` as the Core service and return at once.
 
@@ -126,13 +141,16 @@ def start_core_server(
         port: The port to listen on; 0 picks a free one (see :attr:`CoreServer.port`).
         max_workers: Threads serving calls concurrently.
         services: More services served from ``registry`` on the same port.
+        auth: Tokens and TLS (paths absolute); with a token source every call needs a bearer
+            token and the permission ``potluck.auth.rules`` gives its method; ``None``: open.
 
     Returns:
         The running server.
 
     Raises:
         UnavailableError: If ``host:port`` cannot be listened on (in use, or not a local
-            address).
+            address), or the JWKS cannot be read.
+        ConfigError: If the tokens file, the JWKS or a TLS file is invalid.
 
     Example:
         >>> server = start_core_server(SqlRegistry("sqlite:///registry.db"))
@@ -143,7 +161,15 @@ def start_core_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
         options=options,
-        interceptors=[RejectUndecodable()],
+        interceptors=[
+            RecordPeer(),
+            *server_interceptors(
+                auth,
+                {**CORE_RULES, **FEAST_CORE_RULES, **JOB_SERVICE_RULES},  # --job-service
+                default_project="default",
+            ),
+            RejectUndecodable(),
+        ],
     )
     pb_grpc.add_CoreServiceServicer_to_server(_CoreServicer(registry), server)
     for add_service in services:
@@ -152,11 +178,14 @@ def start_core_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(target)
+        bound = add_port(server, target, auth)
+    except PotluckError:
+        server.stop(None)
+        raise
     except RuntimeError:
         server.stop(None)
         raise UnavailableError(
-            f"the Core service cannot listen on {target}: {_bind_problem(host, port)}",
+            f"the Core service cannot listen on {target}: {bind_problem(host, port)}",
             address=target,
         ) from None
     server.start()
@@ -165,21 +194,13 @@ def start_core_server(
     return CoreServer(server, health_servicer, host, bound)
 
 
-def _bind_problem(host: str, port: int) -> str:
-    """Say why ``host:port`` cannot be listened on; gRPC's own error does not."""
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.bind((host, port))
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return "gRPC could not bind it"
-
-
 def run_core(
     settings: Settings,
     port: int,
     host: str = "127.0.0.1",
     services: Sequence[ExtraService] = (),
+    *,
+    companion: Companion | None = None,
 ) -> signal.Signals:
     """Serve the configured registry as the Core service until SIGINT or SIGTERM.
 
@@ -193,6 +214,7 @@ def run_core(
         port: The port to listen on (0 picks a free one).
         host: The interface to listen on.
         services: More services served from the registry on the same port.
+        companion: Runs beside it and adds its services (see :data:`Companion`).
 
     Returns:
         The signal that stopped it, so that a caller can end as that signal asks (the CLI exits
@@ -206,7 +228,9 @@ def run_core(
     """
     # SIGTERM while starting (Terminated) is a clean stop too: what started is closed.
     with StopSignals() as signals, contextlib.suppress(Terminated):
-        _serve_core(settings, port, host, signals, services)
+        beside = companion() if companion is not None else contextlib.nullcontext(())
+        with beside as more:
+            _serve_core(settings, port, host, signals, [*services, *more])
     assert signals.received is not None  # only a signal ends serving
     return signals.received
 
@@ -218,10 +242,11 @@ def _serve_core(
     signals: StopSignals,
     services: Sequence[ExtraService],
 ) -> None:
-    registry = SqlRegistry(settings.registry_url)
+    registry = SqlRegistry(settings.registry_url, isolation=DataIsolation.from_settings(settings))
     try:
         registry.list_projects()  # fail now, not on the first call, if the database is unusable
-        server = start_core_server(registry, host=host, port=port, services=services)
+        auth = resolved(settings.auth, settings.root) if settings.auth is not None else None
+        server = start_core_server(registry, host=host, port=port, services=services, auth=auth)
         try:
             stopped = threading.Event()
             signals.serving(stopped.set)
@@ -329,6 +354,42 @@ class _CoreServicer:
     @_rpc
     def ArchiveProject(self, request: pb.ProjectRequest) -> pb.Project:  # noqa: N802
         return project_to_proto(self._registry.archive_project(request.name))
+
+    @_rpc
+    def RestoreProject(self, request: pb.ProjectRequest) -> pb.Project:  # noqa: N802
+        return project_to_proto(self._registry.restore_project(request.name))
+
+    @_rpc
+    def AllowLocation(  # noqa: N802
+        self, request: pb.AllowLocationRequest
+    ) -> pb.AllowedLocation:
+        allowed = self._registry.allow_location(request.project, request.location)
+        return allowed_to_proto(allowed)
+
+    @_rpc
+    def ListAllowedLocations(  # noqa: N802
+        self, request: pb.ProjectRequest
+    ) -> pb.ListAllowedLocationsResponse:
+        allowed = self._registry.list_allowed_locations(request.name)
+        return pb.ListAllowedLocationsResponse(locations=[allowed_to_proto(a) for a in allowed])
+
+    @_rpc
+    def ListAudit(self, request: pb.ListAuditRequest) -> pb.ListAuditResponse:  # noqa: N802
+        entries = self._registry.audit_log(
+            project=request.project or None,
+            since=timestamp_from_proto(request.since) if request.HasField("since") else None,
+            limit=request.limit or 100,
+        )
+        return pb.ListAuditResponse(entries=[entry_to_proto(e) for e in entries])
+
+    @_rpc
+    def RecordDenial(  # noqa: N802
+        self, request: pb.RecordDenialRequest
+    ) -> pb.RecordDenialResponse:
+        # The caller reports someone else's denial: keep who reported it beside the method.
+        method = f"{request.method} (reported by {audit.current_actor()})"
+        self._registry.record_denial(request.actor, request.project, request.permission, method)
+        return pb.RecordDenialResponse()
 
     @_rpc
     def PutJob(self, request: pb.Job) -> pb.Job:  # noqa: N802

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from potluck._redact import redact_text, redact_url, url_secrets
 from potluck.definitions._checks import check_name
+from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import Definition, from_dict
 from potluck.errors import (
     AlreadyExistsError,
@@ -39,7 +40,18 @@ from potluck.errors import (
     ValidationError,
 )
 from potluck.registry import _schema as t
-from potluck.registry.base import Change, JobRecord, Project, Registry, Revision
+from potluck.registry import audit
+from potluck.registry.base import (
+    AllowedLocation,
+    AuditEntry,
+    Change,
+    JobRecord,
+    Project,
+    Registry,
+    Revision,
+    Schedule,
+)
+from potluck.registry.isolation import DataIsolation, check_sources
 from potluck.registry.plan import KIND_LABELS, plan_apply, plan_delete
 
 _T = TypeVar("_T")
@@ -72,6 +84,8 @@ class SqlRegistry(Registry):
 
     Args:
         url: ``sqlite:///path/to/registry.db`` or ``postgresql://user:password@host:port/db``.
+        isolation: The projects' data roots that applied source locations must lie under
+            (:mod:`potluck.registry.isolation`); ``None`` allows every location.
 
     Raises:
         ConfigError: If the URL is malformed or a SQLite folder cannot be created.
@@ -82,8 +96,9 @@ class SqlRegistry(Registry):
         >>> registry.apply("default", [driver, driver_stats])
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, isolation: DataIsolation | None = None) -> None:
         self.url = url
+        self.isolation = isolation
         self._engine, self._masked_url = _create_engine(url)
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -102,19 +117,27 @@ class SqlRegistry(Registry):
 
         Raises:
             ValidationError: If ``project`` is archived, or an object is given twice.
+            DefinitionError: Also if a table names a source location outside the project's
+                data roots that no administrator allowed (:func:`check_sources`).
         """
         check_name(project, "project")
         items = builtins.list(objects)
+        tables = [o for o in items if isinstance(o, FeatureTable)]
 
         def work(conn: Connection, now: datetime) -> builtins.list[Change]:
             t.check_writable(conn, project, now, create=not dry_run)
             plan = plan_apply(
                 items, t.load_objects(conn, project), t.load_archive(conn, project), force=force
             )
+            if self.isolation is not None:
+                allowed = [a.location for a in self._allowed(conn, project)]
+                check_sources(project, tables, self.isolation, allowed)
             if not dry_run:
                 t.write_objects(conn, project, plan.writes, now)
                 t.write_history(conn, project, plan.writes, now)
                 t.write_archive(conn, project, plan.archived, plan.restored, now)
+                change = audit.apply_change(plan.changes)
+                t.write_audit(conn, now, audit.current_actor(), audit.APPLY, project, "", change)
             return builtins.list(plan.changes)
 
         if dry_run:
@@ -174,6 +197,16 @@ class SqlRegistry(Registry):
             plan = plan_delete(kind, name, project, stored)
             t.write_objects(conn, project, plan.writes, now, deleted=True)
             t.write_archive(conn, project, plan.archived, plan.restored, now)
+            archived = [f"{f.table}:{f.feature}" for f in plan.archived]
+            t.write_audit(
+                conn,
+                now,
+                audit.current_actor(),
+                audit.DELETE,
+                project,
+                f"{kind} {name}",
+                {"kind": kind, "name": name, "archived_features": archived},
+            )
 
         self._write(work)
 
@@ -224,6 +257,8 @@ class SqlRegistry(Registry):
             if t.project_row(conn, name) is not None:
                 raise AlreadyExistsError(f"project {name} already exists", project=name)
             conn.execute(sa.insert(t.projects).values(name=name, archived=False, created_at=now))
+            actor = audit.current_actor()
+            t.write_audit(conn, now, actor, audit.CREATE_PROJECT, name, name, {})
             return Project(name, False, now)
 
         return self._write(work)
@@ -234,16 +269,109 @@ class SqlRegistry(Registry):
         Raises:
             NotFoundError: If it does not exist.
         """
+        return self._set_archived(name, archived=True)
+
+    def restore_project(self, name: str) -> Project:
+        """Restore archived project ``name`` (idempotent): applies to it are accepted again.
+
+        Raises:
+            NotFoundError: If it does not exist.
+        """
+        return self._set_archived(name, archived=False)
+
+    def _set_archived(self, name: str, *, archived: bool) -> Project:
+        action = audit.ARCHIVE_PROJECT if archived else audit.RESTORE_PROJECT
 
         def work(conn: Connection, now: datetime) -> Project:
             row = t.project_row(conn, name)
             if row is None:
                 raise NotFoundError(f"project {name} not found", kind="project", name=name)
             p = t.projects.c
-            conn.execute(sa.update(t.projects).where(p.name == name).values(archived=True))
-            return Project(name, True, _utc(row.created_at))
+            conn.execute(sa.update(t.projects).where(p.name == name).values(archived=archived))
+            change = {"archived": {"from": bool(row.archived), "to": archived}}
+            t.write_audit(conn, now, audit.current_actor(), action, name, name, change)
+            return Project(name, archived, _utc(row.created_at))
 
         return self._write(work)
+
+    def allow_location(self, project: str, location: str) -> AllowedLocation:
+        """Allow ``project``'s tables to name ``location`` outside its data roots (idempotent).
+
+        Raises:
+            NotFoundError: If the project does not exist.
+            ValidationError: If the location is empty, relative, or ``kafka:`` alone.
+        """
+        _check_location(location)
+
+        def work(conn: Connection, now: datetime) -> AllowedLocation:
+            if t.project_row(conn, project) is None:
+                raise NotFoundError(
+                    f"project {project} not found; create it first (potluck projects create "
+                    f"{project})",
+                    kind="project",
+                    name=project,
+                )
+            existing = [a for a in self._allowed(conn, project) if a.location == location]
+            if existing:
+                return existing[0]
+            actor = audit.current_actor()
+            conn.execute(
+                sa.insert(t.allowed_locations).values(
+                    project=project, location=location, allowed_by=actor, allowed_at=now
+                )
+            )
+            t.write_audit(conn, now, actor, audit.ALLOW_LOCATION, project, location, {})
+            return AllowedLocation(project, location, actor, now)
+
+        return self._write(work)
+
+    def list_allowed_locations(self, project: str) -> builtins.list[AllowedLocation]:
+        """Return the locations allowed for ``project``, sorted by location."""
+        with self._read() as conn:
+            return self._allowed(conn, project)
+
+    @staticmethod
+    def _allowed(conn: Connection, project: str) -> builtins.list[AllowedLocation]:
+        a = t.allowed_locations.c
+        query = (
+            sa.select(a.location, a.allowed_by, a.allowed_at)
+            .where(a.project == project)
+            .order_by(a.location)
+        )
+        return [
+            AllowedLocation(project, row.location, row.allowed_by, _utc(row.allowed_at))
+            for row in conn.execute(query)
+        ]
+
+    # ---- audit ---------------------------------------------------------------------------------
+
+    def audit_log(
+        self, *, project: str | None = None, since: datetime | None = None, limit: int = 100
+    ) -> builtins.list[AuditEntry]:
+        """Return audit entries, newest first; see :meth:`Registry.audit_log`."""
+        start = None if since is None else _utc(since)
+        with self._read() as conn:
+            rows = t.read_audit(conn, project, start, audit.check_limit(limit))
+        return [
+            AuditEntry(
+                at=_utc(row.at),
+                actor=row.actor,
+                action=row.action,
+                project=row.project,
+                target=row.target,
+                change=row.change,
+            )
+            for row in rows
+        ]
+
+    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
+        """Add a ``permission_denied`` entry; see :meth:`Registry.record_denial`."""
+        change = {"method": method}
+
+        def work(conn: Connection, now: datetime) -> None:
+            t.write_audit(conn, now, actor, audit.PERMISSION_DENIED, project, permission, change)
+
+        self._write(work)
 
     # ---- jobs ----------------------------------------------------------------------------------
 
@@ -270,6 +398,9 @@ class SqlRegistry(Registry):
                         project=job.project, id=job.id, body=body, created_at=now, updated_at=now
                     )
                 )
+                action, target, change = audit.job_event(job)
+                actor = audit.current_actor()
+                t.write_audit(conn, now, actor, action, job.project, target, change)
 
         self._write(work)
 
@@ -303,6 +434,108 @@ class SqlRegistry(Registry):
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [JobRecord(project=project, id=row.id, body=row.body) for row in rows]
+
+    # ---- Job Service coordination -------------------------------------------------------------
+
+    def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Create or replace a table's schedule, keeping its ``last_tick``; see the base class."""
+        s = t.schedules.c
+        key = (s.project == schedule.project, s.table_name == schedule.table)
+        values = {
+            "cron": schedule.cron,
+            "look_back_seconds": schedule.look_back.total_seconds(),
+            "created_at": _utc(schedule.created_at),
+        }
+
+        def work(conn: Connection, _now: datetime) -> Schedule:
+            if conn.execute(sa.update(t.schedules).where(*key).values(**values)).rowcount == 0:
+                conn.execute(
+                    sa.insert(t.schedules).values(
+                        project=schedule.project, table_name=schedule.table, **values
+                    )
+                )
+            row = conn.execute(sa.select(t.schedules).where(*key)).one()
+            return _schedule(row)
+
+        return self._write(work)
+
+    def delete_schedule(self, project: str, table: str) -> None:
+        """Remove a table's schedule.
+
+        Raises:
+            NotFoundError: If the table has none.
+        """
+        s = t.schedules.c
+
+        def work(conn: Connection, _now: datetime) -> None:
+            query = sa.delete(t.schedules).where(s.project == project, s.table_name == table)
+            if conn.execute(query).rowcount == 0:
+                raise NotFoundError(
+                    f"feature table {table} has no schedule in project {project}",
+                    kind="schedule",
+                    name=table,
+                    project=project,
+                )
+
+        self._write(work)
+
+    def list_schedules(self, project: str | None = None) -> builtins.list[Schedule]:
+        """Return the schedules of ``project`` (``None``: every project), by project and table."""
+        s = t.schedules.c
+        query = sa.select(t.schedules).order_by(s.project, s.table_name)
+        if project is not None:
+            query = query.where(s.project == project)
+        with self._read() as conn:
+            return [_schedule(row) for row in conn.execute(query)]
+
+    def claim_tick(self, project: str, table: str, tick: datetime) -> bool:
+        """Move the schedule's ``last_tick`` forward to ``tick`` if no one has; see the base."""
+        s = t.schedules.c
+        when = _utc(tick)
+        query = (
+            sa.update(t.schedules)
+            .where(
+                s.project == project,
+                s.table_name == table,
+                sa.or_(s.last_tick.is_(None), s.last_tick < when),
+            )
+            .values(last_tick=when)
+        )
+        return bool(self._write(lambda conn, _now: conn.execute(query).rowcount == 1))
+
+    def acquire_lease(self, name: str, holder: str, ttl: timedelta) -> bool:
+        """Take or renew lease ``name`` for ``holder``; see :meth:`Registry.acquire_lease`."""
+        lease = t.leases.c
+
+        def work(conn: Connection, now: datetime) -> bool:
+            expires = now + ttl
+            row = conn.execute(
+                sa.select(lease.holder, lease.expires_at).where(lease.name == name)
+            ).first()
+            if row is None:
+                conn.execute(
+                    sa.insert(t.leases).values(name=name, holder=holder, expires_at=expires)
+                )
+                return True
+            if row.holder != holder and _utc(row.expires_at) > now:
+                return False
+            taken = conn.execute(
+                sa.update(t.leases)
+                .where(lease.name == name, lease.holder == row.holder)
+                .where(lease.expires_at == row.expires_at)
+                .values(holder=holder, expires_at=expires)
+            )
+            if taken.rowcount != 1:
+                raise t.LostRace()
+            return True
+
+        return self._write(work)
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` holds it."""
+        lease = t.leases.c
+        query = sa.delete(t.leases).where(lease.name == name, lease.holder == holder)
+        self._write(lambda conn, _now: conn.execute(query))
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -353,7 +586,8 @@ class SqlRegistry(Registry):
 
     def _check_schema_version(self, conn: Connection) -> None:
         version = conn.execute(sa.select(sa.func.max(t.schema_version.c.version))).scalar()
-        if version is None:
+        if version is None or version < t.SCHEMA_VERSION:
+            # Versions so far only add tables, which create_all has just created.
             conn.execute(sa.insert(t.schema_version).values(version=t.SCHEMA_VERSION))
         elif version > t.SCHEMA_VERSION:
             raise ConfigError(
@@ -500,6 +734,17 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _schedule(row: sa.Row[Any]) -> Schedule:
+    return Schedule(
+        project=row.project,
+        table=row.table_name,
+        cron=row.cron,
+        look_back=timedelta(seconds=row.look_back_seconds),
+        created_at=_utc(row.created_at),
+        last_tick=None if row.last_tick is None else _utc(row.last_tick),
+    )
+
+
 def _label(kind: str) -> str:
     try:
         return KIND_LABELS[kind]
@@ -507,6 +752,18 @@ def _label(kind: str) -> str:
         raise ValidationError(
             f"unknown kind {kind!r}; expected one of {', '.join(sorted(KIND_LABELS))}", kind=kind
         ) from None
+
+
+def _check_location(location: str) -> None:
+    absolute = isinstance(location, str) and (
+        location.startswith(("/", "kafka:")) or "://" in location
+    )
+    if not absolute or location in ("/", "kafka:"):
+        raise ValidationError(
+            f"location: {location!r} is not an absolute folder, a URL or kafka:PREFIX; "
+            "resolve it first (potluck projects allow-location does)",
+            field="location",
+        )
 
 
 def _not_found(label: str, kind: str, name: str, project: str) -> NotFoundError:

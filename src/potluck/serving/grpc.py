@@ -33,6 +33,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
+from potluck.auth.grpc import add_port, server_interceptors
+from potluck.auth.rules import SERVING_RULES
+from potluck.auth.settings import AuthSettings
 from potluck.errors import PotluckError, UnavailableError, ValidationError
 from potluck.registry._edge import RejectUndecodable, log_line, shorten
 from potluck.registry._errors import error_metadata
@@ -50,6 +53,8 @@ STATUS_BY_CODE: Mapping[str, grpc.StatusCode] = {
     "invalid_data": grpc.StatusCode.INVALID_ARGUMENT,
     "invalid_definition": grpc.StatusCode.INVALID_ARGUMENT,
     "not_found": grpc.StatusCode.NOT_FOUND,
+    "unauthenticated": grpc.StatusCode.UNAUTHENTICATED,
+    "permission_denied": grpc.StatusCode.PERMISSION_DENIED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "transient": grpc.StatusCode.UNAVAILABLE,
     "conflict": grpc.StatusCode.ABORTED,
@@ -183,6 +188,7 @@ def start_grpc_server(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     services: Sequence[ExtraService] = (),
     health: StoreHealth | None = None,
+    auth: AuthSettings | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for ``service`` and return it with the port it listens on.
 
@@ -200,9 +206,13 @@ def start_grpc_server(
         services: More services served from ``service`` on the same port.
         health: The readiness check of the health service (shared with HTTP ``/health``);
             default: one of the service's online store.
+        auth: Tokens and TLS (paths absolute); with a token source every call but the health
+            service's needs a bearer token with ``read_online`` on the projects it reads;
+            ``None``: open.
 
     Raises:
-        UnavailableError: If the port cannot be bound.
+        UnavailableError: If the port cannot be bound, or the JWKS cannot be read.
+        ConfigError: If the tokens file, the JWKS or a TLS file is invalid.
     """
     options = (
         *(GRPC_REUSE_PORT_OPTIONS if reuse_port else GRPC_OPTIONS),
@@ -211,7 +221,10 @@ def start_grpc_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
         options=options,
-        interceptors=[RejectUndecodable()],
+        interceptors=[
+            *server_interceptors(auth, SERVING_RULES, default_project=service.project),
+            RejectUndecodable(),
+        ],
     )
     serving_grpc.add_ServingServiceServicer_to_server(
         ServingServicer(service, metrics, version), server
@@ -222,7 +235,10 @@ def start_grpc_server(
         add_service(server, service, metrics)
     target = address(host, port)
     try:
-        bound = server.add_insecure_port(target)
+        bound = add_port(server, target, auth)
+    except PotluckError:
+        server.stop(None)
+        raise
     except RuntimeError as exc:
         raise UnavailableError(
             f"cannot listen for gRPC on {target}: {exc}", address=target

@@ -39,6 +39,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
+from potluck.auth.authenticator import Authenticator
+from potluck.auth.http import AuthMiddleware
+from potluck.auth.settings import AuthSettings
 from potluck.errors import PotluckError
 from potluck.registry._edge import log_line, shorten
 from potluck.serving._json import MalformedBody, loads, parse_request, response_to_json
@@ -57,6 +60,8 @@ HTTP_STATUS_BY_CODE: Mapping[str, int] = {
     "invalid_feature_ref": 422,
     "invalid_data": 422,
     "invalid_definition": 422,
+    "unauthenticated": 401,
+    "permission_denied": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
@@ -264,6 +269,7 @@ def create_app(
     version: str,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     health: StoreHealth | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """Return the FastAPI app serving ``service``.
 
@@ -275,10 +281,24 @@ def create_app(
             it is read.
         health: The readiness check ``/health`` answers from (the gRPC health service shares
             it); default: one of the service's online store.
+        auth: With a token source, every path but ``/health/live`` needs a bearer token with
+            ``read_online`` (:mod:`potluck.auth.http`); ``None``: open.
+
+    Raises:
+        ConfigError: If the tokens file or the JWKS is invalid.
+        UnavailableError: If the JWKS cannot be read.
     """
     readiness = health if health is not None else StoreHealth(service.online_store)
     app = _App(title="potluck online serving", version=version, docs_url=None, redoc_url=None)
     app.add_middleware(_ReadEndpoint, service=service, metrics=metrics, max_body=max_request_bytes)
+    if auth is not None and auth.authenticates:  # added last: it runs first
+        app.add_middleware(
+            AuthMiddleware,
+            authenticator=Authenticator.from_settings(auth),
+            read_path=READ_PATH,
+            default_project=service.project,
+            max_body=max_request_bytes,
+        )
     ready_latency = metrics.latency(f"http:{READY_PATH}")
     live_latency = metrics.latency(f"http:{LIVE_PATH}")
     metrics_latency = metrics.latency("http:/metrics")

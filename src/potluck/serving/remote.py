@@ -14,6 +14,7 @@ import grpc
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
+from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel
 from potluck.errors import PotluckError, UnavailableError
 from potluck.registry._errors import CODE_KEY, rebuild_error
 from potluck.serving._values import entities_to_proto, response_from_proto
@@ -28,13 +29,24 @@ class RemoteServing:
         project: The project of references that name none (sent as ``project/table:feature``,
             so the server's own default project does not matter).
         timeout: Deadline in seconds for each call.
+        security: TLS (``serving_secure``, ``ca_file``) and the bearer token to send.
+
+    Raises:
+        ConfigError: If ``security.ca_file`` cannot be read.
     """
 
-    def __init__(self, address: str, *, project: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        project: str | None = None,
+        timeout: float = 10.0,
+        security: ClientSecurity = PLAIN,
+    ) -> None:
         self.address = address
         self.project = project
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, security)
         self._stub = serving_grpc.ServingServiceStub(self._channel)
 
     def get_online_features(

@@ -8,13 +8,16 @@ registry and an online store is the caller's job (the Client or the CLI), as eve
 from __future__ import annotations
 
 import gc
+import ssl
 import threading
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
+from typing import Any
 
 import uvicorn
 
+from potluck.auth.settings import AuthSettings
 from potluck.errors import UnavailableError
 from potluck.serving._listen import address, bound_socket
 from potluck.serving._server_logs import forward_uvicorn_logs
@@ -53,8 +56,10 @@ class ServingServer:
         reuse_port: bool = False,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         services: Sequence[ExtraService] = (),
+        auth: AuthSettings | None = None,
     ) -> None:
         self.service = service
+        self.auth = auth
         self.host = host
         self._stopped = threading.Event()
         self.metrics = ServingMetrics(service)
@@ -69,6 +74,7 @@ class ServingServer:
             max_request_bytes=max_request_bytes,
             services=services,
             health=self.health,
+            auth=auth,
         )
         try:
             self._start_http(http_port, reuse_port=reuse_port, max_request_bytes=max_request_bytes)
@@ -95,7 +101,9 @@ class ServingServer:
                 version=VERSION,
                 max_request_bytes=max_request_bytes,
                 health=self.health,
+                auth=self.auth,
             ),
+            **_uvicorn_tls(self.auth),
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -128,7 +136,8 @@ class ServingServer:
     @property
     def http_url(self) -> str:
         """The base URL of the HTTP endpoint."""
-        return f"http://{address(self.host, self.http_port)}"
+        scheme = "https" if self.auth is not None and self.auth.tls is not None else "http"
+        return f"{scheme}://{address(self.host, self.http_port)}"
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop both servers, letting requests in flight finish for up to ``grace`` seconds."""
@@ -146,6 +155,20 @@ class ServingServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _uvicorn_tls(auth: AuthSettings | None) -> dict[str, Any]:
+    """Return uvicorn's TLS options for ``auth``'s certificate (none without one)."""
+    if auth is None or auth.tls is None:
+        return {}
+    tls = auth.tls
+    options: dict[str, Any] = {
+        "ssl_certfile": str(tls.cert_file),
+        "ssl_keyfile": str(tls.key_file),
+    }
+    if tls.client_ca_file is not None:
+        options.update(ssl_ca_certs=str(tls.client_ca_file), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
 
 
 def freeze_heap() -> None:
@@ -171,6 +194,7 @@ def start_serving(
     reuse_port: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     services: Sequence[ExtraService] = (),
+    auth: AuthSettings | None = None,
 ) -> ServingServer:
     """Start gRPC and HTTP serving for ``service``; port 0 picks a free port.
 
@@ -184,6 +208,8 @@ def start_serving(
         max_request_bytes: The largest request accepted, in bytes: an HTTP body (larger gets
             413 before it is read) or a gRPC message (larger gets ``RESOURCE_EXHAUSTED``).
         services: More gRPC services served from ``service`` on the gRPC port.
+        auth: Tokens and TLS for both endpoints (paths absolute; ``potluck.auth``); ``None``:
+            open, plain connections.
 
     Raises:
         UnavailableError: If a port cannot be bound; the message names it.
@@ -200,6 +226,7 @@ def start_serving(
         reuse_port=reuse_port,
         max_request_bytes=max_request_bytes,
         services=services,
+        auth=auth,
     )
 
 

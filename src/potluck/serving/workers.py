@@ -34,6 +34,7 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
+from potluck.auth.settings import AuthSettings
 from potluck.errors import PotluckError, UnavailableError
 from potluck.serving._listen import address, bound_socket
 from potluck.serving.grpc import ExtraService
@@ -62,6 +63,7 @@ class ServingWorkers:
 
     Attributes:
         host: The interface the workers listen on.
+        tls: Whether both endpoints speak TLS (``auth.tls`` is set).
         grpc_port: The shared gRPC port.
         http_port: The shared HTTP port.
     """
@@ -77,10 +79,12 @@ class ServingWorkers:
         grace: float = 1.0,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         services: Sequence[ExtraService] = (),
+        auth: AuthSettings | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.host = host
+        self.tls = auth is not None and auth.tls is not None
         self._grace = grace
         self._stopping = threading.Event()
         self._ending = threading.Lock()
@@ -109,6 +113,7 @@ class ServingWorkers:
                         grace,
                         max_request_bytes,
                         tuple(services),
+                        auth,
                         child_end,
                     ),
                     name="potluck-serve-worker",
@@ -136,8 +141,8 @@ class ServingWorkers:
 
     @property
     def http_url(self) -> str:
-        """The base URL of the HTTP endpoint."""
-        return f"http://{address(self.host, self.http_port)}"
+        """The base URL of the HTTP endpoint (``https://`` when it speaks TLS)."""
+        return f"{'https' if self.tls else 'http'}://{address(self.host, self.http_port)}"
 
     def stop(self) -> None:
         """Ask every worker to stop (requests in flight get the grace period), then reap them."""
@@ -274,6 +279,7 @@ def _worker_main(
     grace: float,
     max_request_bytes: int,
     services: Sequence[ExtraService],
+    auth: AuthSettings | None,
     conn: Connection,
 ) -> None:
     """Run one worker: build the service, serve on the shared ports, stop when told."""
@@ -288,6 +294,7 @@ def _worker_main(
             reuse_port=True,
             max_request_bytes=max_request_bytes,
             services=services,
+            auth=auth,
         )
     except PotluckError as exc:
         conn.send(exc)
@@ -320,6 +327,7 @@ def start_workers(
     http_port: int = 0,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     services: Sequence[ExtraService] = (),
+    auth: AuthSettings | None = None,
 ) -> ServingWorkers:
     """Start ``workers`` serving processes that share one gRPC and one HTTP port.
 
@@ -332,6 +340,8 @@ def start_workers(
         max_request_bytes: The largest request each worker accepts (see
             :func:`~potluck.serving.server.start_serving`).
         services: More gRPC services each worker serves (picklable: module-level functions).
+        auth: Tokens and TLS each worker applies (see
+            :func:`~potluck.serving.server.start_serving`).
 
     Returns:
         The running workers, once every one of them listens.
@@ -352,6 +362,7 @@ def start_workers(
         http_port=http_port,
         max_request_bytes=max_request_bytes,
         services=services,
+        auth=auth,
     )
 
 

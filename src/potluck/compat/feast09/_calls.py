@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from potluck.errors import PotluckError
+from potluck.errors import PotluckError, ValidationError
 from potluck.registry._edge import log_line, shorten
 from potluck.registry._errors import error_metadata
 
@@ -78,6 +78,22 @@ def rpc(
     return decorate
 
 
+def required(value: str, field: str, hint: str) -> str:
+    """Return a request's required field ``value``; an empty one is refused naming ``field``.
+
+    Args:
+        value: The field's value.
+        field: The field's name in Feast's message (``table_name``, ``spec.name``).
+        hint: What to send instead, for the message.
+
+    Raises:
+        ValidationError: If ``value`` is empty (the call ends ``INVALID_ARGUMENT``).
+    """
+    if not value:
+        raise ValidationError(f"{field} is not set: {hint}", field=field)
+    return value
+
+
 def unary(handler: Callable[[Any, grpc.ServicerContext], Any], request: Any, response: Any) -> Any:
     """Return the method handler of a unary call ``handler`` with its message classes."""
     return grpc.unary_unary_rpc_method_handler(
@@ -87,4 +103,4 @@ def unary(handler: Callable[[Any, grpc.ServicerContext], Any], request: Any, res
     )
 
 
-__all__ = ["StatusOf", "rpc", "unary"]
+__all__ = ["StatusOf", "required", "rpc", "unary"]

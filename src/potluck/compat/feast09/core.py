@@ -5,11 +5,20 @@ result back; the registry keeps its own rules (idempotent applies, revisions, ch
 ``force`` are refused, archived projects are read-only). An empty ``project`` means ``default``,
 Feast 0.9's default project. Errors end the call as ``_calls.py`` says, with the statuses of
 potluck's own Core service (``registry/_errors.py``): a definition potluck cannot express is
-``INVALID_ARGUMENT``, an unknown object ``NOT_FOUND``.
+``INVALID_ARGUMENT``, an unknown object ``NOT_FOUND``, an empty required field (a name)
+``INVALID_ARGUMENT`` naming it.
+
+Feast 0.9 requires every feature table to have a batch source (its SDK cannot parse a table
+without one, and fails a whole listing on it): ``ApplyFeatureTable`` refuses a spec without
+``batch_source``, and a table potluck holds without one (stream-only, applied through potluck's
+own API) is left out of ``ListFeatureTables`` (logged) and is ``NOT_FOUND`` to
+``GetFeatureTable``; ``ListFeatures`` still lists its features, which ``GetOnlineFeaturesV2``
+serves.
 """
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import version
 from typing import cast
 
@@ -17,7 +26,7 @@ import grpc
 
 from potluck._proto.feast.core import CoreService_pb2 as pb
 from potluck._proto.feast.core import CoreService_pb2_grpc as pb_grpc
-from potluck.compat.feast09._calls import rpc
+from potluck.compat.feast09._calls import required, rpc
 from potluck.compat.feast09.definitions import (
     entity_from_feast,
     entity_to_feast,
@@ -28,6 +37,7 @@ from potluck.compat.feast09.definitions import (
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
+from potluck.errors import DefinitionError, NotFoundError
 from potluck.registry._errors import status_for
 from potluck.registry.base import Registry
 
@@ -38,6 +48,8 @@ DEFAULT_PROJECT = "default"
 """The project an empty ``project`` field means, as in Feast 0.9."""
 
 _call = rpc(status_for)
+
+_log = logging.getLogger(__name__)
 
 
 def add_core_service(server: grpc.Server, registry: Registry) -> None:
@@ -69,6 +81,24 @@ class _CoreServicer:
         found = self._registry.list(project, KIND_FEATURE_TABLE, labels)
         return [t for t in found if isinstance(t, FeatureTable)]
 
+    def _feast_table(self, project: str, name: str) -> FeatureTable:
+        """Return a table Feast 0.9 can read; a stream-only table is not one.
+
+        Raises:
+            NotFoundError: If there is no such table, or it has no batch source.
+        """
+        table = self._table(project, required(name, "name", "name a feature table"))
+        if table.batch_source is None:
+            raise NotFoundError(
+                f"feature table {name} has no batch_source, which Feast 0.9 requires, so Feast "
+                f"clients do not see it (it is stream-only in potluck project {project}); read "
+                "it with potluck's SDK or CLI",
+                kind=KIND_FEATURE_TABLE,
+                name=name,
+                project=project,
+            )
+        return table
+
     @_call
     def GetFeastCoreVersion(  # noqa: N802
         self, request: pb.GetFeastCoreVersionRequest
@@ -77,12 +107,15 @@ class _CoreServicer:
 
     @_call
     def GetEntity(self, request: pb.GetEntityRequest) -> pb.GetEntityResponse:  # noqa: N802
-        entity = self._entity(_project(request.project), request.name)
+        entity = self._entity(
+            _project(request.project), required(request.name, "name", "name an entity")
+        )
         return pb.GetEntityResponse(entity=entity_to_feast(entity))
 
     @_call
     def ApplyEntity(self, request: pb.ApplyEntityRequest) -> pb.ApplyEntityResponse:  # noqa: N802
         project = _project(request.project)
+        required(request.spec.name, "spec.name", "name the entity")
         entity = entity_from_feast(request.spec)
         self._registry.apply(project, [entity])
         return pb.ApplyEntityResponse(entity=entity_to_feast(self._entity(project, entity.name)))
@@ -123,14 +156,14 @@ class _CoreServicer:
     def CreateProject(  # noqa: N802
         self, request: pb.CreateProjectRequest
     ) -> pb.CreateProjectResponse:
-        self._registry.create_project(request.name)
+        self._registry.create_project(required(request.name, "name", "name the project"))
         return pb.CreateProjectResponse()
 
     @_call
     def ArchiveProject(  # noqa: N802
         self, request: pb.ArchiveProjectRequest
     ) -> pb.ArchiveProjectResponse:
-        self._registry.archive_project(request.name)
+        self._registry.archive_project(required(request.name, "name", "name the project"))
         return pb.ArchiveProjectResponse()
 
     @_call
@@ -144,7 +177,17 @@ class _CoreServicer:
         self, request: pb.ApplyFeatureTableRequest
     ) -> pb.ApplyFeatureTableResponse:
         project = _project(request.project)
-        table = feature_table_from_feast(request.table_spec)
+        spec = request.table_spec
+        required(spec.name, "table_spec.name", "name the feature table")
+        if spec.batch_source.ByteSize() == 0:
+            raise DefinitionError(
+                f"feature table {spec.name}: batch_source is not set; Feast 0.9 requires one: a "
+                "BATCH_FILE source with file_options (file_url, parquet_format) and "
+                "event_timestamp_column (a stream-only table can be applied with potluck's own "
+                "SDK or CLI, but Feast clients do not see it)",
+                field="feature_table.batch_source",
+            )
+        table = feature_table_from_feast(spec)
         self._registry.apply(project, [table])
         stored = self._table(project, table.name)
         return pb.ApplyFeatureTableResponse(table=feature_table_to_feast(stored))
@@ -154,21 +197,33 @@ class _CoreServicer:
         self, request: pb.ListFeatureTablesRequest
     ) -> pb.ListFeatureTablesResponse:
         f = request.filter
-        tables = self._tables(_project(f.project), dict(f.labels) or None)
-        return pb.ListFeatureTablesResponse(tables=[feature_table_to_feast(t) for t in tables])
+        project = _project(f.project)
+        tables = self._tables(project, dict(f.labels) or None)
+        stream_only = [t.name for t in tables if t.batch_source is None]
+        if stream_only:
+            _log.info(
+                "ListFeatureTables leaves out the tables of project %s without a batch source, "
+                "which Feast 0.9 cannot read: %s",
+                project,
+                ", ".join(stream_only),
+            )
+        return pb.ListFeatureTablesResponse(
+            tables=[feature_table_to_feast(t) for t in tables if t.batch_source is not None]
+        )
 
     @_call
     def GetFeatureTable(  # noqa: N802
         self, request: pb.GetFeatureTableRequest
     ) -> pb.GetFeatureTableResponse:
-        table = self._table(_project(request.project), request.name)
+        table = self._feast_table(_project(request.project), request.name)
         return pb.GetFeatureTableResponse(table=feature_table_to_feast(table))
 
     @_call
     def DeleteFeatureTable(  # noqa: N802
         self, request: pb.DeleteFeatureTableRequest
     ) -> pb.DeleteFeatureTableResponse:
-        self._registry.delete(_project(request.project), KIND_FEATURE_TABLE, request.name)
+        name = required(request.name, "name", "name the feature table to delete")
+        self._registry.delete(_project(request.project), KIND_FEATURE_TABLE, name)
         return pb.DeleteFeatureTableResponse()
 
 

@@ -8,9 +8,11 @@ with its value and status (``NOT_FOUND``, ``OUTSIDE_MAX_AGE`` and ``NULL_VALUE``
 ``Value``). Values are encoded by the columnar method's own code (``serving/_values.py``), so both
 methods send a value the same way.
 
-Errors are the columnar method's, with its statuses (``serving.grpc.STATUS_BY_CODE``). One
-differs from Feast 0.9: a feature its table does not have is ``INVALID_ARGUMENT`` naming it,
-where Feast 0.9 answered ``NOT_FOUND`` for that field.
+As in Feast 0.9, a feature its (known) table does not have is no error: the call answers OK
+and that field is ``NOT_FOUND`` with an empty ``Value`` in every row. Which features a table has
+comes from the service's cached read plan of every requested table (``table:*``), asked for only
+when the columnar read refused a reference. Other errors are the columnar method's, with its
+statuses (``serving.grpc.STATUS_BY_CODE``): an unknown table is ``INVALID_ARGUMENT`` naming it.
 
 ``GetFeastServingInfo`` of the same service is potluck's own servicer's (``serving/grpc.py``);
 Feast 0.9's SDK reads only its ``version``.
@@ -19,6 +21,7 @@ Feast 0.9's SDK reads only its ``version``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -26,12 +29,14 @@ import grpc
 from potluck._proto.feast.serving import OnlineFeaturesV2_pb2 as v2_pb
 from potluck._proto.feast.serving.ServingService_pb2 import FieldStatus
 from potluck.compat.feast09._calls import rpc, unary
-from potluck.errors import PotluckError, ValidationError
+from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.refs import FeatureRef
+from potluck.errors import FeatureRefError, PotluckError, ValidationError
 from potluck.serving._values import from_values, response_to_proto
 from potluck.serving.grpc import STATUS_BY_CODE
 from potluck.serving.metrics import ServingMetrics
+from potluck.serving.response import OnlineResponse
 from potluck.serving.service import ServingService, entity_columns
-from potluck.serving.status import PRESENT
 
 SERVICE_NAME = "feast.serving.ServingService"
 """The service the method belongs to, beside potluck's ``GetOnlineFeatures``."""
@@ -89,22 +94,79 @@ class _OnlineFeaturesV2:
     def GetOnlineFeaturesV2(  # noqa: N802
         self, request: v2_pb.GetOnlineFeaturesRequestV2
     ) -> v2_pb.GetOnlineFeaturesResponseV2:
-        keys, refs = _references(request)
+        keys, requested = _references(request)
         entities = entity_columns(
             [_row(i, row.fields) for i, row in enumerate(request.entity_rows)]
         )
-        response = self.service.get_online_features(refs, entities, full_feature_names=True)
-        columns = response_to_proto(response).results
-        names = [*entities, *keys]
+        refs = requested
+        response: OnlineResponse | None
+        try:
+            response = self.service.get_online_features(refs, entities, full_feature_names=True)
+        except FeatureRefError as refused:
+            refs = self._known(refs, list(entities), refused)
+            response = self._read(refs, entities)
+        columns = [] if response is None else response_to_proto(response).results
+        column_of = {ref: len(entities) + i for i, ref in enumerate(refs)}
         out = v2_pb.GetOnlineFeaturesResponseV2()
-        width = len(entities)
-        for row in range(len(response)):
+        for entity_row in request.entity_rows:
             values = out.field_values.add()
-            for index, name in enumerate(names):
-                values.fields[name].CopyFrom(columns[index].values[row])
-                status = PRESENT if index < width else response.field_statuses[index][row]
-                values.statuses[name] = FieldStatus.ValueType(int(status))
+            for name in entities:
+                values.fields[name].CopyFrom(entity_row.fields[name])
+                values.statuses[name] = FieldStatus.PRESENT
+        for key, ref in zip(keys, requested, strict=True):
+            index = column_of.get(ref)
+            for row, values in enumerate(out.field_values):
+                if response is None or index is None:  # a feature its table does not have
+                    values.fields[key].Clear()
+                    values.statuses[key] = FieldStatus.NOT_FOUND
+                else:
+                    values.fields[key].CopyFrom(columns[index].values[row])
+                    status = response.field_statuses[index][row]
+                    values.statuses[key] = FieldStatus.ValueType(int(status))
         return out
+
+    def _read(
+        self, refs: list[str], entities: Mapping[str, Sequence[Any]]
+    ) -> OnlineResponse | None:
+        """Read ``refs`` (``None`` when none is left to read)."""
+        if not refs:
+            return None
+        return self.service.get_online_features(refs, entities, full_feature_names=True)
+
+    def _known(self, refs: list[str], entities: list[str], refused: FeatureRefError) -> list[str]:
+        """Return ``refs`` without the features their (known) tables do not have.
+
+        Raises:
+            FeatureRefError: ``refused`` when a table is unknown, or no reference names a
+                missing feature (the refusal was for another reason).
+        """
+        try:
+            tables = dict.fromkeys(_table_wildcard(ref) for ref in refs)
+            plan = self.service.plan(list(tables), entities, full_feature_names=True)
+        except PotluckError:
+            raise refused from None
+        names = {name for read in plan.reads for name in _columns(read.table)}
+        known = [ref for ref in refs if _column(ref) in names]
+        if len(known) == len(refs):
+            raise refused
+        return known
+
+
+def _table_wildcard(ref: str) -> str:
+    """Return the reference to every feature of ``ref``'s table: ``[project/]table:*``."""
+    parsed = FeatureRef.parse(ref)
+    prefix = f"{parsed.project}/" if parsed.project else ""
+    return f"{prefix}{parsed.table}:*"
+
+
+def _column(ref: str) -> str:
+    """Return the response column of ``ref`` (full feature names: ``table__feature``)."""
+    parsed = FeatureRef.parse(ref)
+    return f"{parsed.table}__{parsed.feature}"
+
+
+def _columns(table: FeatureTable) -> list[str]:
+    return [f"{table.name}__{name}" for name in table.feature_names]
 
 
 def _references(request: v2_pb.GetOnlineFeaturesRequestV2) -> tuple[list[str], list[str]]:

@@ -45,14 +45,17 @@ def file_url_of(path: str) -> str:
     return path
 
 
-def path_of(file_url: str) -> str:
-    """Return the batch source path a Feast ``file_url`` names.
+def path_of(file_url: str, field: str = f"{_BATCH}.file_options.file_url") -> str:
+    """Return the path (folder or file) a Feast ``file_url`` names.
+
+    Args:
+        file_url: The URL or absolute path.
+        field: The request field it came from, named in the error.
 
     Raises:
         DefinitionError: If ``file_url`` is empty, relative, or a ``file://`` URL naming
-            another host; ``field`` is ``batch_source.file_options.file_url``.
+            another host; its ``field`` is ``field``.
     """
-    field = f"{_BATCH}.file_options.file_url"
     if "://" in file_url:
         scheme, _, rest = file_url.partition("://")
         if scheme.lower() != "file":

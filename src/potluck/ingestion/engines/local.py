@@ -131,35 +131,9 @@ class LocalJob(IngestionJob):
         self._heartbeat.start()
 
     def _run(self) -> None:
-        spec = self._job.spec
-        registry = self._context.registry
         outcome: dict[str, Any]
         try:
-            source = self._context.offline_store.source_version(self._table)
-            since = watermark(registry, spec, source) if spec.since_last else None
-            self._write(
-                status=JobStatus.RUNNING,
-                started_at=utc_now(),
-                since_version=since,
-                source_id=source.source_id,
-            )
-            progress = run_offline_to_online(
-                spec.project,
-                self._table,
-                self._entity_types,
-                self._context.offline_store,
-                self._context.online_store,
-                start=spec.start,
-                end=spec.end,
-                source=source,
-                since_version=since,
-                mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
-                batch_size=spec.batch_size,
-                on_progress=self._on_progress,
-                cancelled=self._stopping,
-            )
-            status = JobStatus.CANCELLED if progress.cancelled else JobStatus.SUCCEEDED
-            outcome = {"status": status, **_fields(progress)}
+            outcome = self._body()
         except Exception as exc:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             logger.debug("job %s failed", self.id, exc_info=True)  # the record keeps the message
@@ -168,6 +142,51 @@ class LocalJob(IngestionJob):
             self._write(final=True, finished_at=utc_now(), **outcome)
         finally:
             self._done.set()
+            self._release()
+
+    def _body(self) -> dict[str, Any]:
+        """Do the job's work in its thread; return the final record's changes.
+
+        The seam for other kinds of local jobs: a subclass overrides it (and
+        :meth:`_release`) and keeps the record, heartbeat, cancel and lost-job handling of
+        this class. This one copies the offline rows to the online store.
+
+        Returns:
+            The final ``status`` and the counts to record.
+
+        Raises:
+            Exception: Anything; the job then ends ``FAILED`` with its message.
+        """
+        spec = self._job.spec
+        registry = self._context.registry
+        source = self._context.offline_store.source_version(self._table)
+        since = watermark(registry, spec, source) if spec.since_last else None
+        self._write(
+            status=JobStatus.RUNNING,
+            started_at=utc_now(),
+            since_version=since,
+            source_id=source.source_id,
+        )
+        progress = run_offline_to_online(
+            spec.project,
+            self._table,
+            self._entity_types,
+            self._context.offline_store,
+            self._context.online_store,
+            start=spec.start,
+            end=spec.end,
+            source=source,
+            since_version=since,
+            mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
+            batch_size=spec.batch_size,
+            on_progress=self._on_progress,
+            cancelled=self._stopping,
+        )
+        status = JobStatus.CANCELLED if progress.cancelled else JobStatus.SUCCEEDED
+        return {"status": status, **_fields(progress)}
+
+    def _release(self) -> None:
+        """Release what the job held, once its final record is written (nothing here)."""
 
     def _stopping(self) -> bool:
         return self._cancel.is_set() or self._lost_since is not None

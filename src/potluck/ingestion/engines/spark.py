@@ -17,7 +17,8 @@ session start (several seconds) per table.
 
 A stream-to-online job gets an application of its own, a Structured Streaming query
 (:mod:`potluck.ingestion.spark_jobs.stream_to_online`) whose checkpoint is
-``<checkpoint_location>/<project>/<table>``; its record and handle work as above.
+``<checkpoint_location>/<project>/<table>/<group>``; it runs alone in its table's consumer group
+(:mod:`potluck.ingestion.stream.running`); its record and handle work as above.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from potluck.ingestion.spark_jobs.spec import (
     write_spec,
 )
 from potluck.ingestion.stream.batch import StreamTable
+from potluck.ingestion.stream.running import checkpoint_folder, refuse_second_job
 from potluck.offline.commits import read_source
 from potluck.offline.files import filesystem_for, resolve_path, select_days, without_superseded
 from potluck.offline.snapshots import batch_source_of, require_existing
@@ -147,9 +149,9 @@ class SparkEngineConfig(PluginConfig):
     """Folder of the applications' logs (spark-submit's output); ``None``: a ``potluck-spark``
     folder in the system's temporary folder."""
     checkpoint_location: str | None = None
-    """Folder of stream jobs' checkpoints (their Kafka offsets): each table's is
-    ``<checkpoint_location>/<project>/<table>``; ``None``: under ``log_dir``. A restarted job
-    resumes from its checkpoint."""
+    """Folder of stream jobs' checkpoints (their Kafka offsets): each table's and consumer
+    group's is ``<checkpoint_location>/<project>/<table>/<group>``; ``None``: under ``log_dir``.
+    A restarted job of the group resumes from its checkpoint."""
     jars: list[str] = Field(default_factory=list)
     """Jars (paths or URLs) every application loads (``spark.jars``): stream jobs need the
     Spark-Kafka connector (``scripts/jars/spark-kafka.pom.xml`` fetches it from Maven)."""
@@ -214,6 +216,8 @@ class SparkEngine(Engine):
                 ``spark-submit``.
             UnavailableError: If the master cannot be reached or spark-submit cannot start.
             ValidationError: If a stream job's table has no stream source.
+            AlreadyExistsError: If a stream job of the table and consumer group is running
+                (see :mod:`potluck.ingestion.stream.running`).
         """
         if spec.kind == STREAM_TO_ONLINE:
             return self._submit_stream(spec, context)
@@ -224,6 +228,7 @@ class SparkEngine(Engine):
         self._check_store(context)
         registry = _registry_address(context.registry)
         table, entity_types = _resolve_stream(context, spec)
+        refuse_second_job(context.registry, spec, self.config.type)
         self._check_master()
         self._launcher.executable()
         folder = self._log_folder()
@@ -237,10 +242,11 @@ class SparkEngine(Engine):
             project=spec.project,
             table=table,
             entity_types=entity_types,
-            checkpoint_location=str(base / spec.project / table.name),
+            checkpoint_location=str(checkpoint_folder(base, spec)),
             max_offsets_per_trigger=spec.batch_size,
             trigger_interval=spec.batch_interval,
             offline_root=None if root is None else str(root),
+            kafka_config=dict(context.kafka_config),
         )
         application = ApplicationSpec(
             name=f"potluck stream-to-online {table.name}",

@@ -1,24 +1,31 @@
 """One offline-to-online load as a Spark DataFrame pipeline, with the local engine's semantics.
 
-1. Executors read the pinned files with :func:`potluck.offline.spark.scan.scan_files`: every
-   column as its declared type (``field_mapping`` applied), the created time from ingestion ids
-   when the source has no created column, exactly as the local engine's reads.
-2. Rows outside ``[start, end)`` are dropped.
-3. Each row's entity key is encoded with :func:`potluck.online.codec.encode_entity_keys`; a row
-   with a null entity value or event time gets a null key (it is rejected, as locally).
-4. The rows are repartitioned by that key, so all rows of a key meet in one partition, and
-   sorted within each partition by (key, event time, created time), nulls first.
-5. Each partition keeps the last row of each key, the newest by (event time, created time) as
+1. Each read task (:func:`potluck.offline.spark.scan.scan_files`) reads whole files with pyarrow,
+   every column as its declared type (``field_mapping`` applied, the created time from
+   ingestion ids when the source has no created column), exactly as the local engine's reads,
+   and in the same Python pass (:func:`prepare_rows`) drops rows outside ``[start, end)``,
+   then, in chunks of about :data:`PREPARE_ROWS` rows, rejects the rows with a null entity value
+   or event time, keeps the newest row per key and encodes the keys
+   (:func:`potluck.ingestion.offline_to_online.prepare_batch`, the local engine's own step).
+   Only those rows cross into the JVM, with one row of counts per task (rows read, rejected,
+   superseded; the greatest ingestion id read).
+2. The prepared rows are kept (memory, then disk) while the driver checks for data errors: a
+   file that does not fit, or a key that cannot be encoded, ends its read task without error
+   (Spark does not retry it) and fails the load with the first file's error before anything is
+   written.
+3. The rows are repartitioned by key, so all rows of a key, from every task, meet in one
+   partition, and sorted within each partition by (key, event time, created time), nulls first.
+4. Each partition keeps the last row of each key, the newest by (event time, created time) as
    the local engine keeps it, and writes them with the online store's own newer-wins write
    (``OnlineStore.write``; the store is built on the executor from its config), in batches.
    Local and Spark jobs therefore interleave safely on one table.
-6. Each partition returns one row of counts (read, written, skipped, rejected, greatest
+5. Each partition returns one row of counts (read, written, skipped, rejected, greatest
    ingestion id, newest event time written); the driver adds them up. No feature row reaches
    the driver. The same counts go into an accumulator as each partition ends: the running job's
    progress.
 
 Counting is the local engine's, over the whole range as one batch: ``rows_skipped`` holds the
-rows superseded by a newer row of their key and those the store did not take.
+rows superseded by a newer row of their key (in step 1 or 4) and those the store did not take.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import dataclasses
 import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -35,20 +43,28 @@ import pyarrow.compute as pc
 from potluck import plugins
 from potluck.definitions.feature_table import FeatureTable
 from potluck.ingestion.jobs import JobSpec, JobStats
+from potluck.ingestion.offline_to_online import prepare_batch
 from potluck.ingestion.spark_jobs.spec import TableLoad
 from potluck.offline.base import CREATED_TIMESTAMP_COLUMN, EVENT_TIMESTAMP_COLUMN
 from potluck.offline.base import INGESTION_ID_COLUMN as INGESTION
 from potluck.offline.snapshots import batch_source_of
-from potluck.offline.spark.scan import IngestionCreated, ScanColumn, scan_files, spark_type
+from potluck.offline.spark.reading import Gathered
+from potluck.offline.spark.scan import (
+    FileError,
+    IngestionCreated,
+    ScanColumn,
+    ScanStep,
+    first_error,
+    scan_files,
+    spark_type,
+)
 from potluck.offline.spark.session import executor_errors
 from potluck.online.base import ENTITY_KEY_COLUMN, OnlineStore, WriteMode
-from potluck.online.codec import encode_entity_keys
-from potluck.types import ValueType
+from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 try:
-    from pyspark import Accumulator, AccumulatorParam
+    from pyspark import Accumulator, AccumulatorParam, StorageLevel
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql import functions as sf
     from pyspark.sql import types as st
 except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
     from potluck.errors import PluginDependencyError
@@ -62,6 +78,30 @@ except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
 KEY = ENTITY_KEY_COLUMN
 EVENT = EVENT_TIMESTAMP_COLUMN
 CREATED = CREATED_TIMESTAMP_COLUMN
+READ = "potluck_read_counts"
+"""The prepared rows' column of counts: null on a row to write; set on a read task's last row
+(its key null), which carries the task's counts through the shuffle."""
+
+PREPARE_ROWS = 1_048_576
+"""Rows a read task keeps the newest row per key of at once: it holds about this many rows (a
+chunk ends with the first batch read that reaches it)."""
+
+_READ_TYPE = pa.struct(
+    [
+        ("rows_read", pa.int64()),
+        ("rows_skipped", pa.int64()),
+        ("rows_rejected", pa.int64()),
+        ("max_ingestion_id", pa.string()),
+    ]
+)
+_READ_SPARK_TYPE = st.StructType(
+    [
+        st.StructField("rows_read", st.LongType()),
+        st.StructField("rows_skipped", st.LongType()),
+        st.StructField("rows_rejected", st.LongType()),
+        st.StructField("max_ingestion_id", st.StringType()),
+    ]
+)
 
 _STATS = [f.name for f in dataclasses.fields(JobStats)]
 _COUNTS = pa.schema(
@@ -71,7 +111,7 @@ _COUNTS = pa.schema(
         ("max_event_us", pa.int64()),
     ]
 )
-"""The one row each partition returns."""
+"""The one row each writing partition returns."""
 _COUNTS_DDL = (
     "rows_read long, rows_written long, rows_skipped long, rows_rejected long, "
     "max_ingestion_id string, max_event_us long"
@@ -122,52 +162,76 @@ def load_table(
         progress: Receives each partition's counts as it ends.
 
     Raises:
+        ValidationError: A data error, raised on the driver before anything is written: a
+            :class:`~potluck.errors.DataValidationError` naming the file, column and row of
+            the first file (in the load's order) that does not fit, or a key that cannot be
+            encoded (a NaN float key), as the local engine raises it.
         Exception: What Spark raises; run it under
             :func:`potluck.offline.spark.session.spark_errors`, which turns an executor's
-            :class:`~potluck.errors.PotluckError` (a file that does not fit, a store that cannot
-            be reached) back into itself.
+            :class:`~potluck.errors.PotluckError` (a store that cannot be reached) back into
+            itself.
     """
     table = load.table
-    rows = _scan(spark, load)
-    if spec.start is not None:
-        rows = rows.where(sf.col(EVENT) >= sf.lit(spec.start))
-    if spec.end is not None:
-        rows = rows.where(sf.col(EVENT) < sf.lit(spec.end))
-    keyed_schema = st.StructType(
-        [
-            st.StructField(KEY, st.BinaryType()),
-            st.StructField(EVENT, st.TimestampType()),
-            st.StructField(CREATED, st.TimestampType()),
-            st.StructField(INGESTION, st.StringType()),
-            *(st.StructField(f.name, spark_type(f.value_type)) for f in table.features),
-        ]
-    )
-    keyed = rows.mapInArrow(
-        functools.partial(
-            _with_keys, project=load.project, table=table, entity_types=dict(load.entity_types)
-        ),
-        keyed_schema,
-    )
-    spread = keyed.repartition(load.partitions, KEY) if load.partitions else keyed.repartition(KEY)
-    write = functools.partial(
-        _write_partition,
+    errors: Accumulator[list[FileError]] = spark.sparkContext.accumulator([], Gathered())
+    prepare = functools.partial(
+        prepare_rows,
         project=load.project,
         table=table,
-        online_store=dict(online_store),
-        mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
-        batch_size=spec.batch_size,
-        progress=progress,
+        entity_types=dict(load.entity_types),
+        start=spec.start,
+        end=spec.end,
     )
-    counts = spread.sortWithinPartitions(KEY, EVENT, CREATED).mapInArrow(write, _COUNTS_DDL)
-    parts = counts.collect()  # one row per partition
+    prepared = _scan(spark, load, errors, ScanStep(prepare, prepared_schema(table)))
+    prepared.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        prepared.count()  # reads every file; writes nothing
+        error = first_error(errors.value)
+        if error is not None:
+            raise error
+        spread = (
+            prepared.repartition(load.partitions, KEY)
+            if load.partitions
+            else prepared.repartition(KEY)
+        )
+        write = functools.partial(
+            _write_partition,
+            project=load.project,
+            table=table,
+            online_store=dict(online_store),
+            mode=WriteMode.RELOAD if spec.full else WriteMode.NEWER,
+            batch_size=spec.batch_size,
+            progress=progress,
+        )
+        ordered = spread.sortWithinPartitions(KEY, EVENT, CREATED)
+        parts = ordered.mapInArrow(write, _COUNTS_DDL).collect()  # one row per partition
+    finally:
+        prepared.unpersist()
     stats = sum((JobStats(*(row[name] for name in _STATS)) for row in parts), JobStats())
     ingestion = [row["max_ingestion_id"] for row in parts if row["max_ingestion_id"] is not None]
     events = [row["max_event_us"] for row in parts if row["max_event_us"] is not None]
     return Outcome(stats, max(ingestion, default=None), max(events, default=None))
 
 
-def _scan(spark: SparkSession, load: TableLoad) -> DataFrame:
-    """Read the load's files as the local engine's range reads do (see the module)."""
+def prepared_schema(table: FeatureTable) -> st.StructType:
+    """The Spark schema of :func:`prepare_rows`'s output for ``table``."""
+    return st.StructType(
+        [
+            st.StructField(KEY, st.BinaryType()),
+            st.StructField(EVENT, st.TimestampType()),
+            st.StructField(CREATED, st.TimestampType()),
+            *(st.StructField(f.name, spark_type(f.value_type)) for f in table.features),
+            st.StructField(READ, _READ_SPARK_TYPE),
+        ]
+    )
+
+
+def _scan(
+    spark: SparkSession,
+    load: TableLoad,
+    errors: Accumulator[list[FileError]],
+    step: ScanStep,
+) -> DataFrame:
+    """Read the load's files as the local engine's range reads do, through ``step``."""
     table = load.table
     source = batch_source_of(table)
     names = {name: column for column, name in source.field_mapping.items()}
@@ -207,48 +271,102 @@ def _scan(spark: SparkSession, load: TableLoad) -> DataFrame:
         ScanColumn(INGESTION, INGESTION, ValueType.STRING, "an ingestion id"),
     ]
     created = None if source.created_timestamp_column else IngestionCreated(CREATED, INGESTION)
-    return scan_files(spark, load.files(), columns, table=table.name, ingestion_created=created)
+    return scan_files(
+        spark,
+        load.files(),
+        columns,
+        table=table.name,
+        errors=errors,
+        ingestion_created=created,
+        step=step,
+    )
 
 
-def _with_keys(
+def prepare_rows(
     batches: Iterator[pa.RecordBatch],
     *,
     project: str,
     table: FeatureTable,
     entity_types: Mapping[str, ValueType],
+    start: datetime | None,
+    end: datetime | None,
+    chunk_rows: int = PREPARE_ROWS,
 ) -> Iterator[pa.RecordBatch]:
-    """Replace each batch's entity columns by the encoded key (null where it is rejected)."""
-    with executor_errors():
-        for batch in batches:
-            yield keyed_batch(batch, project, table, entity_types)
+    """Make one read task's rows ready to shuffle: in range, one per key, keys encoded.
 
+    Args:
+        batches: The task's rows as read (entity columns, event and created times, ingestion
+            id, features).
+        project: The table's project.
+        table: The feature table.
+        entity_types: The value type of each of its entities.
+        start: Keep rows with ``event_timestamp >= start`` (a null event time is then dropped,
+            not read, as the local engine's range read drops it).
+        end: Keep rows with ``event_timestamp < end``.
+        chunk_rows: How many rows are kept newest-per-key at once (a chunk ends with the first
+            batch that reaches it).
 
-def keyed_batch(
-    batch: pa.RecordBatch,
-    project: str,
-    table: FeatureTable,
-    entity_types: Mapping[str, ValueType],
-) -> pa.RecordBatch:
-    """Return ``batch`` with its entity columns replaced by ``entity_key``.
-
-    Rows with a null entity value or a null event time get a null key: they are rejected, as
-    :func:`potluck.ingestion.offline_to_online.prepare_batch` rejects them.
+    Yields:
+        Batches of :func:`prepared_schema`: the newest row of each key of each chunk
+        (:func:`~potluck.ingestion.offline_to_online.prepare_batch`), :data:`READ` null; last,
+        one row with a null key whose :data:`READ` holds the task's counts (rows read, rows
+        superseded within its chunks, rows rejected, the greatest ingestion id).
 
     Raises:
         ValidationError: If a key cannot be encoded (a NaN float key), as locally.
     """
-    checked = [batch.column(name) for name in (*table.entities, EVENT)]
-    valid = functools.reduce(pc.and_, [pc.is_valid(column) for column in checked])
-    kept = batch if all(c.null_count == 0 for c in checked) else batch.filter(valid)
-    keys = encode_entity_keys(
-        project, table.name, {e: kept.column(e) for e in table.entities}, entity_types
-    )
-    if kept is not batch:
-        keys = pc.replace_with_mask(pa.nulls(batch.num_rows, pa.binary()), valid, keys)
-    names = [EVENT, CREATED, INGESTION, *(f.name for f in table.features)]
-    return pa.RecordBatch.from_arrays(
-        [keys, *(batch.column(name) for name in names)], names=[KEY, *names]
-    )
+    stats = JobStats()
+    ingestion: str | None = None
+    for chunk in _chunks(_in_range(batches, start, end), chunk_rows):
+        prepared = prepare_batch(project, table, entity_types, chunk)
+        stats += prepared.stats
+        if prepared.max_ingestion_id is not None:
+            ingestion = max(ingestion or prepared.max_ingestion_id, prepared.max_ingestion_id)
+        if prepared.rows is not None:
+            rows = prepared.rows
+            yield rows.append_column(READ, pa.nulls(rows.num_rows, _READ_TYPE))
+    counts = {
+        "rows_read": stats.rows_read,
+        "rows_skipped": stats.rows_skipped,
+        "rows_rejected": stats.rows_rejected,
+        "max_ingestion_id": ingestion,
+    }
+    arrays = [
+        pa.nulls(1, pa.binary()),
+        pa.nulls(1, TIMESTAMP_ARROW_TYPE),
+        pa.nulls(1, TIMESTAMP_ARROW_TYPE),
+        *(pa.nulls(1, to_arrow_type(f.value_type)) for f in table.features),
+        pa.array([counts], _READ_TYPE),
+    ]
+    names = [KEY, EVENT, CREATED, *(f.name for f in table.features), READ]
+    yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _in_range(
+    batches: Iterator[pa.RecordBatch], start: datetime | None, end: datetime | None
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        event = batch.column(EVENT)
+        if start is not None:
+            batch = batch.filter(pc.greater_equal(event, pa.scalar(start, TIMESTAMP_ARROW_TYPE)))
+            event = batch.column(EVENT)
+        if end is not None:
+            batch = batch.filter(pc.less(event, pa.scalar(end, TIMESTAMP_ARROW_TYPE)))
+        yield batch
+
+
+def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """Join consecutive batches into batches of at least ``rows`` rows (the last may be less)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= rows:
+            yield pa.concat_batches(pending)
+            pending, held = [], 0
+    if held:
+        yield pa.concat_batches(pending)
 
 
 class NewestPerKey:
@@ -279,21 +397,45 @@ class NewestPerKey:
 
 
 @dataclass
-class _Counts:
-    """One partition's counts."""
+class PartitionCounts:
+    """What one writing partition did.
 
-    read: int = 0
-    rejected: int = 0
+    Attributes:
+        read: Rows read, rejected and superseded by the read tasks whose counts came to this
+            partition (:data:`READ`).
+        arrived: Prepared rows that came to it.
+        kept: Of those, the newest of each key, sent to the store.
+        written: Of those, the rows the store took.
+        not_taken: Of those, the rows the store did not take (it held newer, or they expired).
+        max_ingestion_id: The greatest ingestion id the read tasks saw.
+        max_event_us: The newest event time sent to the store (microseconds).
+    """
+
+    read: JobStats = dataclasses.field(default_factory=JobStats)
+    arrived: int = 0
     kept: int = 0
     written: int = 0
     not_taken: int = 0
     max_ingestion_id: str | None = None
     max_event_us: int | None = None
 
+    def add_read(self, counts: Mapping[str, Any]) -> None:
+        """Add one read task's counts (a :data:`READ` value)."""
+        self.read += JobStats(
+            rows_read=counts["rows_read"],
+            rows_skipped=counts["rows_skipped"],
+            rows_rejected=counts["rows_rejected"],
+        )
+        ingestion = counts["max_ingestion_id"]
+        if ingestion is not None and (
+            self.max_ingestion_id is None or ingestion > self.max_ingestion_id
+        ):
+            self.max_ingestion_id = ingestion
+
     def stats(self) -> JobStats:
-        valid = self.read - self.rejected
-        skipped = valid - self.kept + self.not_taken
-        return JobStats(self.read, self.written, skipped, self.rejected)
+        """Return the partition's share of the job's counts."""
+        superseded = self.arrived - self.kept
+        return self.read + JobStats(0, self.written, superseded + self.not_taken, 0)
 
 
 def _write_partition(
@@ -310,7 +452,7 @@ def _write_partition(
     with executor_errors():
         store: OnlineStore = plugins.create(plugins.ONLINE_STORES, online_store)
         try:
-            counts = _write_rows(batches, store, project, table, mode, batch_size)
+            counts = write_rows(batches, store, project, table, mode, batch_size)
         finally:
             store.close()
     stats = counts.stats()
@@ -323,15 +465,32 @@ def _write_partition(
     yield pa.RecordBatch.from_pylist([row], schema=_COUNTS)
 
 
-def _write_rows(
+def write_rows(
     batches: Iterator[pa.RecordBatch],
     store: OnlineStore,
     project: str,
     table: FeatureTable,
     mode: WriteMode,
     batch_size: int,
-) -> _Counts:
-    counts = _Counts()
+) -> PartitionCounts:
+    """Write the newest row of each key of one partition's prepared rows into ``store``.
+
+    Args:
+        batches: Rows of :func:`prepared_schema`, sorted by (key, event time, created time),
+            null keys (the read tasks' counts) first.
+        store: The online store (its newer-wins write).
+        project: The table's project.
+        table: The feature table.
+        mode: How the store treats rows equal to what it holds.
+        batch_size: Rows per store write.
+
+    Returns:
+        The partition's counts, with those of the read tasks that came to it.
+
+    Raises:
+        UnavailableError: If the store cannot be reached.
+    """
+    counts = PartitionCounts()
     newest = NewestPerKey()
     pending: list[pa.RecordBatch] = []
     columns = [KEY, EVENT, CREATED, *(f.name for f in table.features)]
@@ -347,16 +506,12 @@ def _write_rows(
         counts.not_taken += result.skipped
 
     for batch in batches:
-        counts.read += batch.num_rows
-        ingestion = pc.max(batch.column(INGESTION)).as_py()
-        if ingestion is not None and (
-            counts.max_ingestion_id is None or ingestion > counts.max_ingestion_id
-        ):
-            counts.max_ingestion_id = ingestion
         keys = batch.column(KEY)
-        if keys.null_count:
-            counts.rejected += keys.null_count
+        if keys.null_count:  # the read tasks' counts
+            for read in batch.filter(pc.is_null(keys)).column(READ).to_pylist():
+                counts.add_read(read)
             batch = batch.filter(pc.is_valid(keys))
+        counts.arrived += batch.num_rows
         winners = newest.push(batch)
         if winners.num_rows:
             pending.append(winners)
@@ -371,4 +526,15 @@ def _write_rows(
     return counts
 
 
-__all__ = ["NewestPerKey", "Outcome", "StatsParam", "keyed_batch", "load_table"]
+__all__ = [
+    "PREPARE_ROWS",
+    "READ",
+    "NewestPerKey",
+    "Outcome",
+    "PartitionCounts",
+    "StatsParam",
+    "load_table",
+    "prepare_rows",
+    "prepared_schema",
+    "write_rows",
+]

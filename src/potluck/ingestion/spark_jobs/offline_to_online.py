@@ -5,9 +5,10 @@ and deletes. It claims its jobs' records (:class:`~.records.DriverRecords`: hear
 requests, the lost rule), starts the Spark session, records the application id, then runs the
 loads one after another (:func:`~.load.load_table`), each in a Spark job group of its own: a
 cancel request for a job cancels its group, which ends its Spark work at once. Each job ends
-``SUCCEEDED`` with its counts, ``CANCELLED``, or ``FAILED`` with a one-line error (an executor's
-:class:`~potluck.errors.PotluckError` comes back as itself, naming the file, column or store;
-Spark's JVM stack traces stay in the log). The process exits 0 unless a job failed.
+``SUCCEEDED`` with its counts, ``CANCELLED``, or ``FAILED`` with a one-line error (a data error
+an executor met, naming the file and column, or a store's
+:class:`~potluck.errors.PotluckError`, comes back as itself; Spark's JVM stack traces stay in
+the log). The process exits 0 unless a job failed.
 
 This module is its own process's composition root: it builds the registry and the online store
 from the spec, as the client does from settings.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from potluck.definitions.feature_table import FeatureTable
@@ -95,6 +95,10 @@ class StreamLoad:
         trigger_interval: Seconds between the starts of two micro-batches.
         offline_root: The folder a relative batch source path is resolved against, for the
             source's ``offline_sink``.
+        kafka_config: librdkafka properties (the ``kafka`` settings and call-time options):
+            the Kafka source's ``kafka.<property>`` options and the dead-letter producer's
+            settings. They may hold secrets: the spec file is its owner's only, and deleted
+            when read.
     """
 
     job_id: str
@@ -105,6 +109,7 @@ class StreamLoad:
     max_offsets_per_trigger: int
     trigger_interval: float
     offline_root: str | None = None
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,7 @@ def write_spec(spec: ApplicationSpec, path: str) -> None:
             "max_offsets_per_trigger": stream.max_offsets_per_trigger,
             "trigger_interval": stream.trigger_interval,
             "offline_root": stream.offline_root,
+            "kafka_config": dict(stream.kafka_config),
         }
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
@@ -231,6 +237,7 @@ def _read_stream(data: Mapping[str, Any] | None) -> StreamLoad | None:
         max_offsets_per_trigger=int(data["max_offsets_per_trigger"]),
         trigger_interval=float(data["trigger_interval"]),
         offline_root=data["offline_root"],
+        kafka_config=dict(data.get("kafka_config") or {}),
     )
 
 

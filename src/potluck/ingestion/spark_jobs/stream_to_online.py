@@ -35,6 +35,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -45,7 +46,7 @@ import pyarrow as pa
 
 from potluck import plugins
 from potluck.definitions.entity import Entity
-from potluck.errors import ConflictError, PotluckError
+from potluck.errors import AlreadyExistsError, ConflictError, PotluckError, UnavailableError
 from potluck.ingestion.jobs import JobStats, JobStatus, utc_now
 from potluck.ingestion.spark_jobs.records import DriverRecords
 from potluck.ingestion.spark_jobs.spec import ApplicationSpec, StreamLoad, read_spec
@@ -59,6 +60,7 @@ from potluck.ingestion.stream.batch import (
 from potluck.ingestion.stream.brokers import retrying
 from potluck.ingestion.stream.dead_letter import DeadLetters
 from potluck.ingestion.stream.offline_sink import OfflineSink
+from potluck.ingestion.stream.running import refuse_second_job
 from potluck.offline.spark.session import executor_errors, spark_errors, start_session
 from potluck.online.base import OnlineStore, WriteResult
 
@@ -86,6 +88,9 @@ _COUNTS = pa.schema(
     ]
 )
 """The one row each task returns (``bad_messages``: JSON, count per reason)."""
+STORE_RETRY_SECONDS = 60.0
+"""How long a task retries an online store, batch source or dead-letter topic it cannot reach
+before it fails (a task cannot report a warning while it runs; see the module's docstring)."""
 _COUNTS_DDL = (
     "rows_read long, rows_written long, rows_skipped long, rows_rejected long, "
     "bad_messages string, max_event_us long"
@@ -138,6 +143,12 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         records.claim()
+        try:  # again here: of two jobs submitted at the same moment, the later one yields
+            job_spec = records.job(stream.job_id).spec
+            refuse_second_job(registry, job_spec, "spark", own_id=stream.job_id)
+        except AlreadyExistsError as exc:
+            records.fail_all(exc.message)
+            return 1
         return _run(spec, stream, records)
     finally:
         records.close()
@@ -196,21 +207,23 @@ def _start_query(
     """Start the streaming query (see the module's docstring); return it."""
     stream = StreamTable(load.project, load.table, dict(load.entity_types))
     source = stream.source
-    messages = (
+    reader = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", source.bootstrap_servers)
         .option("subscribe", source.topic)
         .option("kafka.isolation.level", "read_committed")
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", str(load.max_offsets_per_trigger))
-        .load()
-        .select(*RAW_SCHEMA.names)
     )
+    for name, value in load.kafka_config.items():
+        reader = reader.option(f"kafka.{name}", value)
+    messages = reader.load().select(*RAW_SCHEMA.names)
     handle = functools.partial(
         _handle_partition,
         stream=stream,
         online_store=dict(spec.online_store),
         offline_root=load.offline_root,
+        kafka_config=dict(load.kafka_config),
     )
 
     def each_batch(batch: DataFrame, batch_id: int) -> None:
@@ -250,52 +263,70 @@ def _handle_partition(
     stream: StreamTable,
     online_store: Mapping[str, Any],
     offline_root: str | None,
+    kafka_config: Mapping[str, str],
 ) -> Iterator[pa.RecordBatch]:
     """Decode, dead-letter, write and sink one task's messages; yield its counts."""
     with executor_errors():
         chunks = list(batches)
         raw = pa.Table.from_batches(chunks) if chunks else RAW_SCHEMA.empty_table()
-        yield _handle(raw, stream, online_store, offline_root)
+        yield _handle(raw, stream, online_store, offline_root, kafka_config)
 
 
 def _handle(
-    raw: pa.Table, stream: StreamTable, online_store: Mapping[str, Any], offline_root: str | None
+    raw: pa.Table,
+    stream: StreamTable,
+    online_store: Mapping[str, Any],
+    offline_root: str | None,
+    kafka_config: Mapping[str, str],
+    *,
+    retry_seconds: float = STORE_RETRY_SECONDS,
 ) -> pa.RecordBatch:
     """Handle one task's messages (steps 1-4 of the module's docstring); return its counts.
 
+    Args:
+        raw: The task's messages (:data:`RAW_SCHEMA`).
+        stream: The table they feed.
+        online_store: The online store's config section.
+        offline_root: The folder a relative batch source path is resolved against.
+        kafka_config: librdkafka properties of the dead-letter producer.
+        retry_seconds: How long an online store, batch source or dead-letter topic that
+            cannot be reached is retried (with a growing wait) before the task fails.
+
     Raises:
-        PotluckError: If the online store or the batch source fails (the task fails, and Spark
-            retries it up to ``spark.task.maxFailures`` times before the query fails).
+        PotluckError: If the online store or the batch source fails for good, or is still
+            unreachable after ``retry_seconds`` (the task fails, and Spark retries it up to
+            ``spark.task.maxFailures`` times before the query fails).
     """
     decoded = decode_batch(raw, stream, now=utc_now())
     dead = None
     if stream.source.dead_letter_topic is not None and decoded.bad.num_rows:
-        dead = DeadLetters(stream, {})
+        dead = DeadLetters(stream, kafka_config)
         dead.send(decoded.bad)
     result = WriteResult(0, 0)
     if decoded.rows.num_rows:
         store: OnlineStore = plugins.create(plugins.ONLINE_STORES, online_store)
+        rows = online_rows(decoded.rows, stream)
+        written: list[WriteResult] = []
         try:
-            result = store.write(stream.project, stream.table, online_rows(decoded.rows, stream))
+            _retry_for(
+                retry_seconds,
+                lambda: written.append(store.write(stream.project, stream.table, rows)),
+            )
         finally:
             store.close()
+        result = written[-1]
         if stream.source.offline_sink:
             entities = {n: Entity(name=n, value_type=t) for n, t in stream.entity_types.items()}
             root = None if offline_root is None else Path(offline_root)
             sink = OfflineSink(stream, entities, root)
-            retrying(
+            _retry_for(
+                retry_seconds,
                 lambda: sink.append(decoded.rows),
-                stopping=lambda: False,
-                on_retry=lambda exc: logger.info("offline sink: %s; retrying", exc),
-                retry_on=(ConflictError,),
+                retry_on=(UnavailableError, ConflictError),
             )
     if dead is not None:
         try:
-            retrying(
-                dead.flush,
-                stopping=lambda: False,
-                on_retry=lambda exc: logger.warning("dead-letter topic: %s; retrying", exc),
-            )
+            _retry_for(retry_seconds, dead.flush)
         finally:
             dead.close()
     row = {
@@ -307,6 +338,29 @@ def _handle(
         "max_event_us": newest_event_us(decoded.rows),
     }
     return pa.RecordBatch.from_pylist([row], schema=_COUNTS)
+
+
+def _retry_for(
+    seconds: float,
+    action: Callable[[], Any],
+    retry_on: tuple[type[Exception], ...] = (UnavailableError,),
+) -> None:
+    """Run ``action``, retrying failures of ``retry_on`` for up to ``seconds``; then raise.
+
+    Raises:
+        Exception: The last failure, once ``seconds`` have passed without a success.
+    """
+    deadline = time.monotonic() + seconds
+    failures: list[Exception] = []
+
+    def note(exc: Exception) -> None:
+        failures.append(exc)
+        logger.warning("%s; retrying", getattr(exc, "message", None) or exc)
+
+    if not retrying(
+        action, stopping=lambda: time.monotonic() >= deadline, on_retry=note, retry_on=retry_on
+    ):
+        raise failures[-1]
 
 
 def _one_line(exc: BaseException) -> str:

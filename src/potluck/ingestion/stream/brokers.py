@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from potluck._kafka_properties import property_secrets
+from potluck._redact import redact_text
 from potluck.errors import PluginDependencyError, UnavailableError, ValidationError
 from potluck.ingestion.stream.batch import StreamTable
 
@@ -51,7 +53,9 @@ def consumer_config(
     """Return the consumer's settings: potluck's defaults, then ``overrides``.
 
     Offsets are committed only by the job (after the online write), a new group starts at the
-    earliest offset, and only committed transactions are read.
+    earliest offset, only committed transactions are read, and requests go out at once
+    (``socket.nagle.disable``, as Kafka's Java clients always do: with Nagle's algorithm on, a
+    fetch or commit request may wait for the acknowledgement of the one before).
     """
     return {
         "bootstrap.servers": stream.source.bootstrap_servers,
@@ -61,21 +65,47 @@ def consumer_config(
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        "socket.nagle.disable": True,
         "logger": CLIENT_LOGGER,
         **overrides,
     }
 
 
 def producer_config(bootstrap_servers: str, overrides: Mapping[str, str]) -> dict[str, Any]:
-    """Return a producer's settings: idempotent, acked by every replica, then ``overrides``."""
+    """Return a producer's settings: potluck's, then ``overrides``.
+
+    Idempotent, acknowledged by every replica, batched for 5 ms, and sent at once
+    (``socket.nagle.disable``).
+    """
     return {
         "bootstrap.servers": bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "socket.nagle.disable": True,
         "logger": CLIENT_LOGGER,
         **overrides,
     }
+
+
+def new_client(stream: StreamTable, kind: str, config: Mapping[str, Any]) -> Any:
+    """Build a confluent-kafka client (``kind``: ``Consumer``, ``Producer``) from ``config``.
+
+    Raises:
+        ValidationError: If librdkafka refuses a property (unknown, or a value it does not
+            take); the message names it and never shows a secret.
+    """
+    kafka = import_confluent_kafka()
+    try:
+        return getattr(kafka, kind)(config)
+    except kafka.KafkaException as exc:
+        problem = redact_text(_text(exc), property_secrets(config))
+        raise ValidationError(
+            f"feature table {stream.table.name!r}: the Kafka {kind.lower()} refused its settings: "
+            f"{problem}; fix the kafka: settings or the call-time options (-k, kafka_config)",
+            table=stream.table.name,
+            field="kafka_config",
+        ) from None
 
 
 def default_group_id(project: str, table: str) -> str:
@@ -187,6 +217,7 @@ __all__ = [
     "default_group_id",
     "import_confluent_kafka",
     "missing_topic",
+    "new_client",
     "producer_config",
     "retrying",
     "unavailable",

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from potluck.ingestion.stream.batch import StreamTable
-from potluck.ingestion.stream.brokers import import_confluent_kafka, producer_config, unavailable
+from potluck.ingestion.stream.brokers import new_client, producer_config, unavailable
 
 FLUSH_TIMEOUT = 1.0
 """Seconds one wait for the dead-letter topic's acknowledgements may take."""
@@ -46,9 +46,8 @@ class DeadLetters:
         self._stream = stream
         self._topic = topic
         self._failed: list[Any] = []
-        kafka = import_confluent_kafka()
-        self._producer = kafka.Producer(
-            producer_config(stream.source.bootstrap_servers, kafka_config)
+        self._producer = new_client(
+            stream, "Producer", producer_config(stream.source.bootstrap_servers, kafka_config)
         )
 
     def send(self, bad: pa.Table) -> None:

@@ -1,12 +1,13 @@
 """Stream-to-online jobs on the local engine: the consume loop in a thread, with a job record.
 
-The job is a :class:`~potluck.ingestion.engines.local.LocalJob` whose body is
-:func:`potluck.ingestion.stream.kafka.run_stream_to_online` instead of an offline-to-online
-copy, so its record, heartbeat, cancel requests and lost-job rule are those of every local job.
-It runs until it is stopped (``cancel``, a cancel request from another process, SIGTERM or
-Ctrl-C through the CLI) and then ends ``CANCELLED``, after its last micro-batch is written and
-committed; it ends ``FAILED`` only on an error retrying cannot fix (a topic that does not
-exist, a protobuf class that cannot be imported, a store that refuses its settings).
+The job is a :class:`~potluck.ingestion.engines.local.LocalJob` whose body (its ``_body``
+seam) is :func:`potluck.ingestion.stream.kafka.run_stream_to_online` instead of an
+offline-to-online copy, so its record, heartbeat, cancel requests and lost-job rule are those
+of every local job. It runs until it is stopped (``cancel``, a cancel request from another
+process, SIGTERM or Ctrl-C through the CLI) and then ends ``CANCELLED``, after its last
+micro-batch is written and committed; it ends ``FAILED`` only on an error retrying cannot fix
+(a topic that does not exist, a protobuf class that cannot be imported, a store that refuses
+its settings).
 
 A stream job owns the online store and the registry of its :class:`JobContext` (the client
 gives it its own): it closes them when it ends.
@@ -23,7 +24,7 @@ from typing import Any
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE
-from potluck.errors import ValidationError
+from potluck.errors import AlreadyExistsError, ValidationError
 from potluck.ingestion.engines.base import JobContext
 from potluck.ingestion.engines.local import LocalEngineConfig, LocalJob
 from potluck.ingestion.jobs import (
@@ -38,6 +39,7 @@ from potluck.ingestion.stream.batch import StreamTable
 from potluck.ingestion.stream.brokers import default_group_id, import_confluent_kafka
 from potluck.ingestion.stream.kafka import StreamProgress, StreamSettings, run_stream_to_online
 from potluck.ingestion.stream.offline_sink import OfflineSink
+from potluck.ingestion.stream.running import refuse_second_job
 
 logger = logging.getLogger(__name__)
 
@@ -77,42 +79,34 @@ class LocalStreamJob(LocalJob):
         super().start()
         self._recorder.start()
 
-    def _run(self) -> None:
+    def _body(self) -> dict[str, Any]:
+        """Consume until stopped; return the final record's changes (``CANCELLED`` and counts)."""
         spec = self._job.spec
-        outcome: dict[str, Any]
-        try:
-            self._write(status=JobStatus.RUNNING, started_at=utc_now())
-            settings = StreamSettings(
-                group_id=spec.group_id or default_group_id(spec.project, spec.table),
-                batch_size=spec.batch_size,
-                batch_interval=spec.batch_interval,
-                kafka_config=dict(self._context.kafka_config),
-            )
-            sink = None
-            if self._stream.source.offline_sink:
-                sink = OfflineSink(self._stream, self._entities, self._context.offline_store.root)
-            progress = run_stream_to_online(
-                self._stream,
-                self._context.online_store,
-                settings,
-                sink=sink,
-                on_progress=self._on_stream_progress,
-                stopping=self._stopping,
-            )
-            outcome = {"status": JobStatus.CANCELLED, **_fields(progress)}
-        except Exception as exc:
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            logger.debug("job %s failed", self.id, exc_info=True)  # the record keeps the message
-            outcome = {"status": JobStatus.FAILED, "error": message}
-        try:
-            self._write(final=True, finished_at=utc_now(), **outcome)
-        finally:
-            self._done.set()
-            self._heartbeat.join()
-            self._recorder.join()
-            for part in (self._context.online_store, self._context.registry):
-                with contextlib.suppress(Exception):
-                    part.close()
+        self._write(status=JobStatus.RUNNING, started_at=utc_now())
+        settings = StreamSettings(
+            group_id=spec.group_id or default_group_id(spec.project, spec.table),
+            batch_size=spec.batch_size,
+            batch_interval=spec.batch_interval,
+            kafka_config=dict(self._context.kafka_config),
+        )
+        sink = None
+        if self._stream.source.offline_sink:
+            sink = OfflineSink(self._stream, self._entities, self._context.offline_store.root)
+        progress = run_stream_to_online(
+            self._stream,
+            self._context.online_store,
+            settings,
+            sink=sink,
+            on_progress=self._on_stream_progress,
+            stopping=self._stopping,
+        )
+        return {"status": JobStatus.CANCELLED, **_fields(progress)}
+
+    def _release(self) -> None:
+        """Stop the record's threads and close the registry and the online store it owns."""
+        self._heartbeat.join()
+        self._recorder.join()
+        _close(self._context)
 
     def _on_stream_progress(self, progress: StreamProgress) -> None:
         with self._lock:  # updated_at stays the last heartbeat written
@@ -170,9 +164,26 @@ def submit_stream_job(
     Raises:
         NotFoundError: If the table or one of its entities does not exist.
         ValidationError: If the table has no stream source.
+        AlreadyExistsError: If a Spark stream job of the table and group is running (local
+            jobs of one group share its partitions; see
+            :mod:`potluck.ingestion.stream.running`).
         DefinitionError: If its protobuf class cannot be imported.
         PluginDependencyError: If confluent-kafka (or fastavro, for Avro) is missing.
     """
+    try:
+        job, stream, entities = _record(spec, context, config)
+    except BaseException:
+        _close(context)  # no job owns them
+        raise
+    handle = LocalStreamJob(job, context, stream, entities, config)
+    handle.start()
+    return handle
+
+
+def _record(
+    spec: JobSpec, context: JobContext, config: LocalEngineConfig
+) -> tuple[Job, StreamTable, dict[str, Entity]]:
+    """Check the job can run, and record it ``PENDING``; see :func:`submit_stream_job`."""
     registry = context.registry
     table = registry.get(spec.project, KIND_FEATURE_TABLE, spec.table)
     if not isinstance(table, FeatureTable):
@@ -185,11 +196,23 @@ def submit_stream_job(
     stream = StreamTable(spec.project, table, {n: e.value_type for n, e in entities.items()})
     stream.decoder  # noqa: B018 - fails now, not in the job, if the format cannot be read here
     import_confluent_kafka()
+    refuse_second_job(registry, spec, config.type)
     job = Job.new(spec, config.type, heartbeat_timeout=config.heartbeat_timeout)
     save_job(registry, job)
-    handle = LocalStreamJob(job, context, stream, entities, config)
-    handle.start()
-    return handle
+    try:  # again: of two jobs submitted at the same moment, the later one yields
+        refuse_second_job(registry, spec, config.type, own_id=job.id)
+    except AlreadyExistsError as exc:
+        save_job(
+            registry, job.evolve(status=JobStatus.FAILED, error=exc.message, finished_at=utc_now())
+        )
+        raise
+    return job, stream, entities
+
+
+def _close(context: JobContext) -> None:
+    for part in (context.online_store, context.registry):
+        with contextlib.suppress(Exception):
+            part.close()
 
 
 __all__ = ["RECORD_WAIT", "LocalStreamJob", "submit_stream_job"]

@@ -44,6 +44,7 @@ from potluck.ingestion.stream.brokers import (
     check_topics,
     consumer_config,
     import_confluent_kafka,
+    new_client,
     retrying,
     unavailable,
 )
@@ -162,8 +163,10 @@ class _Loop:
         self._next_commit = 0.0
         self._next_probe = 0.0
         config = consumer_config(stream, settings.group_id, settings.kafka_config)
-        self._consumer = self._kafka.Consumer(
-            {**config, "error_cb": self._client_error, "on_commit": self._committed}
+        self._consumer = new_client(
+            stream,
+            "Consumer",
+            {**config, "error_cb": self._client_error, "on_commit": self._committed},
         )
         self._dead: DeadLetters | None = None
         if stream.source.dead_letter_topic is not None:

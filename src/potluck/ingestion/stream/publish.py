@@ -26,6 +26,7 @@ from potluck.ingestion.stream.brokers import (
     METADATA_TIMEOUT,
     check_topics,
     import_confluent_kafka,
+    new_client,
     producer_config,
     unavailable,
 )
@@ -93,7 +94,7 @@ def publish(
     Raises:
         DataValidationError: If a row does not fit (nothing is sent); ``column`` and ``row``
             name the first problem.
-        ValidationError: If the topic does not exist.
+        ValidationError: If the topic does not exist, or librdkafka refuses a property.
         UnavailableError: If the brokers cannot be reached or the transaction fails (nothing
             is visible to readers of committed messages).
     """
@@ -105,7 +106,9 @@ def publish(
         "transactional.id": f"potluck-publish-{uuid.uuid4().hex}",
         **(kafka_config or {}),
     }
-    producer = kafka.Producer(producer_config(stream.source.bootstrap_servers, settings))
+    producer = new_client(
+        stream, "Producer", producer_config(stream.source.bootstrap_servers, settings)
+    )
     check_topics(producer, stream, dead_letter=False, timeout=min(timeout, METADATA_TIMEOUT))
     if not values:
         return PublishReport(stream.table.name, stream.source.topic, 0)

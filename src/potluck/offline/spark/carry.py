@@ -70,6 +70,49 @@ def carry(table: pa.Table) -> tuple[pa.Table, tuple[CarriedColumn, ...]]:
     return pa.Table.from_arrays(arrays, names=table.column_names), tuple(carried)
 
 
+def plan_carry(schema: pa.Schema) -> tuple[CarriedColumn, ...]:
+    """Decide from ``schema`` alone how each column travels, for rows read on executors.
+
+    As :func:`carry`, but without the values: a column that may hold a value its Spark type
+    cannot (a nanosecond timestamp) goes as bits whenever it has a width, so every batch is
+    sent alike; :func:`carry_batch` then sends the batches.
+
+    Raises:
+        DataValidationError: If a column's type has no exact form in Spark, as :func:`carry`.
+    """
+    planned: list[CarriedColumn] = []
+    for field in schema:
+        held = spark_held_type(field.type)
+        lossy = held is None or (pa.types.is_timestamp(field.type) and field.type.unit == "ns")
+        width = field.type.bit_width if pa.types.is_primitive(field.type) else 0
+        if lossy and width in _INTEGERS:
+            planned.append(CarriedColumn(field.name, field.type, _INTEGERS[width], True))
+        elif held is not None:
+            planned.append(CarriedColumn(field.name, field.type, held, False))
+        else:
+            raise _cannot_carry(field.name, field.type)
+    return tuple(planned)
+
+
+def carry_batch(batch: pa.RecordBatch, columns: tuple[CarriedColumn, ...]) -> list[pa.Array]:
+    """Return ``batch``'s columns as :func:`plan_carry` decided to send them.
+
+    Raises:
+        DataValidationError: If a value does not fit its column's Spark type (a nested
+            timestamp with nanosecond digits); names the column.
+    """
+    arrays: list[pa.Array] = []
+    for values, column in zip(batch.columns, columns, strict=True):
+        if column.as_bits:
+            arrays.append(values.view(column.carried))
+            continue
+        try:
+            arrays.append(values.cast(column.carried, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _cannot_carry(column.name, column.original) from None
+    return arrays
+
+
 def restore(values: pa.Array | pa.ChunkedArray, column: CarriedColumn) -> pa.Array:
     """Return ``values`` (a carried column read back) as ``column``'s original type."""
     array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
@@ -142,8 +185,12 @@ def _carried(values: pa.Array, name: str) -> tuple[pa.Array, bool]:
     width = values.type.bit_width if pa.types.is_primitive(values.type) else 0
     if width in _INTEGERS:
         return values.view(_INTEGERS[width]), True
-    raise DataValidationError(
-        f"the entity rows' column {name!r} holds {values.type} values, which Spark cannot carry "
+    raise _cannot_carry(name, values.type)
+
+
+def _cannot_carry(name: str, arrow_type: pa.DataType) -> DataValidationError:
+    return DataValidationError(
+        f"the entity rows' column {name!r} holds {arrow_type} values, which Spark cannot carry "
         "exactly; cast the column to another type or drop it (the duckdb offline store keeps "
         "any type)",
         column=name,
@@ -151,4 +198,11 @@ def _carried(values: pa.Array, name: str) -> tuple[pa.Array, bool]:
     )
 
 
-__all__ = ["CarriedColumn", "carry", "restore", "spark_held_type"]
+__all__ = [
+    "CarriedColumn",
+    "carry",
+    "carry_batch",
+    "plan_carry",
+    "restore",
+    "spark_held_type",
+]

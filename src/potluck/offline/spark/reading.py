@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -99,13 +100,15 @@ def _runs(pieces: Sequence[_Piece]) -> Iterator[_Piece]:
         yield run
 
 
-class _Gathered(AccumulatorParam):  # type: ignore[type-arg]
-    """Accumulates lists of :data:`Found` errors by concatenation."""
+class Gathered(AccumulatorParam):  # type: ignore[type-arg]
+    """Accumulates lists (of errors found on executors) by concatenation."""
 
-    def zero(self, value: list[Found]) -> list[Found]:
+    def zero(self, value: list[Any]) -> list[Any]:
+        """Return an empty list."""
         return []
 
-    def addInPlace(self, value1: list[Found], value2: list[Found]) -> list[Found]:  # noqa: N802
+    def addInPlace(self, value1: list[Any], value2: list[Any]) -> list[Any]:  # noqa: N802
+        """Append ``value2``'s items to ``value1``."""
         value1.extend(value2)
         return value1
 
@@ -119,7 +122,7 @@ class SourceErrors:
 
     def __init__(self, spark: SparkSession) -> None:
         self._spark = spark
-        self._found: Accumulator[list[Found]] = spark.sparkContext.accumulator([], _Gathered())
+        self._found: Accumulator[list[Found]] = spark.sparkContext.accumulator([], Gathered())
 
     def scan(
         self,
@@ -198,4 +201,4 @@ class SourceErrors:
             raise min(found, key=lambda item: item[:3])[3]
 
 
-__all__ = ["SourceErrors"]
+__all__ = ["Gathered", "SourceErrors"]

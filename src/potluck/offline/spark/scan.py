@@ -8,11 +8,19 @@ executor reads its files with pyarrow and converts every column by
 :func:`potluck.offline.convert.to_type`, the rules ``ingest()`` and the DuckDB store apply. A
 file that does not fit is named with the column and row, as
 :func:`potluck.offline.file_columns.check_files` names it. Nothing is collected to the driver.
+
+A scan task may go on with the rows it read in the same Python pass (a :class:`ScanStep`), so
+that they cross into the JVM once, already reduced. A data error (a file that does not fit, a
+value the step refuses) is not transient: raised out of the task, Spark would run the task again
+``spark.task.maxFailures`` times to meet the same error. So the task records it in an
+accumulator and ends without error (:data:`FileError`); the caller raises it on the driver once
+the scan has run, before it uses the rows (see :func:`first_error`). Other failures (a storage
+error) still fail the task, and Spark retries those.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -20,13 +28,14 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from potluck.errors import DataValidationError
+from potluck.errors import DataValidationError, ValidationError
 from potluck.offline.convert import BadValue, can_hold, to_type
 from potluck.offline.files import SourceFiles, ingestion_time
 from potluck.offline.spark.session import executor_errors
 from potluck.types import TIMESTAMP_ARROW_TYPE, ValueType, to_arrow_type
 
 try:
+    from pyspark import Accumulator
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import types as st
 except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
@@ -95,50 +104,112 @@ class IngestionCreated:
     ingestion_column: str
 
 
+FileError = tuple[int, ValidationError]
+"""A data error a scan task met: the number of the file it was reading, the error."""
+
+
+@dataclass(frozen=True)
+class ScanStep:
+    """What each scan task does with the rows it reads, in the same Python pass.
+
+    Attributes:
+        run: Takes the task's batches (the scan's columns, file after file) and yields the
+            task's output; it runs on an executor, so it must pickle. A
+            :class:`~potluck.errors.ValidationError` it raises is a data error (see
+            :func:`scan_files`).
+        schema: The Spark schema of what ``run`` yields.
+    """
+
+    run: Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    schema: st.StructType
+
+
 def scan_files(
     spark: SparkSession,
     files: SourceFiles,
     columns: Sequence[ScanColumn],
     *,
     table: str,
+    errors: Accumulator[list[FileError]],
     ingestion_created: IngestionCreated | None = None,
     partitions: int | None = None,
+    step: ScanStep | None = None,
 ) -> DataFrame:
-    """Return the rows of ``files`` as a DataFrame with one column per ``columns`` entry.
+    """Return the rows of ``files`` (one column per ``columns`` entry), or what ``step`` makes.
+
+    Each task reads whole files, one after another. A file that does not fit (a
+    :class:`DataValidationError` naming the file, column and row; a file that is not Parquet) or
+    a row ``step`` refuses ends its task without error: the task adds ``(file number, error)``
+    to ``errors`` and yields nothing more, so Spark does not run it again.
 
     Args:
         spark: The session.
         files: The files to read (already pinned to a version and pruned).
         columns: What to read, in output order.
         table: The feature table, for errors.
+        errors: Receives the data errors; an accumulator of lists (see
+            :class:`potluck.offline.spark.reading.Gathered`). Check it with
+            :func:`first_error` once the DataFrame has been computed.
         ingestion_created: Fill a created column from ingestion ids, if given.
-        partitions: How many Spark partitions the files are spread over; ``None`` gives one per
-            file up to the session's default parallelism.
+        partitions: How many tasks read the files; ``None`` gives one per file up to the
+            session's default parallelism.
+        step: What each task does with the rows it reads; ``None`` returns them.
 
     Returns:
-        A lazy DataFrame; errors in the files surface (as :class:`DataValidationError` naming
-        the file, column and row) when it is computed under
+        A lazy DataFrame of ``columns`` (or of ``step.schema``). Other errors (a file that
+        cannot be opened) fail the task; run actions under
         :func:`potluck.offline.spark.session.spark_errors`.
     """
     schema = st.StructType([st.StructField(c.output, spark_type(c.value_type)) for c in columns])
+    if step is not None:
+        schema = step.schema
     if not files.paths:
         return spark.createDataFrame([], schema)
-    count = partitions or min(len(files.paths), spark.sparkContext.defaultParallelism)
-    paths = spark.createDataFrame([(p,) for p in files.paths], "path string").repartition(
-        max(1, count)
-    )
-    filesystem = files.filesystem
-    wanted = tuple(columns)
+    count = max(1, partitions or min(len(files.paths), spark.sparkContext.defaultParallelism))
+    # File numbers are spread over the tasks without a shuffle; each task finds its paths in
+    # the (pickled) list.
+    numbers = spark.range(0, len(files.paths), 1, count)
+    filesystem, paths, wanted = files.filesystem, files.paths, tuple(columns)
 
-    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        with executor_errors():
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        reading = -1
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            nonlocal reading
             for batch in batches:
-                for path in batch.column(0).to_pylist():
-                    yield from read_file(
-                        filesystem, path, wanted, table=table, ingestion_created=ingestion_created
-                    )
+                for reading in batch.column(0).to_pylist():
+                    path = paths[reading]
+                    try:
+                        yield from read_file(
+                            filesystem,
+                            path,
+                            wanted,
+                            table=table,
+                            ingestion_created=ingestion_created,
+                        )
+                    except pa.ArrowInvalid as exc:  # not Parquet, or a damaged one
+                        raise ValidationError(
+                            f"cannot read file {path!r} of feature table {table!r}: {exc}",
+                            path=path,
+                            table=table,
+                        ) from None
 
-    return paths.mapInArrow(read, schema)
+        with executor_errors():
+            try:
+                yield from rows() if step is None else step.run(rows())
+            except ValidationError as exc:
+                errors.add([(reading, exc)])
+
+    return numbers.mapInArrow(task, schema)
+
+
+def first_error(found: Sequence[FileError]) -> ValidationError | None:
+    """Return the error recorded for the first file (in the scan's order) among ``found``.
+
+    Each task reads its files in that order and stops at its first error, so the same error is
+    returned at each run of the same scan. ``None`` if nothing was found.
+    """
+    return min(found, key=lambda item: item[0])[1] if found else None
 
 
 def read_file(
@@ -232,4 +303,14 @@ def _ingestion_times(batch: pa.RecordBatch, column: str) -> pa.Array:
     return times.take(encoded.indices)
 
 
-__all__ = ["BATCH_ROWS", "IngestionCreated", "ScanColumn", "read_file", "scan_files", "spark_type"]
+__all__ = [
+    "BATCH_ROWS",
+    "FileError",
+    "IngestionCreated",
+    "ScanColumn",
+    "ScanStep",
+    "first_error",
+    "read_file",
+    "scan_files",
+    "spark_type",
+]

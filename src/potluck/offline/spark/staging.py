@@ -89,7 +89,7 @@ def write_empty(location: str, schema: pa.Schema) -> None:
 
 
 def remove(location: str) -> None:
-    """Delete a training set's folder (a failed job's leftovers); never raises."""
+    """Delete a training set's folder (a failed job's leftovers, or on cleanup); never raises."""
     with contextlib.suppress(OSError, PotluckError):
         fs, folder = filesystem_for(location)
         fs.delete_dir(folder)

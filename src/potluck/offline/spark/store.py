@@ -1,10 +1,11 @@
 """The Spark offline store: training sets built on a Spark cluster and staged as Parquet.
 
-A training set is one Spark job. The entity rows, read and validated on the driver
-(:func:`potluck.offline.pit.prepare`), are sent to the cluster from Arrow, each with its row
-number; each table's source files, pinned to one version (:func:`pin_sources`) and pruned
-(:func:`select_days`, :func:`without_superseded`), are read on executors
-(:mod:`potluck.offline.spark.reading`); the join is the plan of :mod:`potluck.offline.pit`
+A training set is one Spark job. Entity rows in the driver's memory are validated there
+(:func:`potluck.offline.pit.prepare`) and sent to the cluster from Arrow, each with its row
+number; an entity file is read and validated on executors, each row numbered by its place in the
+file (:mod:`potluck.offline.spark.entities`); each table's source files, pinned to one version
+(:func:`pin_sources`) and pruned (:func:`select_days`, :func:`without_superseded`), are read on
+executors (:mod:`potluck.offline.spark.reading`); the join is the plan of :mod:`potluck.offline.pit`
 rendered by :mod:`potluck.offline.spark.pit`. The result, ordered by row number, is written as
 Parquet under ``staging_location/<id>/``, and the :class:`RetrievalJob` streams it back from there.
 No step collects entity or feature rows to the driver.
@@ -26,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import AfterValidator
 
@@ -45,21 +45,15 @@ from potluck.offline.files import (
     without_superseded,
 )
 from potluck.offline.inputs import InputData
-from potluck.offline.pit import (
-    ENTITY_TIMESTAMP_COLUMN,
-    FeatureRequest,
-    PreparedRetrieval,
-    TableJoin,
-    prepare,
-)
+from potluck.offline.pit import FeatureRequest, TableJoin, build_plan, prepare
 from potluck.offline.retrieval import RetrievalJob, StagedOutput
 from potluck.offline.snapshots import (
     current_version,
     pin_sources,
     range_files,
 )
-from potluck.offline.spark.carry import CarriedColumn, carry
-from potluck.offline.spark.pit import CREATED, EVENT, ROW, TS, feature_column, key_column, render
+from potluck.offline.spark.entities import EntityFile, InMemoryEntities, carried_name
+from potluck.offline.spark.pit import CREATED, EVENT, feature_column, key_column, render
 from potluck.offline.spark.ranges import read_files_in_range
 from potluck.offline.spark.reading import SourceErrors
 from potluck.offline.spark.scan import IngestionCreated, ScanColumn
@@ -186,30 +180,35 @@ class SparkOfflineStore(OfflineStore):
         training set is then in a new folder under ``staging_location``, and every read
         streams it back from there.
 
+        An entity file (a ``.parquet`` or ``.csv`` path) is only opened here; its rows are read
+        and checked on the executors when the job runs, which then raises the error
+        :func:`~potluck.offline.pit.prepare` would (see :mod:`potluck.offline.spark.entities`).
+
         Raises:
             DataValidationError: Also if an entity column has a type Spark cannot carry
                 exactly (see :mod:`potluck.offline.spark.carry`).
         """
-        prepared = prepare(entity_source, requests, root=self.root)
-        states = pin_sources(prepared.plan, versions or {})
-        carried, columns = carry(prepared.entities)
+        entities: InMemoryEntities | EntityFile
+        if isinstance(entity_source, (str, os.PathLike)):
+            entities = EntityFile(entity_source, build_plan(requests, self.root))
+        else:
+            entities = InMemoryEntities(prepare(entity_source, requests, root=self.root))
+        states = pin_sources(entities.plan, versions or {})
         schema = pa.schema(
-            [pa.field(c.name, c.original) for c in columns]
+            [pa.field(c.name, c.original) for c in entities.columns]
             + [
                 pa.field(c.output, to_arrow_type(c.value_type))
-                for c in prepared.plan.output_columns
+                for c in entities.plan.output_columns
             ]
         )
         return RetrievalJob(
-            stage=functools.partial(self._stage, prepared, carried, columns, schema, states),
+            stage=functools.partial(self._stage, entities, schema, states),
             source_versions={name: state.version for name, state in states.items()},
         )
 
     def _stage(
         self,
-        prepared: PreparedRetrieval,
-        carried: pa.Table,
-        columns: tuple[CarriedColumn, ...],
+        entities: InMemoryEntities | EntityFile,
         schema: pa.Schema,
         states: Mapping[str, SourceState],
     ) -> StagedOutput:
@@ -217,50 +216,65 @@ class SparkOfflineStore(OfflineStore):
             self.staging_location,
             f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}",
         )
+        columns = entities.columns
+        carried = pa.schema([pa.field(c.name, c.carried) for c in columns])
         try:
-            if carried.num_rows == 0:
-                write_empty(location, carried.schema)
+            if isinstance(entities, InMemoryEntities) and entities.count == 0:
+                rows = 0
+                write_empty(location, carried)
             else:
-                self._write(location, prepared, carried, states)
+                rows = self._write(location, entities, carried, states)
         except BaseException:
             remove(location)
             raise
-        rows = carried.num_rows
         return StagedOutput(
-            location, schema, functools.partial(read_back, location, columns, schema, rows)
+            location,
+            schema,
+            functools.partial(read_back, location, columns, schema, rows),
+            functools.partial(remove, location),
         )
 
     def _write(
         self,
         location: str,
-        prepared: PreparedRetrieval,
-        carried: pa.Table,
+        entities: InMemoryEntities | EntityFile,
+        carried: pa.Schema,
         states: Mapping[str, SourceState],
-    ) -> None:
+    ) -> int:
         """Run the join on the cluster and write its result under ``location``.
 
+        Returns:
+            How many rows were written (one per entity row).
+
         Raises:
-            DataValidationError: If a source file does not fit its declarations (file, column,
-                row), as the executor that read it met it.
+            DataValidationError: If the entity file or a source file does not fit its
+                declarations (file, column, row), as the executor that read it met it.
             ValidationError: If Spark fails the job.
         """
-        plan = prepared.plan
         spark = self._session()
         errors = SourceErrors(spark)
-        doing = "building the training set of " + ", ".join(j.table for j in plan.joins)
+        doing = "building the training set of " + ", ".join(j.table for j in entities.plan.joins)
         with spark_errors(doing):
             spark.sparkContext.setJobGroup(APP_NAME, f"training set {location}")
-            entity_rows = spark.createDataFrame(_entity_table(prepared, carried))
-            feature_rows = [
-                _scan(errors, number, join, states[join.table], plan.earliest, plan.latest)
-                for number, join in enumerate(plan.joins)
-            ]
-            own = [_carried_column(i) for i in range(carried.num_columns)]
-            joined = render(plan, entity_rows, feature_rows, own)
-            outputs = [c.output for c in plan.output_columns]
-            result = joined.select(*own, *outputs).toDF(*carried.column_names, *outputs)
-            result.write.parquet(spark_path(location))
+            loaded = entities.load(spark)
+            try:
+                if loaded.count == 0:
+                    write_empty(location, carried)
+                    return 0
+                plan = loaded.plan
+                feature_rows = [
+                    _scan(errors, number, join, states[join.table], plan.earliest, plan.latest)
+                    for number, join in enumerate(plan.joins)
+                ]
+                own = [carried_name(i) for i in range(len(carried))]
+                joined = render(plan, loaded.rows, feature_rows, own)
+                outputs = [c.output for c in plan.output_columns]
+                result = joined.select(*own, *outputs).toDF(*carried.names, *outputs)
+                result.write.parquet(spark_path(location))
+            finally:
+                loaded.rows.unpersist()
         errors.raise_first()
+        return loaded.count
 
     def _session(self) -> SparkSession:
         """Return the store's Spark session, starting (or joining) this process's first.
@@ -315,26 +329,6 @@ class SparkOfflineStore(OfflineStore):
 
 
 # ---- the join's inputs ---------------------------------------------------------------------------
-
-
-def _carried_column(position: int) -> str:
-    return f"potluck:carried:{position}"
-
-
-def _entity_table(prepared: PreparedRetrieval, carried: pa.Table) -> pa.Table:
-    """The entity rows as sent to Spark: row number, ts (µs), typed keys, carried columns."""
-    rows = prepared.join_rows
-    arrays = [
-        pa.array(np.arange(rows.num_rows, dtype=np.int64)),
-        rows.column(ENTITY_TIMESTAMP_COLUMN).cast(pa.int64()),
-    ]
-    names = [ROW, TS]
-    for entity in prepared.plan.key_columns:
-        arrays.append(rows.column(entity))
-        names.append(key_column(entity))
-    arrays += carried.columns
-    names += [_carried_column(i) for i in range(carried.num_columns)]
-    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _scan(

@@ -100,6 +100,31 @@ class CoreServiceStub:
                 request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
                 response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.Project.FromString,
                 _registered_method=True)
+        self.RestoreProject = channel.unary_unary(
+                '/potluck.core.v1.CoreService/RestoreProject',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.Project.FromString,
+                _registered_method=True)
+        self.AllowLocation = channel.unary_unary(
+                '/potluck.core.v1.CoreService/AllowLocation',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AllowLocationRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AllowedLocation.FromString,
+                _registered_method=True)
+        self.ListAllowedLocations = channel.unary_unary(
+                '/potluck.core.v1.CoreService/ListAllowedLocations',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAllowedLocationsResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/potluck.core.v1.CoreService/ListAudit',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.RecordDenial = channel.unary_unary(
+                '/potluck.core.v1.CoreService/RecordDenial',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialResponse.FromString,
+                _registered_method=True)
         self.PutJob = channel.unary_unary(
                 '/potluck.core.v1.CoreService/PutJob',
                 request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.Job.SerializeToString,
@@ -198,6 +223,36 @@ class CoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreProject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllowLocation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAllowedLocations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordDenial(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutJob(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -283,6 +338,31 @@ def add_CoreServiceServicer_to_server(servicer, server):
                     servicer.ArchiveProject,
                     request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.FromString,
                     response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.Project.SerializeToString,
+            ),
+            'RestoreProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreProject,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.Project.SerializeToString,
+            ),
+            'AllowLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllowLocation,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AllowLocationRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AllowedLocation.SerializeToString,
+            ),
+            'ListAllowedLocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllowedLocations,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAllowedLocationsResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'RecordDenial': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordDenial,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialResponse.SerializeToString,
             ),
             'PutJob': grpc.unary_unary_rpc_method_handler(
                     servicer.PutJob,
@@ -651,6 +731,141 @@ class CoreService:
             '/potluck.core.v1.CoreService/ArchiveProject',
             potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
             potluck_dot_core_dot_v1_dot_core__service__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/RestoreProject',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllowLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/AllowLocation',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.AllowLocationRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.AllowedLocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAllowedLocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/ListAllowedLocations',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.ProjectRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.ListAllowedLocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/ListAudit',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordDenial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/RecordDenial',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.RecordDenialResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Authentication and permissions for potluck's services: tokens, JWTs, TLS, the caller."""

@@ -1,0 +1,203 @@
+"""Project data isolation: which source locations a project's feature tables may name.
+
+With the ``data_root`` setting set, every project has data roots: the folders or URL prefixes
+its batch sources may lie under (``data_roots[project]``, else ``<data_root>/<project>``), and
+the prefixes its Kafka topics may start with (``topic_prefixes[project]``, else
+``<project>.``). A location outside them is refused when a table is applied, unless an
+administrator allowed it for that project (``potluck projects allow-location``, kept in the
+registry). The registry runs :func:`check_sources` inside its apply transaction, so the rule
+holds for every way in: the SDK, the CLI, the Core service and Feast 0.9's Core API.
+
+Local paths are compared after resolving symbolic links (a link inside a project's root that
+points into another project's folder is outside), URLs by scheme, host and normalised path;
+both by whole path components, so ``/data/a`` does not contain ``/data/ab``. Without
+``data_root`` nothing is checked (a single-project setup, as before).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from potluck.config import Settings
+from potluck.definitions.feature_table import FeatureTable
+from potluck.definitions.sources import resolve_source_path
+from potluck.errors import DefinitionError, ValidationError
+
+TOPIC_PREFIX = "kafka:"
+"""How an allowed location names Kafka topics: ``kafka:PREFIX`` allows every topic whose name
+starts with ``PREFIX``."""
+
+_ALLOW_HINT = "potluck projects allow-location {project} {location}"
+
+
+@dataclass(frozen=True)
+class DataIsolation:
+    """The data roots of every project.
+
+    Attributes:
+        data_root: The folder or URL prefix under which each project gets ``<project>``
+            (absolute path or URL).
+        data_roots: Per project, the folders or URL prefixes that replace its default root.
+        topic_prefixes: Per project, the topic prefixes that replace its default ``<project>.``.
+    """
+
+    data_root: str
+    data_roots: Mapping[str, tuple[str, ...]]
+    topic_prefixes: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataIsolation | None:
+        """Return the isolation the settings configure; ``None`` when ``data_root`` is unset.
+
+        Relative folders are resolved against the settings' root folder.
+        """
+        if settings.data_root is None:
+            return None
+        root = settings.root
+        return cls(
+            data_root=resolve_source_path(settings.data_root, root),
+            data_roots={
+                project: tuple(resolve_source_path(r, root) for r in roots)
+                for project, roots in settings.data_roots.items()
+            },
+            topic_prefixes={p: tuple(v) for p, v in settings.topic_prefixes.items()},
+        )
+
+    def roots(self, project: str) -> tuple[str, ...]:
+        """Return the folders and URL prefixes ``project``'s batch sources may lie under."""
+        given = self.data_roots.get(project)
+        if given:
+            return given
+        if "://" in self.data_root:
+            return (self.data_root.rstrip("/") + "/" + project,)
+        return (os.path.join(self.data_root, project),)
+
+    def prefixes(self, project: str) -> tuple[str, ...]:
+        """Return the prefixes ``project``'s Kafka topics may start with."""
+        return self.topic_prefixes.get(project) or (f"{project}.",)
+
+
+def normalize_location(location: str, root: str | Path) -> str:
+    """Return the one spelling of a location an administrator allows.
+
+    ``kafka:PREFIX`` is kept; a path or URL is resolved as a batch source path is (relative
+    paths against ``root``; see :func:`potluck.definitions.sources.resolve_source_path`).
+
+    Raises:
+        ValidationError: If the location is empty, or ``kafka:`` has no prefix.
+    """
+    text = location.strip() if isinstance(location, str) else ""
+    if not text or text == TOPIC_PREFIX:
+        raise ValidationError(
+            f"location: {location!r} names nothing; give a folder, a URL such as "
+            f"s3://bucket/prefix, or {TOPIC_PREFIX}TOPIC_PREFIX",
+            field="location",
+        )
+    if text.startswith(TOPIC_PREFIX):
+        return text
+    try:
+        return resolve_source_path(text, root)
+    except DefinitionError as exc:
+        raise ValidationError(exc.message.replace("batch_source.path", "location", 1)) from None
+
+
+def check_sources(
+    project: str,
+    tables: Sequence[FeatureTable],
+    isolation: DataIsolation | None,
+    allowed: Sequence[str],
+) -> None:
+    """Refuse the first table that names a location outside ``project``'s data roots.
+
+    A batch source path must lie under one of the project's roots or an allowed folder; a
+    stream source's topic and dead-letter topic must start with one of its prefixes or an
+    allowed ``kafka:`` prefix.
+
+    Args:
+        project: The project the tables are applied to.
+        tables: The tables being applied.
+        isolation: The data roots; ``None`` allows every location.
+        allowed: The locations an administrator allowed for ``project``.
+
+    Raises:
+        DefinitionError: Naming the table, the field, the location, the project's roots and
+            the command that allows it; ``field``, ``table``, ``location`` and ``project`` are
+            set.
+    """
+    if isolation is None:
+        return
+    folders = [*isolation.roots(project), *(a for a in allowed if not _is_topic(a))]
+    prefixes = [
+        *isolation.prefixes(project),
+        *(a[len(TOPIC_PREFIX) :] for a in allowed if _is_topic(a)),
+    ]
+    for table in tables:
+        for field, location in _locations(table):
+            if field.endswith("path"):
+                if not any(_contains(folder, location) for folder in folders):
+                    raise _refused(project, table, field, location, folders)
+            elif not any(location.startswith(prefix) for prefix in prefixes):
+                shown = [TOPIC_PREFIX + p for p in prefixes]
+                raise _refused(project, table, field, TOPIC_PREFIX + location, shown)
+
+
+def _is_topic(location: str) -> bool:
+    return location.startswith(TOPIC_PREFIX)
+
+
+def _locations(table: FeatureTable) -> Iterator[tuple[str, str]]:
+    if table.batch_source is not None:
+        yield "batch_source.path", table.batch_source.path
+    stream = table.stream_source
+    if stream is not None:
+        yield "stream_source.topic", stream.topic
+        if stream.dead_letter_topic is not None:
+            yield "stream_source.dead_letter_topic", stream.dead_letter_topic
+
+
+def _refused(
+    project: str, table: FeatureTable, field: str, location: str, roots: Sequence[str]
+) -> DefinitionError:
+    hint = _ALLOW_HINT.format(project=project, location=location)
+    return DefinitionError(
+        f"feature table {table.name}: {field} {location!r} is outside the data roots of "
+        f"project {project} ({', '.join(roots)}); move the data under one of them, or ask an "
+        f"administrator to run: {hint}",
+        field=field,
+        table=table.name,
+        location=location,
+        project=project,
+    )
+
+
+def _key(location: str) -> tuple[str, tuple[str, ...]] | None:
+    """Return where a location is (``scheme://host`` or ``""`` for local) and its path parts.
+
+    ``None`` for a relative local path, which names no one place.
+    """
+    if "://" in location and not location.lower().startswith("file://"):
+        scheme, _, rest = location.partition("://")
+        host, _, path = rest.partition("/")
+        parts = posixpath.normpath("/" + path).split("/")
+        return f"{scheme.lower()}://{host}", tuple(p for p in parts if p)
+    try:
+        local = resolve_source_path(location, "/")
+    except DefinitionError:
+        return None
+    if not os.path.isabs(location) and "://" not in location:
+        return None
+    return "", tuple(p for p in os.path.realpath(local).split(os.sep) if p)
+
+
+def _contains(folder: str, location: str) -> bool:
+    outer, inner = _key(folder), _key(location)
+    if outer is None or inner is None or outer[0] != inner[0]:
+        return False
+    return inner[1][: len(outer[1])] == outer[1]
+
+
+__all__ = ["TOPIC_PREFIX", "DataIsolation", "check_sources", "normalize_location"]
