@@ -271,6 +271,36 @@ CALLS: dict[str, tuple[str | None, str | None, Call]] = {
         "alpha",
         _core("CreateProject", core_pb.ProjectRequest(name="alpha")),
     ),
+    "core AllowLocation": (
+        "admin",
+        "alpha",
+        _core("AllowLocation", core_pb.AllowLocationRequest(project="alpha", location="/x")),
+    ),
+    "core ListAllowedLocations": (
+        "read_definitions",
+        "alpha",
+        _core("ListAllowedLocations", core_pb.ProjectRequest(name="alpha")),
+    ),
+    "core ListAudit": (
+        "admin",
+        "alpha",
+        _core("ListAudit", core_pb.ListAuditRequest(project="alpha")),
+    ),
+    "core ListAudit (every project: narrowed to the caller's)": (
+        "admin",
+        None,
+        _core("ListAudit", core_pb.ListAuditRequest()),
+    ),
+    "core RecordDenial": (
+        "admin",
+        "alpha",
+        _core(
+            "RecordDenial",
+            core_pb.RecordDenialRequest(
+                actor="someone", project="alpha", permission="apply", method="/x.Y/Z"
+            ),
+        ),
+    ),
     "feast GetFeastCoreVersion": (
         "read_definitions",
         None,

@@ -4,6 +4,9 @@
 source configured (``auth.tokens_file``, ``auth.tokens`` or ``auth.jwt``), listening on an
 address other than a loopback one is refused unless the command was given
 ``--allow-unauthenticated``; then it goes on with a warning.
+
+:func:`isolation_warning` is the line the Core service logs when it authenticates callers but
+keeps no project's data apart (no ``data_root``).
 """
 
 from __future__ import annotations
@@ -67,4 +70,23 @@ def check_exposure(
     )
 
 
-__all__ = ["ALLOW_FLAG", "check_exposure", "is_loopback"]
+def isolation_warning(data_root: str | None, auth: AuthSettings | None) -> str | None:
+    """Return the warning of a Core service with authentication on and project isolation off.
+
+    Args:
+        data_root: The ``data_root`` setting (``None``: unset, so no isolation).
+        auth: The auth settings, ``None`` when absent.
+
+    Returns:
+        The warning line, or ``None`` when authentication is off (one user) or isolation is on.
+    """
+    if data_root is None and auth is not None and auth.authenticates:
+        return (
+            "warning: authentication is on but project data isolation is off (data_root is "
+            "unset): a feature table of one project may name another project's folder as its "
+            "source and read or overwrite that project's data; set data_root (docs/security.md)"
+        )
+    return None
+
+
+__all__ = ["ALLOW_FLAG", "check_exposure", "is_loopback", "isolation_warning"]

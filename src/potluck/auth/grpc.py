@@ -6,6 +6,8 @@ method's :class:`~potluck.auth.rules.Rule`, and runs the handler with the caller
 ``UNAUTHENTICATED``, a denied one with ``PERMISSION_DENIED`` naming the permission and project;
 both carry potluck's error metadata, so potluck's clients raise
 :class:`~potluck.errors.UnauthenticatedError` / :class:`~potluck.errors.PermissionDeniedError`.
+Each refusal is told to the server's ``on_refusal`` callback (:mod:`potluck.auth.denials`), which
+audits denials.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 import grpc
 
 from potluck.auth.authenticator import Authenticator, authorize
+from potluck.auth.denials import UNAUTHENTICATED, OnRefusal, Refusal, denial
 from potluck.auth.identity import Caller, acting_as
 from potluck.auth.rules import OPEN_SERVICES, Rule
 from potluck.auth.settings import AuthSettings, TlsSettings
@@ -53,14 +56,21 @@ class AuthInterceptor(_Interceptor):
         authenticator: Turns the ``authorization`` metadata into a caller.
         rules: The permission rule of each method (full name), of every service served.
         default_project: The project a request that names none acts on.
+        on_refusal: Told of every refused call (``None``: nothing is told).
     """
 
     def __init__(
-        self, authenticator: Authenticator, rules: Mapping[str, Rule], *, default_project: str
+        self,
+        authenticator: Authenticator,
+        rules: Mapping[str, Rule],
+        *,
+        default_project: str,
+        on_refusal: OnRefusal | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._rules = rules
         self._default = default_project
+        self._on_refusal = on_refusal
         self._handlers: dict[str, _Handler] = {}
 
     def intercept_service(
@@ -103,10 +113,17 @@ class AuthInterceptor(_Interceptor):
             else:
                 authorize(caller, rule.permission, rule.projects(request, self._default))
         except UnauthenticatedError as exc:
+            self._tell(Refusal(UNAUTHENTICATED, method))
             _refuse(context, method, grpc.StatusCode.UNAUTHENTICATED, exc)
         except PermissionDeniedError as exc:
+            acted_on = () if rule is None else rule.projects(request, self._default)
+            self._tell(denial(method, exc, acted_on))
             _refuse(context, method, grpc.StatusCode.PERMISSION_DENIED, exc)
         return caller
+
+    def _tell(self, refusal: Refusal) -> None:
+        if self._on_refusal is not None:
+            self._on_refusal(refusal)
 
     def _wrap(self, handler: _Handler, method: str, rule: Rule | None) -> _Handler:
         if handler.response_streaming:
@@ -146,9 +163,16 @@ def _refuse(context: Any, method: str, status: grpc.StatusCode, error: PotluckEr
 
 
 def server_interceptors(
-    auth: AuthSettings | None, rules: Mapping[str, Rule], *, default_project: str
+    auth: AuthSettings | None,
+    rules: Mapping[str, Rule],
+    *,
+    default_project: str,
+    on_refusal: OnRefusal | None = None,
 ) -> list[_Interceptor]:
     """Return the interceptors that make a server require tokens (none when auth is off).
+
+    ``on_refusal`` is told of every refused call (servers pass a
+    :class:`~potluck.auth.denials.DenialAudit` over their registry).
 
     Raises:
         ConfigError: If the tokens file or the JWKS is invalid.
@@ -157,7 +181,11 @@ def server_interceptors(
     if auth is None or not auth.authenticates:
         return []
     authenticator = Authenticator.from_settings(auth)
-    return [AuthInterceptor(authenticator, rules, default_project=default_project)]
+    return [
+        AuthInterceptor(
+            authenticator, rules, default_project=default_project, on_refusal=on_refusal
+        )
+    ]
 
 
 def _read(path: Path, key: str) -> bytes:

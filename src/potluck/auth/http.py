@@ -6,7 +6,8 @@ limited to some projects is checked against the projects of the body's feature r
 (``project/table:feature``; others are the server's default project): the middleware reads the
 body (no more than the app's size limit) and hands it on unchanged. A missing or bad token gets
 401 with ``WWW-Authenticate: Bearer``, a denied call 403; both in the app's error envelope
-``{"error": {"code": ..., "message": ...}}``.
+``{"error": {"code": ..., "message": ...}}``, and both are told to the ``on_refusal`` callback
+(:mod:`potluck.auth.denials`) with the method ``<HTTP method> <path>``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from potluck.auth.authenticator import Authenticator, authorize
+from potluck.auth.denials import UNAUTHENTICATED, OnRefusal, Refusal, denial
 from potluck.auth.identity import Caller, Permission, acting_as
 from potluck.errors import PermissionDeniedError, PotluckError, UnauthenticatedError
 from potluck.registry._edge import log_line
@@ -43,6 +45,7 @@ class AuthMiddleware:
         default_project: The project of references that name none.
         max_body: The most body bytes read to find the projects; a larger body is handed on
             for the app to refuse.
+        on_refusal: Told of every refused request (``None``: nothing is told).
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class AuthMiddleware:
         read_path: str,
         default_project: str,
         max_body: int,
+        on_refusal: OnRefusal | None = None,
     ) -> None:
         self.app = app
+        self._on_refusal = on_refusal
         self._authenticator = authenticator
         self._read_path = read_path
         self._default = default_project
@@ -77,13 +82,19 @@ class AuthMiddleware:
             else:
                 authorize(caller, Permission.READ_ONLINE, (None,))
         except UnauthenticatedError as exc:
+            self._tell(Refusal(UNAUTHENTICATED, _method(scope)))
             await _refuse(scope, send, 401, exc, [(b"www-authenticate", b"Bearer")])
             return
         except PermissionDeniedError as exc:
+            self._tell(denial(_method(scope), exc))
             await _refuse(scope, send, 403, exc, [])
             return
         with acting_as(caller):
             await self.app(scope, receive, send)
+
+    def _tell(self, refusal: Refusal) -> None:
+        if self._on_refusal is not None:
+            self._on_refusal(refusal)
 
     async def _check_body(self, caller: Caller, receive: Receive) -> Receive:
         """Authorize ``caller`` on the body's projects; return a ``receive`` that replays it."""
@@ -119,6 +130,10 @@ class AuthMiddleware:
             for f in features
             if isinstance(f, str)
         } or {self._default}
+
+
+def _method(scope: Scope) -> str:
+    return f"{scope['method']} {log_line(str(scope['path']))}"
 
 
 async def _refuse(

@@ -42,15 +42,35 @@ def no_project(request: Any, default: str) -> Iterable[str | None]:
     return (None,)
 
 
+def _named(request: Any, names: list[str]) -> str:
+    """Return the string at the dotted field ``names`` of ``request`` (``""``: none there)."""
+    value: Any = request
+    for name in names:
+        value = getattr(value, name, None)
+    return value if isinstance(value, str) else ""
+
+
 def field(path: str) -> ProjectFinder:
     """Return a finder reading the project from the dotted field ``path`` (empty: the default)."""
     names = path.split(".")
 
     def find(request: Any, default: str) -> Iterable[str | None]:
-        value: Any = request
-        for name in names:
-            value = getattr(value, name, None)
-        return (value if isinstance(value, str) and value else default,)
+        return (_named(request, names) or default,)
+
+    return find
+
+
+def named_or_every(path: str) -> ProjectFinder:
+    """Return a finder reading the project from the field ``path``; empty: every project.
+
+    An empty field yields ``None`` (no single project), which a caller limited to some projects
+    passes too: the handler must then narrow its answer to the caller's projects (``ListAudit``
+    does).
+    """
+    names = path.split(".")
+
+    def find(request: Any, default: str) -> Iterable[str | None]:
+        return (_named(request, names) or None,)
 
     return find
 
@@ -85,12 +105,22 @@ CORE_RULES: Mapping[str, Rule] = _rules(
         "CreateProject": Rule(Permission.ADMIN, field("name")),
         "ArchiveProject": Rule(Permission.ADMIN, field("name")),
         "RestoreProject": Rule(Permission.ADMIN, field("name")),
+        "AllowLocation": Rule(Permission.ADMIN, _PROJECT),
+        "ListAllowedLocations": Rule(_READ, field("name")),
+        "ListAudit": Rule(Permission.ADMIN, named_or_every("project")),
+        "RecordDenial": Rule(Permission.ADMIN, _PROJECT),
         "PutJob": Rule(Permission.RUN_JOBS, _PROJECT),
         "GetJob": Rule(_READ, _PROJECT),
         "ListJobs": Rule(_READ, _PROJECT),
     },
 )
-"""potluck's own Core API (``potluck core``)."""
+"""potluck's own Core API (``potluck core``).
+
+``ListAudit`` without a project answers an administrator limited to some projects with those
+projects' entries only (the Core servicer narrows it). ``RecordDenial`` is how a server whose
+registry is a remote Core (Online Serving, the Job Service) reports a call it denied: it takes
+``admin`` on the denied call's project, so only a server's own token may write denials, and the
+Core records who reported each one."""
 
 FEAST_CORE_RULES: Mapping[str, Rule] = _rules(
     "feast.core.CoreService",
@@ -163,5 +193,6 @@ __all__ = [
     "Rule",
     "feature_refs",
     "field",
+    "named_or_every",
     "no_project",
 ]

@@ -29,6 +29,7 @@ from potluck._grpc_bind import bind_problem
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2 as pb
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2_grpc as pb_grpc
 from potluck._stop_signals import StopSignals, Terminated
+from potluck.auth.denials import DenialAudit
 from potluck.auth.grpc import add_port, server_interceptors
 from potluck.auth.rules import JOB_SERVICE_RULES
 from potluck.auth.settings import AuthSettings, resolved
@@ -233,11 +234,18 @@ def start_jobservice_server(
         ConfigError: If the tokens file, the JWKS or a TLS file is invalid.
     """
     options = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
+    denials = (
+        DenialAudit(service.registry.record_denial)
+        if auth is not None and auth.authenticates
+        else None
+    )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
         options=options,
         interceptors=[
-            *server_interceptors(auth, JOB_SERVICE_RULES, default_project="default"),
+            *server_interceptors(
+                auth, JOB_SERVICE_RULES, default_project="default", on_refusal=denials
+            ),
             RejectUndecodable(),
         ],
     )
@@ -249,11 +257,12 @@ def start_jobservice_server(
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = add_port(server, target, auth)
-    except PotluckError:
+    except (PotluckError, RuntimeError) as exc:
         server.stop(None)
-        raise
-    except RuntimeError:
-        server.stop(None)
+        if denials is not None:
+            denials.close()
+        if isinstance(exc, PotluckError):
+            raise
         raise UnavailableError(
             f"the Job Service cannot listen on {target}: {bind_problem(host, port)}",
             address=target,
@@ -261,7 +270,7 @@ def start_jobservice_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, host, bound)
+    return CoreServer(server, health_servicer, host, bound, denials)
 
 
 def run_jobservice(

@@ -29,7 +29,10 @@ from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
 from potluck._proto.potluck.core.v1 import definitions_pb2 as defs_pb
 from potluck._stop_signals import StopSignals, Terminated
+from potluck.auth.denials import DenialAudit
+from potluck.auth.exposure import isolation_warning
 from potluck.auth.grpc import add_port, server_interceptors
+from potluck.auth.identity import current_caller
 from potluck.auth.rules import CORE_RULES, FEAST_CORE_RULES, JOB_SERVICE_RULES
 from potluck.auth.settings import AuthSettings, resolved
 from potluck.config import Settings
@@ -107,10 +110,16 @@ class CoreServer:
     """
 
     def __init__(
-        self, server: grpc.Server, health_servicer: health.HealthServicer, host: str, port: int
+        self,
+        server: grpc.Server,
+        health_servicer: health.HealthServicer,
+        host: str,
+        port: int,
+        denials: DenialAudit | None = None,
     ) -> None:
         self._server = server
         self._health = health_servicer
+        self._denials = denials
         self.port = port
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -118,6 +127,8 @@ class CoreServer:
         """Stop serving; calls in flight get ``grace`` seconds to finish (``None``: none)."""
         self._health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
+        if self._denials is not None:
+            self._denials.close()
 
     def wait(self) -> None:
         """Block until the server has stopped."""
@@ -142,7 +153,8 @@ def start_core_server(
         max_workers: Threads serving calls concurrently.
         services: More services served from ``registry`` on the same port.
         auth: Tokens and TLS (paths absolute); with a token source every call needs a bearer
-            token and the permission ``potluck.auth.rules`` gives its method; ``None``: open.
+            token and the permission ``potluck.auth.rules`` gives its method, and each denied
+            call is recorded in ``registry``'s audit log; ``None``: open.
 
     Returns:
         The running server.
@@ -158,6 +170,9 @@ def start_core_server(
     """
     # so_reuseport off: a second server on a taken port must fail, not silently share it.
     options = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
+    denials = (
+        DenialAudit(registry.record_denial) if auth is not None and auth.authenticates else None
+    )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers),
         options=options,
@@ -167,6 +182,7 @@ def start_core_server(
                 auth,
                 {**CORE_RULES, **FEAST_CORE_RULES, **JOB_SERVICE_RULES},  # --job-service
                 default_project="default",
+                on_refusal=denials,
             ),
             RejectUndecodable(),
         ],
@@ -179,11 +195,12 @@ def start_core_server(
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = add_port(server, target, auth)
-    except PotluckError:
+    except (PotluckError, RuntimeError) as exc:
         server.stop(None)
-        raise
-    except RuntimeError:
-        server.stop(None)
+        if denials is not None:
+            denials.close()
+        if isinstance(exc, PotluckError):
+            raise
         raise UnavailableError(
             f"the Core service cannot listen on {target}: {bind_problem(host, port)}",
             address=target,
@@ -191,7 +208,7 @@ def start_core_server(
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, host, bound)
+    return CoreServer(server, health_servicer, host, bound, denials)
 
 
 def run_core(
@@ -257,6 +274,9 @@ def _serve_core(
                 server.address,
                 make_url(settings.registry_url).render_as_string(hide_password=True),
             )
+            warning = isolation_warning(settings.data_root, auth)
+            if warning is not None:
+                _log.warning("%s", warning)
             stopped.wait()
         finally:
             server.stop(grace=5.0)
@@ -375,11 +395,20 @@ class _CoreServicer:
 
     @_rpc
     def ListAudit(self, request: pb.ListAuditRequest) -> pb.ListAuditResponse:  # noqa: N802
-        entries = self._registry.audit_log(
-            project=request.project or None,
-            since=timestamp_from_proto(request.since) if request.HasField("since") else None,
-            limit=request.limit or 100,
-        )
+        since = timestamp_from_proto(request.since) if request.HasField("since") else None
+        limit = request.limit or 100
+        caller = current_caller()
+        if request.project or caller is None or caller.projects is None:
+            entries = self._registry.audit_log(
+                project=request.project or None, since=since, limit=limit
+            )
+        else:  # an administrator of some projects reads their entries only
+            scoped = [
+                entry
+                for project in sorted(caller.projects)
+                for entry in self._registry.audit_log(project=project, since=since, limit=limit)
+            ]
+            entries = sorted(scoped, key=lambda e: e.at, reverse=True)[:limit]
         return pb.ListAuditResponse(entries=[entry_to_proto(e) for e in entries])
 
     @_rpc

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
+from potluck.auth.denials import OnRefusal
 from potluck.auth.grpc import add_port, server_interceptors
 from potluck.auth.rules import SERVING_RULES
 from potluck.auth.settings import AuthSettings
@@ -189,6 +190,7 @@ def start_grpc_server(
     services: Sequence[ExtraService] = (),
     health: StoreHealth | None = None,
     auth: AuthSettings | None = None,
+    on_refusal: OnRefusal | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server for ``service`` and return it with the port it listens on.
 
@@ -209,6 +211,7 @@ def start_grpc_server(
         auth: Tokens and TLS (paths absolute); with a token source every call but the health
             service's needs a bearer token with ``read_online`` on the projects it reads;
             ``None``: open.
+        on_refusal: Told of every call refused for its token (``potluck.auth.denials``).
 
     Raises:
         UnavailableError: If the port cannot be bound, or the JWKS cannot be read.
@@ -222,7 +225,9 @@ def start_grpc_server(
         ThreadPoolExecutor(max_workers=max_workers),
         options=options,
         interceptors=[
-            *server_interceptors(auth, SERVING_RULES, default_project=service.project),
+            *server_interceptors(
+                auth, SERVING_RULES, default_project=service.project, on_refusal=on_refusal
+            ),
             RejectUndecodable(),
         ],
     )

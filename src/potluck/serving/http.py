@@ -40,6 +40,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from potluck.auth.authenticator import Authenticator
+from potluck.auth.denials import OnRefusal
 from potluck.auth.http import AuthMiddleware
 from potluck.auth.settings import AuthSettings
 from potluck.errors import PotluckError
@@ -270,6 +271,7 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     health: StoreHealth | None = None,
     auth: AuthSettings | None = None,
+    on_refusal: OnRefusal | None = None,
 ) -> FastAPI:
     """Return the FastAPI app serving ``service``.
 
@@ -283,6 +285,7 @@ def create_app(
             it); default: one of the service's online store.
         auth: With a token source, every path but ``/health/live`` needs a bearer token with
             ``read_online`` (:mod:`potluck.auth.http`); ``None``: open.
+        on_refusal: Told of every request refused for its token (``potluck.auth.denials``).
 
     Raises:
         ConfigError: If the tokens file or the JWKS is invalid.
@@ -298,6 +301,7 @@ def create_app(
             read_path=READ_PATH,
             default_project=service.project,
             max_body=max_request_bytes,
+            on_refusal=on_refusal,
         )
     ready_latency = metrics.latency(f"http:{READY_PATH}")
     live_latency = metrics.latency(f"http:{LIVE_PATH}")

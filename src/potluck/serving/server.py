@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from potluck.auth.denials import DenialAudit, Refusal
 from potluck.auth.settings import AuthSettings
 from potluck.errors import UnavailableError
 from potluck.serving._listen import address, bound_socket
@@ -64,6 +65,11 @@ class ServingServer:
         self._stopped = threading.Event()
         self.metrics = ServingMetrics(service)
         self.health = StoreHealth(service.online_store)
+        self._denials = (
+            DenialAudit(service.registry.record_denial)
+            if auth is not None and auth.authenticates
+            else None
+        )
         self._grpc, self.grpc_port = start_grpc_server(
             service,
             self.metrics,
@@ -75,12 +81,23 @@ class ServingServer:
             services=services,
             health=self.health,
             auth=auth,
+            on_refusal=self._refused,
         )
         try:
             self._start_http(http_port, reuse_port=reuse_port, max_request_bytes=max_request_bytes)
         except BaseException:  # a failure, or a signal while starting: leave nothing running
             self._grpc.stop(None)
+            if self._denials is not None:
+                self._denials.close()
             raise
+
+    def _refused(self, refusal: Refusal) -> None:
+        """Count a refused call on ``/metrics`` and audit it (a denial) in the registry."""
+        how, _, where = refusal.method.rpartition(" ")
+        endpoint = f"http:{where}" if how else f"grpc:{where.rpartition('/')[2]}"
+        self.metrics.error(endpoint, refusal.status)
+        if self._denials is not None:
+            self._denials(refusal)
 
     def _start_http(self, port: int, *, reuse_port: bool, max_request_bytes: int) -> None:
         """Start uvicorn on ``port`` in a thread and return once it listens."""
@@ -102,6 +119,7 @@ class ServingServer:
                 max_request_bytes=max_request_bytes,
                 health=self.health,
                 auth=self.auth,
+                on_refusal=self._refused,
             ),
             **_uvicorn_tls(self.auth),
             log_config=None,
@@ -144,6 +162,8 @@ class ServingServer:
         self._http.should_exit = True
         self._grpc.stop(grace).wait()
         self._http_thread.join(timeout=(grace or 0) + 5)
+        if self._denials is not None:
+            self._denials.close()
         self._stopped.set()
 
     def wait(self) -> None:
