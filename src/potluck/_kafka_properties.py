@@ -51,6 +51,18 @@ def is_secret_property(name: str) -> bool:
     return canonical in SECRET_PROPERTIES or is_secret_key(canonical.replace(".", "_"))
 
 
+class KafkaProperties(dict[str, str]):
+    """librdkafka properties whose ``repr`` shows every secret value as ``***``.
+
+    Example:
+        >>> KafkaProperties({"sasl.password": "hunter2"})
+        KafkaProperties({'sasl.password': '***'})
+    """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({masked_properties(self)!r})"
+
+
 def check_properties(value: object) -> dict[str, str]:
     """Return the ``kafka:`` section as librdkafka properties: names as librdkafka spells them.
 
@@ -68,7 +80,7 @@ def check_properties(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise ValueError(
             "must be a mapping of librdkafka properties to values, such as "
-            "{security.protocol: SASL_SSL, sasl.mechanism: PLAIN}"
+            f"{{security.protocol: SASL_SSL, sasl.mechanism: PLAIN}}, not {type(value).__name__}"
         )
     properties: dict[str, str] = {}
     for key, item in value.items():
@@ -134,6 +146,7 @@ def property_secrets(properties: object) -> set[str]:
 
 __all__ = [
     "RESERVED_PROPERTIES",
+    "KafkaProperties",
     "SECRET_PROPERTIES",
     "check_properties",
     "is_secret_property",

@@ -17,7 +17,7 @@ from potluck.definitions import Entity, FeatureTable
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
 from potluck.definitions.sources import resolve_source_path
-from potluck.errors import NotFoundError, ValidationError
+from potluck.errors import NotFoundError, PermissionDeniedError, ValidationError
 from potluck.registry.base import (
     AllowedLocation,
     AuditEntry,
@@ -64,6 +64,17 @@ def open_registry(settings: Settings) -> Registry:
 
 _EMPTY_REGISTRY = "sqlite:///:memory:"
 """What a preview (``apply(..., dry_run=True)``) plans against while no registry file exists."""
+
+
+def _apply_denied(error: PermissionDeniedError, project: str) -> PermissionDeniedError:
+    """Say that an apply was refused, when it was its read of the stored definitions."""
+    if error.attrs().get("permission") != "read_definitions":
+        return error
+    return PermissionDeniedError(
+        f"{error.message}: applying to project {project!r} reads its definitions first, so it "
+        "needs the 'apply' and 'read_definitions' permissions there",
+        **error.attrs(),
+    )
 
 
 def _missing_registry_file(settings: Settings) -> Path | None:
@@ -230,12 +241,12 @@ class Client:
 
         Args:
             project: An existing project.
-            location: A folder (relative ones are resolved against ``settings.root``), a URL
-                prefix such as ``s3://bucket/shared``, or ``kafka:PREFIX`` for topics.
+            location: An absolute folder, a URL prefix such as ``s3://bucket/shared``, or
+                ``kafka:PREFIX`` for topics.
 
         Raises:
             NotFoundError: If the project does not exist.
-            ValidationError: If the location is empty.
+            ValidationError: If the location is empty, relative, or ``/``.
         """
         from potluck.registry.isolation import normalize_location
 
@@ -312,7 +323,10 @@ class Client:
             return self._preview(resolved, force=force)
         registry = self._writable_registry() if not dry_run else self._registry
         if not dry_run:
-            self._follow_max_age(resolved, force=force)
+            try:
+                self._follow_max_age(resolved, force=force)
+            except PermissionDeniedError as exc:
+                raise _apply_denied(exc, self._project) from None
         changes = registry.apply(self._project, resolved, force=force, dry_run=dry_run)
         if not dry_run:
             self._refresh_readers()
@@ -698,8 +712,11 @@ class Client:
                         field=option,
                     )
             return RemoteJob(remote, remote.start_stream_to_online(self._project, name))
+        from potluck.ingestion.stream.brokers import default_group_id
+
         options = merged_properties(self.settings.kafka, kafka_config)
-        spec = JobSpec(kind=STREAM_TO_ONLINE, project=self._project, table=name, group_id=group_id)
+        group = default_group_id(self._project, name) if group_id is None else group_id
+        spec = JobSpec(kind=STREAM_TO_ONLINE, project=self._project, table=name, group_id=group)
         if batch_size is not None or batch_interval is not None:
             spec = dataclasses.replace(
                 spec,

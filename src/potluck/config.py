@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, fi
 
 from potluck._env_names import closest_setting, is_not_a_setting
 from potluck._kafka_properties import (
+    KafkaProperties,
     check_properties,
     masked_properties,
     property_name,
@@ -106,11 +107,13 @@ class Settings(BaseModel):
     )
     offline_store: dict[str, Any] = Field(
         default_factory=lambda: {"type": "duckdb"},
-        description="The engine for historical retrieval: {type: duckdb} (Spark is planned).",
+        description="The engine for historical retrieval: {type: duckdb} (in-process) or "
+        "{type: spark, master, conf, staging_location} (a Spark cluster).",
     )
     engine: dict[str, Any] = Field(
         default_factory=lambda: {"type": "local"},
-        description="Where ingestion jobs run: {type: local} (Spark is planned).",
+        description="Where ingestion jobs run: {type: local} (threads of this process) or "
+        "{type: spark, master, conf, ...} (Spark applications, through spark-submit).",
     )
     kafka: dict[str, str] = Field(
         default_factory=dict,
@@ -160,6 +163,15 @@ class Settings(BaseModel):
         default=None,
         description="CA certificates (PEM) trusted for core_secure, serving_secure and "
         "job_service_secure; null: the system's.",
+    )
+    client_cert_file: Path | None = Field(
+        default=None,
+        description="The client certificate chain (PEM) shown to servers that require mutual "
+        "TLS (auth.tls.client_ca_file), on every secure connection; set with client_key_file.",
+    )
+    client_key_file: Path | None = Field(
+        default=None,
+        description="The private key (PEM) of client_cert_file; set with client_cert_file.",
     )
     data_root: str | None = Field(
         default=None,
@@ -213,6 +225,11 @@ class Settings(BaseModel):
     @classmethod
     def _check_kafka(cls, value: object) -> dict[str, str]:
         return check_properties(value)
+
+    @field_validator("kafka")
+    @classmethod
+    def _masked_kafka(cls, value: dict[str, str]) -> dict[str, str]:
+        return KafkaProperties(value)  # its repr masks the secrets
 
     @field_validator("core_url", "serving_url", "job_service_url")
     @classmethod
@@ -390,8 +407,8 @@ def validation_error(
         keys = SETTING_NAMES if model is Settings else tuple(model.model_fields)
         reason += f"; its keys: {', '.join(keys)}"
     secrets = secrets_in([dict(data or {})]) | property_secrets((data or {}).get("kafka"))
-    if key.split(".")[0] == "kafka" and isinstance(value, dict):
-        value = masked_properties(value)
+    if key.split(".")[0] == "kafka":  # a value of another shape may hold secrets: left out
+        value = masked_properties(value) if isinstance(value, dict) else _NOT_GIVEN
     return setting_error(key, reason, value=value, sources=sources, secrets=secrets)
 
 
@@ -596,7 +613,8 @@ def _env_value(name: str, keys: list[str], value: str, sources: Sequence[str]) -
     """Read variable ``name``'s value as YAML: a scalar or a collection (``4``, ``[a, b]``).
 
     A top-level text setting keeps the raw text unless YAML reads it as text or null, so
-    ``POTLUCK_PROJECT=no`` stays ``"no"`` and ``sqlite:///:memory:`` stays a URL.
+    ``POTLUCK_PROJECT=no`` stays ``"no"`` and ``sqlite:///:memory:`` stays a URL. An empty value
+    of a top-level setting whose default is null unsets it (``POTLUCK_CA_FILE=``: no CA file).
 
     Raises:
         ConfigError: If the value is a mapping that holds a key twice, or nests collections
@@ -604,6 +622,8 @@ def _env_value(name: str, keys: list[str], value: str, sources: Sequence[str]) -
     """
     if len(keys) > 1 and keys[0] == "kafka":
         return value  # a librdkafka property is text: a password "0123" stays "0123"
+    if not value and len(keys) == 1 and Settings.model_fields[keys[0]].default is None:
+        return None
     try:
         parsed = read_yaml(value) if value else value
     except DuplicateKeyError as exc:

@@ -348,6 +348,7 @@ def test_claims_map_to_permissions_and_projects(tmp_path: Path) -> None:
         "ana",
         frozenset({Permission.READ_ONLINE, Permission.READ_DEFINITIONS}),
         frozenset({"alpha"}),
+        kind="jwt",
     )
     assert current_caller() is None
 

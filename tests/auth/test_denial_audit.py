@@ -210,7 +210,7 @@ def test_a_denied_core_call_is_in_the_audit_log(stack: Stack) -> None:
             is grpc.StatusCode.PERMISSION_DENIED
         )
     (entry,) = _wait_for(stack, "/potluck.core.v1.CoreService/AllowLocation")
-    assert (entry.actor, entry.project, entry.target) == ("reader", "alpha", "admin")
+    assert (entry.actor, entry.project, entry.target) == ("token:reader", "alpha", "admin")
 
 
 def test_a_denied_job_service_call_is_in_the_audit_log(stack: Stack) -> None:
@@ -226,7 +226,7 @@ def test_a_denied_job_service_call_is_in_the_audit_log(stack: Stack) -> None:
             is grpc.StatusCode.PERMISSION_DENIED
         )
     (entry,) = _wait_for(stack, "/potluck.jobservice.v1.JobService/StartOfflineToOnline")
-    assert (entry.actor, entry.project, entry.target) == ("reader", "beta", "run_jobs")
+    assert (entry.actor, entry.project, entry.target) == ("token:reader", "beta", "run_jobs")
 
 
 def test_a_denied_call_to_a_job_service_of_its_own_is_in_the_audit_log(stack: Stack) -> None:
@@ -238,7 +238,7 @@ def test_a_denied_call_to_a_job_service_of_its_own_is_in_the_audit_log(stack: St
             is grpc.StatusCode.PERMISSION_DENIED
         )
     (entry,) = _wait_for(stack, "/potluck.jobservice.v1.JobService/CancelJob")
-    assert (entry.actor, entry.project, entry.target) == ("reader", "beta", "run_jobs")
+    assert (entry.actor, entry.project, entry.target) == ("token:reader", "beta", "run_jobs")
 
 
 def test_denied_serving_calls_are_audited_and_unauthenticated_ones_counted(stack: Stack) -> None:
@@ -258,11 +258,11 @@ def test_denied_serving_calls_are_audited_and_unauthenticated_ones_counted(stack
     local, remote = sorted(
         _wait_for(stack, "POST /get-online-features", count=2), key=lambda e: len(str(e.change))
     )
-    # HTTP reads the body's projects for callers limited to some projects only: none here
-    assert (local.actor, local.project, local.target) == ("reader", "", "read_online")
+    # a denied HTTP read names the body's project, for callers allowed every project too
+    assert (local.actor, local.project, local.target) == ("token:reader", "alpha", "read_online")
     assert local.change == {"method": "POST /get-online-features"}
-    assert remote.actor == "reader"
-    assert remote.change == {"method": "POST /get-online-features (reported by serving)"}
+    assert remote.actor == "token:reader"
+    assert remote.change == {"method": "POST /get-online-features (reported by token:serving)"}
 
 
 def test_list_audit_gives_an_admin_of_some_projects_only_their_entries(stack: Stack) -> None:

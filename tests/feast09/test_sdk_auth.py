@@ -281,12 +281,16 @@ def test_a_read_only_token_reads_but_cannot_apply_or_start_jobs(
     assert reader["apply"] == {
         "type": "RpcError",
         "code": None,
-        "text": "permission denied: 'dashboard' lacks the 'apply' permission",
+        "text": (
+            "permission denied: 'dashboard' lacks the 'apply' permission on project 'default'"
+        ),
     }
     assert reader["start_job"] == {  # this call lets gRPC's own error through
         "type": "RpcError",
         "code": "PERMISSION_DENIED",
-        "text": "permission denied: 'dashboard' lacks the 'run_jobs' permission",
+        "text": (
+            "permission denied: 'dashboard' lacks the 'run_jobs' permission on project 'default'"
+        ),
     }
 
 

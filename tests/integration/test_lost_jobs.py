@@ -151,10 +151,10 @@ def test_a_job_killed_mid_run_reads_as_lost_everywhere(client: Client, config: P
     assert (seen.stats, seen.updated_at, seen.finished_at) == (
         stored.stats,
         stored.updated_at,
-        None,
+        stored.updated_at,  # a lost job ended at its last heartbeat
     )
-    assert [(j.id, j.status, j.error) for j in client.list_jobs()] == [
-        (job_id, JobStatus.FAILED, lost)
+    assert [(j.id, j.status, j.error, j.finished_at) for j in client.list_jobs()] == [
+        (job_id, JobStatus.FAILED, lost, stored.updated_at)
     ]
     with pytest.raises(JobError) as err:
         RecordedJob(client._registry, client.project, job_id).wait(5)

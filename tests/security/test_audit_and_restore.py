@@ -129,13 +129,13 @@ def test_the_actor_is_the_authenticated_caller_and_denials_are_recorded(tmp_path
         assert [(e.actor, e.action, e.project, e.target, dict(e.change)) for e in log] == [
             (LOCAL, "permission_denied", "", "read_definitions", {"method": "ListProjects"}),
             (
-                "ci-bot",
+                "token:ci-bot",
                 "permission_denied",
                 "p",
                 "admin",
                 {"method": "/potluck.core.v1.CoreService/ArchiveProject"},
             ),
-            ("ci-bot", "apply", "p", "", log[2].change),
+            ("token:ci-bot", "apply", "p", "", log[2].change),
         ]
     finally:
         registry.close()
@@ -190,7 +190,7 @@ def test_the_cli_restores_allows_describes_and_reads_the_audit_log(
     assert cli("projects", "archive", "p") == "Archived project 'p'.\n"
     assert cli("projects", "restore", "p") == "Restored project 'p'.\n"
     shared = tmp_path / "shared"
-    assert cli("projects", "allow-location", "p", "shared") == (
+    assert cli("projects", "allow-location", "p", str(shared)) == (
         f"Project 'p' may now use {shared}.\n"
     )
     described = json.loads(cli("projects", "describe", "p", "-o", "json"))

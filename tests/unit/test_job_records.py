@@ -52,7 +52,7 @@ def test_a_job_that_has_not_ended_is_lost_just_after_its_timeout(status: JobStat
     assert observed(job, T0 + DEFAULT_HEARTBEAT_TIMEOUT) == job
     lost = observed(job, T0 + DEFAULT_HEARTBEAT_TIMEOUT + timedelta(microseconds=1))
     assert (lost.status, lost.error) == (JobStatus.FAILED, LOST)
-    assert lost.updated_at == T0 and lost.finished_at is None  # nothing else is made up
+    assert lost.updated_at == T0 and lost.finished_at == T0  # it ended at its last heartbeat
 
 
 def test_the_job_records_own_timeout_decides() -> None:
@@ -69,6 +69,7 @@ def test_a_job_never_written_since_it_was_created_counts_from_its_creation() -> 
     assert (
         late.error == "lost: no heartbeat since 2024-05-02 00:00:00 UTC (its process died or hung)"
     )
+    assert late.finished_at == created
 
 
 @pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])

@@ -19,6 +19,10 @@ from potluck.errors import PermissionDeniedError, UnauthenticatedError
 SCHEME = "bearer"
 """The only ``Authorization`` scheme accepted (any case)."""
 
+MAX_AUTHORIZATION = 16 * 1024
+"""The longest ``Authorization`` value looked at, in characters (gRPC's own metadata limit);
+a longer one is refused before any token is looked up or verified."""
+
 _HOW = (
     "send 'authorization: Bearer <token>' (potluck: set token or token_file; Feast 0.9's SDK: "
     "enable_auth with TLS on; see docs/security.md)"
@@ -55,9 +59,15 @@ class Authenticator:
         """Return the caller an ``Authorization`` header (or gRPC metadata) value names.
 
         Raises:
-            UnauthenticatedError: If the value is missing, is not ``Bearer <token>``, or the
-                token is not accepted; the message says which, never quoting the token.
+            UnauthenticatedError: If the value is missing, longer than
+                :data:`MAX_AUTHORIZATION`, is not ``Bearer <token>``, or the token is not
+                accepted; the message says which, never quoting the token.
         """
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION:
+            raise UnauthenticatedError(
+                f"unauthenticated: the authorization value is longer than the {MAX_AUTHORIZATION} "
+                "characters accepted; send a shorter token (a JWT with fewer claims)"
+            )
         if not authorization:
             raise UnauthenticatedError(
                 "unauthenticated: this server requires a bearer token and the call carried "
@@ -99,8 +109,8 @@ def authorize(caller: Caller, permission: Permission, projects: Iterable[str | N
                 f"permission{where}",
                 permission=permission.value,
                 project=project,
-                subject=caller.subject,
+                subject=caller.actor,
             )
 
 
-__all__ = ["SCHEME", "Authenticator", "authorize"]
+__all__ = ["MAX_AUTHORIZATION", "SCHEME", "Authenticator", "authorize"]

@@ -3,11 +3,13 @@
 ``token`` (or the content of ``token_file``) is sent to every remote service; ``core_secure``,
 ``serving_secure`` and ``job_service_secure`` turn TLS on for ``core_url``, ``serving_url`` and
 ``job_service_url``, trusting ``ca_file`` (else the system's CAs), as Feast 0.9's client options
-of the same names.
+of the same names; ``client_cert_file`` and ``client_key_file`` are shown to servers that require
+mutual TLS.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from potluck.auth.grpc import ClientSecurity
@@ -55,15 +57,36 @@ def client_security(
     """Return how to reach ``service`` (Core, Online Serving, the Job Service) as settings say.
 
     Raises:
-        ConfigError: As :func:`client_token`.
+        ConfigError: As :func:`client_token`; or if only one of ``client_cert_file`` and
+            ``client_key_file`` is set.
     """
+    if (settings.client_cert_file is None) != (settings.client_key_file is None):
+        given, missing = (
+            ("client_cert_file", "client_key_file")
+            if settings.client_key_file is None
+            else ("client_key_file", "client_cert_file")
+        )
+        raise ConfigError(
+            f"invalid settings: {given} is set but {missing} is not; mutual TLS needs both the "
+            "client certificate and its private key",
+            key=missing,
+        )
     secure = {
         "core": settings.core_secure,
         "serving": settings.serving_secure,
         "job_service": settings.job_service_secure,
     }[service]
-    ca_file = settings.resolve_path(settings.ca_file) if settings.ca_file is not None else None
-    return ClientSecurity(secure=secure, ca_file=ca_file, token=client_token(settings))
+
+    def path(value: Path | None) -> Path | None:
+        return settings.resolve_path(value) if value is not None else None
+
+    return ClientSecurity(
+        secure=secure,
+        ca_file=path(settings.ca_file),
+        token=client_token(settings),
+        cert_file=path(settings.client_cert_file),
+        key_file=path(settings.client_key_file),
+    )
 
 
 __all__ = ["client_security", "client_token"]

@@ -49,7 +49,8 @@ class Refusal:
     Attributes:
         status: :data:`UNAUTHENTICATED` or :data:`PERMISSION_DENIED`.
         method: The call: ``/potluck.core.v1.CoreService/Apply``, ``POST /get-online-features``.
-        subject: The caller's subject; ``None`` when unauthenticated.
+        subject: The caller's audit identity (``token:<name>``, ``jwt:<sub>``); ``None`` when
+            unauthenticated.
         permission: The permission it lacked; ``None`` when unauthenticated or when the method
             has no rule.
         project: The project the call acted on; ``None`` for none.

@@ -49,7 +49,9 @@ def check_exposure(
         ValidationError: If ``host`` is not a loopback address, authentication is off and
             ``allow_unauthenticated`` is false; the message names both ways out.
     """
-    tls = "TLS" if auth is not None and auth.tls is not None else "plain connections, no TLS"
+    tls = "plain connections, no TLS"
+    if auth is not None and auth.tls is not None:
+        tls = "mutual TLS" if auth.tls.client_ca_file is not None else "TLS"
     if auth is not None and auth.authenticates:
         return f"{what}: authentication on (bearer tokens), {tls}"
     if is_loopback(host):

@@ -106,11 +106,11 @@ class AuthInterceptor(_Interceptor):
                     f"permission denied: {method} has no permission rule, so no one may call it",
                     permission=None,
                     project=None,
-                    subject=caller.subject,
+                    subject=caller.actor,
                 )
-            if caller.projects is None:
-                authorize(caller, rule.permission, (None,))
-            else:
+            # a caller allowed every project holding the permission passes unread; otherwise the
+            # request's projects are read, so a denial names the one the call acts on
+            if caller.projects is not None or not caller.may(rule.permission, None):
                 authorize(caller, rule.permission, rule.projects(request, self._default))
         except UnauthenticatedError as exc:
             self._tell(Refusal(UNAUTHENTICATED, method))
@@ -235,6 +235,22 @@ class ClientSecurity(NamedTuple):
     """CA certificates (PEM) to trust; ``None``: the system's."""
     token: str | None = None
     """The bearer token to send; ``None``: none."""
+    cert_file: Path | None = None
+    """The client certificate chain (PEM) for mutual TLS; ``None``: none is shown."""
+    key_file: Path | None = None
+    """The private key (PEM) of ``cert_file``."""
+
+
+def plain_hint(security: ClientSecurity, setting: str, details: str) -> str:
+    """Return the hint an unreachable server's message ends with: TLS, if the client is plain.
+
+    A plain client that reaches a TLS port is told only "Socket closed" (gRPC's ``details``),
+    so then the message asks whether the server serves TLS and names the setting that turns it
+    on (``setting``: ``core_secure``, ``serving_secure``, ``job_service_secure``).
+    """
+    if security.secure or "Socket closed" not in details:
+        return ""
+    return f" Is it serving TLS? Then set {setting}: true (and ca_file)."
 
 
 PLAIN = ClientSecurity()
@@ -266,11 +282,17 @@ def open_channel(
     """Return a channel to ``address`` that uses TLS and sends the token as ``security`` says.
 
     Raises:
-        ConfigError: If ``ca_file`` cannot be read.
+        ConfigError: If ``ca_file``, ``client_cert_file`` or ``client_key_file`` cannot be read.
     """
     if security.secure:
         roots = _read(security.ca_file, "ca_file") if security.ca_file is not None else None
-        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+        chain = key = None
+        if security.cert_file is not None and security.key_file is not None:
+            chain = _read(security.cert_file, "client_cert_file")
+            key = _read(security.key_file, "client_key_file")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=roots, private_key=key, certificate_chain=chain
+        )
         channel = grpc.secure_channel(address, credentials, options=list(options))
     else:
         channel = grpc.insecure_channel(address, options=list(options))
@@ -286,6 +308,7 @@ __all__ = [
     "ClientSecurity",
     "add_port",
     "open_channel",
+    "plain_hint",
     "server_credentials",
     "server_interceptors",
 ]

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from potluck.auth.authenticator import Authenticator, authorize
+from potluck.auth.authenticator import MAX_AUTHORIZATION, Authenticator, authorize
 from potluck.auth.denials import UNAUTHENTICATED, OnRefusal, Refusal, denial
 from potluck.auth.identity import Caller, Permission, acting_as
 from potluck.errors import PermissionDeniedError, PotluckError, UnauthenticatedError
@@ -72,12 +72,13 @@ class AuthMiddleware:
             return
         value = None
         for name, item in scope["headers"]:
-            if name == b"authorization":
-                value = item.decode("latin-1")
+            if name == b"authorization":  # cut: a longer value is refused, never decoded whole
+                value = item[: MAX_AUTHORIZATION + 1].decode("latin-1")
                 break
         try:
             caller = self._authenticator.authenticate(value)
-            if caller.projects is not None and scope["path"] == self._read_path:
+            reads_body = caller.projects is not None or not caller.may(Permission.READ_ONLINE, None)
+            if reads_body and scope["path"] == self._read_path:  # a denial names the project
                 receive = await self._check_body(caller, receive)
             else:
                 authorize(caller, Permission.READ_ONLINE, (None,))

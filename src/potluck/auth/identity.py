@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import unicodedata
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Literal
 
 
 class Permission(str, enum.Enum):
@@ -39,6 +41,9 @@ class Permission(str, enum.Enum):
     def parse(cls, name: str) -> Permission:
         """Return the permission called ``name`` (case-insensitive, ``-`` or ``_``).
 
+        For names an operator writes (tokens files, ``permission_map``, CLI options); a JWT's
+        permissions claim must carry the exact names (:mod:`potluck.auth.jwt_verifier`).
+
         Raises:
             ValueError: If ``name`` is no permission; the message lists them.
         """
@@ -58,11 +63,18 @@ class Caller:
         subject: Who it is: a static token's name, or a JWT's ``sub`` claim.
         permissions: What it may do (:attr:`Permission.ADMIN` implies every other).
         projects: The projects it may act on; ``None`` means every project.
+        kind: Where the subject comes from: ``"token"`` (a static token) or ``"jwt"``.
     """
 
     subject: str
     permissions: frozenset[Permission]
     projects: frozenset[str] | None = None
+    kind: Literal["token", "jwt"] = "token"
+
+    @property
+    def actor(self) -> str:
+        """Who it is in the audit log: ``token:<name>`` or ``jwt:<sub>``, never mixed up."""
+        return f"{self.kind}:{self.subject}"
 
     def may(self, permission: Permission, project: str | None) -> bool:
         """Return whether this caller holds ``permission`` on ``project``.
@@ -76,6 +88,22 @@ class Caller:
         if not held:
             return False
         return self.projects is None or project is None or project in self.projects
+
+
+def subject_problem(subject: str) -> str | None:
+    """Return why ``subject`` cannot name a caller, or ``None`` when it can.
+
+    A subject is written into logs and the audit log, so it must be non-empty text without
+    control characters (a newline could forge a log line) or spaces around it.
+    """
+    if not subject.strip():
+        return "it is empty"
+    if subject != subject.strip():
+        return "it has spaces around it"
+    bad = next((c for c in subject if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        return f"it holds the control character {bad!r}"
+    return None
 
 
 _CURRENT: ContextVar[Caller | None] = ContextVar("potluck_caller", default=None)
@@ -96,4 +124,4 @@ def acting_as(caller: Caller | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-__all__ = ["Caller", "Permission", "acting_as", "current_caller"]
+__all__ = ["Caller", "Permission", "acting_as", "current_caller", "subject_problem"]

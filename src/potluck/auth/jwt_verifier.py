@@ -31,7 +31,7 @@ from typing import Any
 
 import jwt
 
-from potluck.auth.identity import Caller, Permission
+from potluck.auth.identity import Caller, Permission, subject_problem
 from potluck.auth.settings import JwtSettings
 from potluck.errors import ConfigError, UnauthenticatedError, UnavailableError
 
@@ -225,27 +225,74 @@ class JwtVerifier:
             raise UnauthenticatedError(
                 f"unauthenticated: the JWT has no {s.subject_claim!r} claim naming the caller"
             )
-        raw = claims.get(s.permissions_claim, [])
-        values = raw.split() if isinstance(raw, str) else raw
-        if not isinstance(values, list):
-            values = []
+        problem = subject_problem(subject)
+        if problem is not None:
+            raise UnauthenticatedError(
+                f"unauthenticated: the JWT's {s.subject_claim!r} claim cannot name a caller: "
+                f"{problem}"
+            )
         permissions: set[Permission] = set()
-        for value in values:
-            if not isinstance(value, str):
-                continue
+        for value in _names(claims, s.permissions_claim) or ():
             if s.permission_map:
                 permissions.update(s.permission_map.get(value, ()))
-            else:
-                try:
-                    permissions.add(Permission.parse(value))
-                except ValueError:
-                    continue  # another service's scope ("openid", "email"): not ours
-        projects = claims.get(s.projects_claim)
+            elif value in _PERMISSIONS:
+                permissions.add(_PERMISSIONS[value])
+            # else another service's scope ("openid", "email"): not ours, ignored
+        projects = _names(claims, s.projects_claim)
         return Caller(
             subject=subject,
             permissions=frozenset(permissions),
-            projects=(frozenset(str(p) for p in projects) if isinstance(projects, list) else None),
+            projects=None if projects is None else frozenset(projects),
+            kind="jwt",
         )
+
+
+_PERMISSIONS = {p.value: p for p in Permission}
+"""The permission names a JWT may carry: exactly these (no other case, no spaces around)."""
+
+
+def _names(claims: Mapping[str, Any], claim: str) -> tuple[str, ...] | None:
+    """Return the names a list-of-names claim holds; ``None`` when the JWT lacks the claim.
+
+    A list of non-empty strings is taken as it is; a string is a space-separated list (as
+    OAuth's ``scope``; identity providers send a single value as a string).
+
+    Raises:
+        UnauthenticatedError: If the claim is present but is no such list or string: a number,
+            a boolean, an object, ``null``, an empty or blank string, or a list holding anything
+            but non-empty strings.
+    """
+    if claim not in claims:
+        return None
+    value = claims[claim]
+    if isinstance(value, str):
+        names = value.split()
+        if names:
+            return tuple(names)
+    elif isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise UnauthenticatedError(
+        f"unauthenticated: the JWT's {claim!r} claim is {_shape(value)}; it must be a list of "
+        "names or a space-separated string of names (leave the claim out to mean every project "
+        "or no permission); ask the identity provider's administrator to fix the claim"
+    )
+
+
+def _shape(value: object) -> str:
+    """Describe a claim's value without quoting it at length."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list holding something other than non-empty strings"
+    return f"a {type(value).__name__}"
 
 
 __all__ = ["CACHE_SIZE", "FETCH_TIMEOUT", "JwtVerifier"]

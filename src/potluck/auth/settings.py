@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
-from potluck.auth.identity import Permission
+from potluck.auth.identity import Permission, subject_problem
 
 HASH_PREFIX = "sha256:"
 """How a stored token hash starts: the algorithm, then 64 lower-case hex digits."""
@@ -57,6 +57,14 @@ class TokenEntry(_Frozen):
             value = [value]
         if isinstance(value, (list, tuple)):
             return tuple(_permission(v) for v in value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        problem = subject_problem(value)
+        if problem is not None:
+            raise ValueError(f"a token name names its holder in logs, and {problem}; rename it")
         return value
 
     @field_validator("hash")

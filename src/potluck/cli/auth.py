@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from potluck.auth.identity import subject_problem
 from potluck.auth.settings import TokenEntry
 from potluck.auth.tokens import append_token, hash_token, new_token, parse_permissions
 from potluck.cli.main import load_cli_settings
@@ -61,8 +62,13 @@ def create(
     is given.
     """
     settings = load_cli_settings(ctx)
-    if not name.strip():
-        raise ValidationError("the token's NAME must not be empty", field="name")
+    problem = subject_problem(name)
+    if problem is not None:
+        raise ValidationError(
+            f"the token's NAME {name!r} cannot be used: {problem}; choose a plain name such as "
+            "'ci' or 'dashboard'",
+            field="name",
+        )
     try:
         permissions = parse_permissions(permission)
     except ValueError as exc:

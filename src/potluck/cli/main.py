@@ -14,6 +14,7 @@ error: <type>: <message> (run with POTLUCK_DEBUG=1 for the traceback)``. See
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -28,6 +29,7 @@ from typer.core import TyperGroup
 
 from potluck.cli._closed_stdout import EXIT_BROKEN_PIPE as EXIT_BROKEN_PIPE
 from potluck.cli._closed_stdout import end_quietly, silenced_by_rich, stdout_closed
+from potluck.cli._help import reflow_help
 from potluck.cli._interrupts import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from potluck.cli._interrupts import EXIT_TERMINATED as EXIT_TERMINATED
 from potluck.cli._interrupts import (
@@ -182,6 +184,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class _PotluckGroup(TyperGroup):
     """The root group: turns whatever escapes a command into one stderr line and an exit code."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        reflow_help(self)  # docstring paragraphs rewrap to the terminal, never break mid-line
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -443,6 +449,9 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main() -> None:
     """Run the ``potluck`` command (the console-script entry point)."""
+    # gRPC's C core logs TLS handshake failures on stderr itself, before potluck's own error
+    # line says the same; it reads this when its first channel starts (an explicit value wins)
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         app = _registered_app()  # imports the command modules: Ctrl-C may come meanwhile
     except KeyboardInterrupt as exc:

@@ -478,7 +478,12 @@ def restore_project(
     ctx: typer.Context, name: Annotated[str, typer.Argument(help="The project's name.")]
 ) -> None:
     """Restore an archived project: applies to it are accepted again (administrators)."""
-    project = make_client(ctx, Needs.REGISTRY).restore_project(name)
+    client = make_client(ctx, Needs.REGISTRY)
+    before = next((p for p in client.list_projects(include_archived=True) if p.name == name), None)
+    project = client.restore_project(name)
+    if before is not None and not before.archived:
+        render.show_message(f"Project {project.name!r} is not archived; nothing to restore.")
+        return
     render.show_message(f"Restored project {project.name!r}.")
 
 
@@ -489,8 +494,8 @@ def allow_location(
     location: Annotated[
         str,
         typer.Argument(
-            help="A folder (relative to the project root), a URL prefix such as "
-            "s3://bucket/shared, or kafka:PREFIX for the topics starting with PREFIX."
+            help="An absolute folder (not /), a URL prefix such as s3://bucket/shared, or "
+            "kafka:PREFIX for the topics starting with PREFIX."
         ),
     ],
 ) -> None:

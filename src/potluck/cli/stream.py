@@ -20,9 +20,13 @@ from potluck.ingestion.jobs import Job, JobStatus, describe
 
 if TYPE_CHECKING:
     from potluck.ingestion.engines.base import IngestionJob
+    from potluck.ingestion.stream.metrics import StreamJobMetrics
 
 FOLLOW_INTERVAL = 0.2
 """Seconds between two looks at a running stream job's record."""
+
+METRICS_HOST = "127.0.0.1"
+"""The address ``--metrics-port`` listens on."""
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 """The signals that stop ``potluck stream`` cleanly (after its current micro-batch)."""
@@ -153,27 +157,27 @@ def stream(
     """
     options = kafka_options(kafka_option)
     client = make_client(ctx)
-    with _stop_signals() as stop:
-        job = client.start_stream_to_online_ingestion(
-            table,
-            group_id=group_id,
-            batch_size=batch_size,
-            batch_interval=batch_interval,
-            kafka_config=options,
-        )
-        # What exists now (modules, the clients, the store) lives as long as the process: keep
-        # it out of the collector's full passes, which otherwise stop the job (GIL held) for
-        # 100-400 ms on a loaded machine once in a while, the freshness tail's largest part.
-        gc.freeze()
-        server = None
-        try:
-            if metrics_port is not None:
-                server = _serve_metrics(job, metrics_port)
+    metrics, server = _serve_metrics(metrics_port)
+    try:
+        with _stop_signals() as stop:
+            job = client.start_stream_to_online_ingestion(
+                table,
+                group_id=group_id,
+                batch_size=batch_size,
+                batch_interval=batch_interval,
+                kafka_config=options,
+            )
+            metrics.job = job
+            # What exists now (modules, the clients, the store) lives as long as the process:
+            # keep it out of the collector's full passes, which otherwise stop the job (GIL
+            # held) for 100-400 ms on a loaded machine once in a while, the freshness tail's
+            # largest part.
+            gc.freeze()
             record = _follow(job, stop)
-        finally:
-            if server is not None:
-                server.shutdown()
-                server.server_close()
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     if record.status is JobStatus.FAILED:
         fail(f"job {record.id} failed: {record.error}", EXIT_FAILURE)
     if output is OutputFormat.JSON:
@@ -188,15 +192,27 @@ def stream(
     )
 
 
-def _serve_metrics(job: IngestionJob, port: int) -> Any:
-    from potluck.ingestion.stream.metrics import serve_metrics
+def _serve_metrics(port: int | None) -> tuple[StreamJobMetrics, Any]:
+    """Bind the metrics endpoint (``port`` ``None``: none) and say on stderr where it listens.
 
+    Bound before the job starts, so a port in use records no job.
+    """
+    from potluck.ingestion.stream.metrics import StreamJobMetrics, serve_metrics
+
+    metrics = StreamJobMetrics()
+    if port is None:
+        return metrics, None
     try:
-        return serve_metrics(job, port)
+        server = serve_metrics(metrics, port, METRICS_HOST)
     except OSError as exc:
-        job.cancel()
-        job.wait()
-        fail(f"cannot serve metrics on 127.0.0.1:{port}: {exc.strerror or exc}", EXIT_FAILURE)
+        fail(
+            f"cannot serve metrics on {METRICS_HOST}:{port}: {exc.strerror or exc}; pick another "
+            "--metrics-port (0: any free port)",
+            EXIT_FAILURE,
+        )
+    host, bound = server.server_address[:2]
+    typer.echo(f"serving metrics on http://{host}:{bound}/metrics", err=True)
+    return metrics, server
 
 
 class _Stop:
@@ -237,4 +253,4 @@ def _follow(job: IngestionJob, stop: _Stop) -> Job:
         time.sleep(FOLLOW_INTERVAL)
 
 
-__all__ = ["FOLLOW_INTERVAL", "STOP_SIGNALS", "kafka_options", "register"]
+__all__ = ["FOLLOW_INTERVAL", "METRICS_HOST", "STOP_SIGNALS", "kafka_options", "register"]

@@ -144,9 +144,10 @@ def check_message_layout(table: str, source: KafkaSource, fields: Sequence[Messa
             _check_field(table, source, item, "Avro", found, _avro_fits)
     elif isinstance(fmt, ProtoFormat):
         try:
-            message_class = import_message_class(fmt.class_path, table)
-        except DefinitionError:
+            importlib.import_module(fmt.class_path.rpartition(".")[0])
+        except (ImportError, ValueError):
             return  # not importable here (a Core service); checked where messages are read
+        message_class = import_message_class(fmt.class_path, table)  # a module without it: bad
         descriptors = message_class.DESCRIPTOR.fields_by_name
         for item in fields:
             _check_field(table, source, item, "protobuf", dict(descriptors), _proto_fits)
@@ -210,14 +211,22 @@ def import_message_class(class_path: str, table: str) -> Any:
     """
     module_name, _, class_name = class_path.rpartition(".")
     try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError) as exc:
         raise DefinitionError(
             f"feature table {table}: cannot import the protobuf class {class_path!r} of its "
             f"stream source ({type(exc).__name__}: {exc}); install the module that defines it "
             "where messages are published and consumed",
             field="stream_source.message_format.class_path",
         ) from None
+    found = getattr(module, class_name, None)
+    if found is None:
+        raise DefinitionError(
+            f"feature table {table}: the protobuf module {module_name!r} has no class "
+            f"{class_name!r} (the stream source's class_path {class_path!r}); name a message "
+            "class the module defines",
+            field="stream_source.message_format.class_path",
+        )
     if not hasattr(found, "DESCRIPTOR") or not hasattr(found, "FromString"):
         raise DefinitionError(
             f"feature table {table}: {class_path!r} is not a protobuf message class",

@@ -494,15 +494,17 @@ def observed(job: Job, now: datetime | None = None) -> Job:
     """Return ``job`` as readers see it at ``now`` (default: the current time).
 
     A job that has not ended and whose heartbeat is older than its ``heartbeat_timeout`` is
-    lost: it is returned ``FAILED`` with the error :func:`lost_error` gives (its stored record
-    is left as it is). Any other job is returned unchanged.
+    lost: it is returned ``FAILED`` with the error :func:`lost_error` gives and ``finished_at``
+    its last heartbeat, the last moment it is known to have run, so every reader at any time
+    sees the same end (its stored record is left as it is). Any other job is returned
+    unchanged.
     """
     if job.status.is_terminal:
         return job
     heartbeat = last_heartbeat(job)
     if (now or utc_now()) - heartbeat <= job.heartbeat_timeout:
         return job
-    return replace(job, status=JobStatus.FAILED, error=lost_error(heartbeat))
+    return replace(job, status=JobStatus.FAILED, error=lost_error(heartbeat), finished_at=heartbeat)
 
 
 def save_job(registry: Registry, job: Job) -> None:

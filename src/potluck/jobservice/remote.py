@@ -17,7 +17,7 @@ import grpc
 
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2 as pb
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2_grpc as pb_grpc
-from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel
+from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel, plain_hint
 from potluck.errors import PotluckError, UnavailableError
 from potluck.ingestion.engines.base import POLL_INTERVAL, IngestionJob, raise_if_failed
 from potluck.ingestion.jobs import Job
@@ -57,6 +57,7 @@ class RemoteJobService:
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self._security = security
         self._channel = open_channel(address, security, GRPC_OPTIONS)
         self._stub = pb_grpc.JobServiceStub(self._channel)
 
@@ -176,9 +177,10 @@ class RemoteJobService:
                 f"the Job Service at {self.address} did not answer within {self.timeout:g} s",
                 address=self.address,
             )
+        hint = plain_hint(self._security, "job_service_secure", details)
         return UnavailableError(
             f"cannot reach the Job Service at {self.address}: {status.name}: {details}; is "
-            "`potluck jobservice` running?",
+            f"`potluck jobservice` running?{hint}",
             address=self.address,
         )
 

@@ -22,21 +22,19 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from potluck._grpc_bind import bind_problem
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2 as pb
 from potluck._proto.potluck.jobservice.v1 import job_service_pb2_grpc as pb_grpc
 from potluck._stop_signals import StopSignals, Terminated
 from potluck.auth.denials import DenialAudit
-from potluck.auth.grpc import add_port, server_interceptors
+from potluck.auth.grpc import server_interceptors
 from potluck.auth.rules import JOB_SERVICE_RULES
 from potluck.auth.settings import AuthSettings, resolved
 from potluck.config import Settings
 from potluck.definitions._checks import check_name
 from potluck.definitions.serde import format_duration
-from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.errors import PotluckError, ValidationError
 from potluck.jobservice._wire import (
     SERVICE_NAME,
     job_to_proto,
@@ -49,7 +47,7 @@ from potluck.registry._edge import RejectUndecodable, shorten
 from potluck.registry._errors import error_metadata, status_for
 from potluck.registry._wire import GRPC_OPTIONS
 from potluck.registry.base import Registry
-from potluck.registry.server import CoreServer, ExtraService
+from potluck.registry.server import CoreServer, ExtraService, start_listening
 
 _log = logging.getLogger(__name__)
 
@@ -252,25 +250,15 @@ def start_jobservice_server(
     add_job_service(server, service)
     for add_service in services:
         add_service(server, service)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = add_port(server, target, auth)
-    except (PotluckError, RuntimeError) as exc:
-        server.stop(None)
-        if denials is not None:
-            denials.close()
-        if isinstance(exc, PotluckError):
-            raise
-        raise UnavailableError(
-            f"the Job Service cannot listen on {target}: {bind_problem(host, port)}",
-            address=target,
-        ) from None
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return CoreServer(server, health_servicer, host, bound, denials)
+    return start_listening(
+        server,
+        host=host,
+        port=port,
+        auth=auth,
+        denials=denials,
+        what="the Job Service",
+        service_name=SERVICE_NAME,
+    )
 
 
 def run_jobservice(

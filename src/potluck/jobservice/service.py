@@ -37,6 +37,7 @@ from potluck.ingestion.jobs import (
     save_job,
     utc_now,
 )
+from potluck.ingestion.stream.brokers import default_group_id
 from potluck.jobservice._parts import open_engine, open_offline_store, open_online_store
 from potluck.jobservice.control_loop import ControlLoop
 from potluck.jobservice.retrieval import RetrievalRunner, resolve_requests
@@ -165,7 +166,13 @@ class JobService:
         return self._start_stream(project, table, fingerprint=None)
 
     def _start_stream(self, project: str, table: str, *, fingerprint: str | None) -> Job:
-        spec = JobSpec(kind=STREAM_TO_ONLINE, project=project, table=table, fingerprint=fingerprint)
+        spec = JobSpec(
+            kind=STREAM_TO_ONLINE,
+            project=project,
+            table=table,
+            group_id=default_group_id(project, table),  # recorded as the job runs it
+            fingerprint=fingerprint,
+        )
         context = JobContext(  # the job's own: it closes them when it ends
             SqlRegistry(self.settings.registry_url),
             self._offline,

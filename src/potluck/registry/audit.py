@@ -59,12 +59,13 @@ else:
 def current_actor() -> str:
     """Return who the current change is made by.
 
-    That is the authenticated caller's subject; without authentication, ``peer:<address>``
+    That is the authenticated caller's :attr:`~potluck.auth.identity.Caller.actor`
+    (``token:<name>``, ``jwt:<sub>``); without authentication, ``peer:<address>``
     inside a call a server serves, else ``local:<OS user>``.
     """
     caller = current_caller()
     if caller is not None:
-        return caller.subject
+        return caller.actor
     peer = _PEER.get()
     if peer:
         return f"peer:{peer}"

@@ -84,11 +84,12 @@ class DataIsolation:
 def normalize_location(location: str, root: str | Path) -> str:
     """Return the one spelling of a location an administrator allows.
 
-    ``kafka:PREFIX`` is kept; a path or URL is resolved as a batch source path is (relative
-    paths against ``root``; see :func:`potluck.definitions.sources.resolve_source_path`).
+    ``kafka:PREFIX`` is kept; an absolute path or a URL is normalised as a batch source path is
+    (see :func:`potluck.definitions.sources.resolve_source_path`). A relative path is refused:
+    it would be resolved against one client's folder and then hold for every client.
 
     Raises:
-        ValidationError: If the location is empty, or ``kafka:`` has no prefix.
+        ValidationError: If the location is empty or relative, or ``kafka:`` has no prefix.
     """
     text = location.strip() if isinstance(location, str) else ""
     if not text or text == TOPIC_PREFIX:
@@ -99,6 +100,13 @@ def normalize_location(location: str, root: str | Path) -> str:
         )
     if text.startswith(TOPIC_PREFIX):
         return text
+    if "://" not in text and not text.startswith("/"):
+        raise ValidationError(
+            f"location: {location!r} is relative; an allowed location is stored in the registry "
+            "and holds for every client, so give an absolute folder (such as /srv/shared/stats), "
+            "a URL such as s3://bucket/prefix, or kafka:PREFIX",
+            field="location",
+        )
     try:
         return resolve_source_path(text, root)
     except DefinitionError as exc:

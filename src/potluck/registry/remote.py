@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from potluck._proto.potluck.core.v1 import core_service_pb2 as pb
 from potluck._proto.potluck.core.v1 import core_service_pb2_grpc as pb_grpc
-from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel
+from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel, plain_hint
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, Definition, kind_of
 from potluck.errors import PotluckError, UnavailableError, ValidationError
@@ -76,6 +76,7 @@ class RemoteRegistry(Registry):
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self._security = security
         self._channel = open_channel(address, security, GRPC_OPTIONS)
         self._stub = pb_grpc.CoreServiceStub(self._channel)
         try:
@@ -102,7 +103,7 @@ class RemoteRegistry(Registry):
                 reason = call.details() or status.name
             raise UnavailableError(
                 f"cannot reach the Core service at {self.address}: {reason}; "
-                "is `potluck core` running?",
+                f"is `potluck core` running?{plain_hint(self._security, 'core_secure', reason)}",
                 address=self.address,
             ) from None
         if response.status != health_pb2.HealthCheckResponse.SERVING:
@@ -273,7 +274,7 @@ class RemoteRegistry(Registry):
         if status == grpc.StatusCode.UNAVAILABLE:
             return UnavailableError(
                 f"cannot reach the Core service at {self.address}: {details}; "
-                "is `potluck core` running?",
+                f"is `potluck core` running?{plain_hint(self._security, 'core_secure', details)}",
                 address=self.address,
             )
         if status == grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -190,6 +190,45 @@ def start_core_server(
     pb_grpc.add_CoreServiceServicer_to_server(_CoreServicer(registry), server)
     for add_service in services:
         add_service(server, registry)
+    return start_listening(
+        server,
+        host=host,
+        port=port,
+        auth=auth,
+        denials=denials,
+        what="the Core service",
+        service_name=SERVICE_NAME,
+    )
+
+
+def start_listening(
+    server: grpc.Server,
+    *,
+    host: str,
+    port: int,
+    auth: AuthSettings | None,
+    denials: DenialAudit | None,
+    what: str,
+    service_name: str,
+) -> CoreServer:
+    """Add the health service to ``server``, listen on ``host:port`` and start it.
+
+    Both ``service_name`` and the whole server (``""``) report ``SERVING`` once it listens.
+
+    Args:
+        server: A gRPC server with its services added, not started.
+        host: The interface to listen on.
+        port: The port to listen on; 0 picks a free one.
+        auth: TLS for the port when it names a certificate; ``None``: plain.
+        denials: The denial audit its interceptor writes to (closed if it cannot start).
+        what: The service, for the error (``"the Core service"``).
+        service_name: The full name of its main gRPC service, for the health service.
+
+    Raises:
+        UnavailableError: If ``host:port`` cannot be listened on (in use, or not a local
+            address).
+        ConfigError: If a TLS file is invalid.
+    """
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -202,11 +241,11 @@ def start_core_server(
         if isinstance(exc, PotluckError):
             raise
         raise UnavailableError(
-            f"the Core service cannot listen on {target}: {bind_problem(host, port)}",
+            f"{what} cannot listen on {target}: {bind_problem(host, port)}",
             address=target,
         ) from None
     server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", service_name):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return CoreServer(server, health_servicer, host, bound, denials)
 

@@ -274,6 +274,9 @@ class SqlRegistry(Registry):
     def restore_project(self, name: str) -> Project:
         """Restore archived project ``name`` (idempotent): applies to it are accepted again.
 
+        Restoring a project that is not archived changes nothing and writes no audit entry;
+        so does archiving an archived one.
+
         Raises:
             NotFoundError: If it does not exist.
         """
@@ -286,6 +289,8 @@ class SqlRegistry(Registry):
             row = t.project_row(conn, name)
             if row is None:
                 raise NotFoundError(f"project {name} not found", kind="project", name=name)
+            if bool(row.archived) == archived:  # nothing changes: nothing to audit
+                return Project(name, archived, _utc(row.created_at))
             p = t.projects.c
             conn.execute(sa.update(t.projects).where(p.name == name).values(archived=archived))
             change = {"archived": {"from": bool(row.archived), "to": archived}}
@@ -758,7 +763,13 @@ def _check_location(location: str) -> None:
     absolute = isinstance(location, str) and (
         location.startswith(("/", "kafka:")) or "://" in location
     )
-    if not absolute or location in ("/", "kafka:"):
+    if location == "/":
+        raise ValidationError(
+            "location: '/' is the whole file system; allowing it would let the project's tables "
+            "read and overwrite every project's data; allow the narrowest folder they need",
+            field="location",
+        )
+    if not absolute or location == "kafka:":
         raise ValidationError(
             f"location: {location!r} is not an absolute folder, a URL or kafka:PREFIX; "
             "resolve it first (potluck projects allow-location does)",

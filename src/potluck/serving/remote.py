@@ -14,7 +14,7 @@ import grpc
 
 from potluck._proto.feast.serving import ServingService_pb2 as serving_pb
 from potluck._proto.feast.serving import ServingService_pb2_grpc as serving_grpc
-from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel
+from potluck.auth.grpc import PLAIN, ClientSecurity, open_channel, plain_hint
 from potluck.errors import PotluckError, UnavailableError
 from potluck.registry._errors import CODE_KEY, rebuild_error
 from potluck.serving._values import entities_to_proto, response_from_proto
@@ -46,6 +46,7 @@ class RemoteServing:
         self.address = address
         self.project = project
         self.timeout = timeout
+        self._security = security
         self._channel = open_channel(address, security)
         self._stub = serving_grpc.ServingServiceStub(self._channel)
 
@@ -82,8 +83,10 @@ class RemoteServing:
         details = call.details() or ""
         if isinstance(code, str):
             return rebuild_error(code, details, trailing)
+        hint = plain_hint(self._security, "serving_secure", details)
         return UnavailableError(
-            f"cannot read from Online Serving at {self.address}: {call.code().name}: {details}",
+            f"cannot read from Online Serving at {self.address}: {call.code().name}: {details}"
+            + (f".{hint}" if hint else ""),
             address=self.address,
         )
 

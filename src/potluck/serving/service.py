@@ -544,10 +544,14 @@ class ServingService:
 
         The newest event time is the greatest of what ingestion job records report having
         written (read at each refresh) and what reads have returned. Tables with neither are
-        left out.
+        left out. An event time after now (clock skew) counts as 0 seconds, never less. Like a
+        read, a call starts a background refresh when one is due (or none has run yet), so
+        the job records reach the gauge within a refresh interval without any read.
         """
+        if not self._defs or time.monotonic() >= self._next_refresh:
+            self._refresh_in_background()
         now = time.time_ns() // 1_000 if now_us is None else now_us
-        return {key: (now - us) / 1e6 for key, us in list(self._newest_event_us.items())}
+        return {key: max(0.0, (now - us) / 1e6) for key, us in list(self._newest_event_us.items())}
 
 
 def entity_columns(

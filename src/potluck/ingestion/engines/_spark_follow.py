@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -28,15 +27,13 @@ from potluck.errors import NotFoundError
 from potluck.ingestion.engines.base import POLL_INTERVAL, RecordedJob
 from potluck.ingestion.jobs import Job, JobStatus, load_job, save_job, utc_now
 from potluck.ingestion.launchers.base import Launcher, LaunchHandle, LaunchStatus
+from potluck.offline.spark.logs import last_error_line
 from potluck.registry.base import Registry
 
 logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.5
 """Seconds between two checks of whether the application's process still runs."""
-_LOG_TAIL = 65_536
-"""Bytes read from the end of a log to find its last error line."""
-_ERROR_WORDS = re.compile(r"Error|Exception|No such file|not found", re.IGNORECASE)
 
 
 class SparkApplicationJobs:
@@ -178,28 +175,6 @@ class SparkApplicationJobs:
         )
 
 
-def last_error_line(path: str) -> str | None:
-    """Return the line of the log at ``path`` that best says why it ended, if any.
-
-    That is the last line naming an error (``Error``, ``Exception``, ``No such file``), else
-    the last line that is not a stack frame.
-    """
-    try:
-        with open(path, "rb") as log:
-            log.seek(max(0, os.path.getsize(path) - _LOG_TAIL))
-            text = log.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith(("at ", "...", "File "))
-    ]
-    errors = [line for line in lines if _ERROR_WORDS.search(line)]
-    chosen = errors or lines
-    return chosen[-1] if chosen else None
-
-
 class SparkJob(RecordedJob):
     """A job of a Spark application: followed through its record, cancelled through it too.
 
@@ -241,4 +216,4 @@ class SparkJob(RecordedJob):
         self._application.cancelled(self.id)
 
 
-__all__ = ["SparkApplicationJobs", "SparkJob", "WATCH_INTERVAL", "last_error_line"]
+__all__ = ["SparkApplicationJobs", "SparkJob", "WATCH_INTERVAL"]

@@ -46,12 +46,19 @@ from potluck.errors import (
     ValidationError,
 )
 from potluck.ingestion.engines._spark_follow import SparkApplicationJobs, SparkJob
-from potluck.ingestion.engines.base import Engine, JobContext, positive_duration, resolve_table
+from potluck.ingestion.engines.base import (
+    Engine,
+    JobContext,
+    RecordedJob,
+    positive_duration,
+    resolve_table,
+)
 from potluck.ingestion.jobs import (
     DEFAULT_HEARTBEAT_TIMEOUT,
     STREAM_TO_ONLINE,
     Job,
     JobSpec,
+    JobStats,
     JobStatus,
     save_job,
     utc_now,
@@ -204,7 +211,7 @@ class SparkEngine(Engine):
         super().__init__(config)
         self._launcher = StandaloneLauncher(config.spark_submit)
 
-    def submit(self, spec: JobSpec, context: JobContext) -> SparkJob:
+    def submit(self, spec: JobSpec, context: JobContext) -> RecordedJob:
         """Record the job and launch its application; see :meth:`Engine.submit`.
 
         A ``stream_to_online`` spec launches a Structured Streaming application of its own
@@ -260,11 +267,15 @@ class SparkEngine(Engine):
         )
         return self._launch(application, [job], _STREAM_ENTRY, context)[0]
 
-    def submit_many(self, specs: Sequence[JobSpec], context: JobContext) -> list[SparkJob]:
+    def submit_many(self, specs: Sequence[JobSpec], context: JobContext) -> list[RecordedJob]:
         """Record several jobs and launch one application that runs them one after another.
 
         Each job keeps its own record and can be cancelled alone. The jobs' tables must agree
         on ``executor_memory`` and ``executor_cores`` (properties of the whole application).
+        A job with no file to read (an empty source, nothing committed since its watermark, no
+        partition day in its range) is recorded ``SUCCEEDED`` with zero rows at once, as the
+        local engine ends it, and gets no application (nor does a call whose jobs are all such);
+        its handle is a plain :class:`RecordedJob`, the others are :class:`SparkJob`.
 
         Raises:
             ValidationError: If ``specs`` is empty or the tables' executor settings differ.
@@ -276,23 +287,29 @@ class SparkEngine(Engine):
         registry = _registry_address(context.registry)
         self._check_master()
         self._launcher.executable()
-        loads = [self._plan(spec, context) for spec in specs]
+        planned = [self._plan(spec, context) for spec in specs]
         settings = self.application_settings([spec.table for spec in specs])
-        folder = self._log_folder()
-        first = loads[0][0].id
-        log = str(folder / f"{first}.log")
-        jobs = [replace(job, log_location=log) for job, _ in loads]
-        name = f"potluck offline-to-online {', '.join(spec.table for spec in specs)}"
-        application = ApplicationSpec(
-            name=name,
-            settings=settings,
-            registry=registry,
-            online_store=context.online_store.config.model_dump(mode="json"),
-            progress_interval=self.config.progress_interval,
-            heartbeat_timeout=self.config.heartbeat_timeout.total_seconds(),
-            loads=tuple(load for _, load in loads),
-        )
-        return self._launch(application, jobs, _BATCH_ENTRY, context)
+        loads = [(job, load) for job, load in planned if load.paths]
+        handles: dict[str, RecordedJob] = {
+            job.id: _nothing_to_read(job, context) for job, load in planned if not load.paths
+        }
+        if loads:
+            folder = self._log_folder()
+            log = str(folder / f"{loads[0][0].id}.log")
+            jobs = [replace(job, log_location=log) for job, _ in loads]
+            tables = ", ".join(load.table.name for _, load in loads)
+            application = ApplicationSpec(
+                name=f"potluck offline-to-online {tables}",
+                settings=settings,
+                registry=registry,
+                online_store=context.online_store.config.model_dump(mode="json"),
+                progress_interval=self.config.progress_interval,
+                heartbeat_timeout=self.config.heartbeat_timeout.total_seconds(),
+                loads=tuple(load for _, load in loads),
+            )
+            launched = self._launch(application, jobs, _BATCH_ENTRY, context)
+            handles.update((handle.id, handle) for handle in launched)
+        return [handles[job.id] for job, _ in planned]
 
     def _launch(
         self, application: ApplicationSpec, jobs: list[Job], entry: str, context: JobContext
@@ -426,8 +443,8 @@ class SparkEngine(Engine):
             try:
                 with socket.create_connection((host.strip("[]"), int(port)), timeout=3.0):
                     return
-            except (OSError, ValueError) as exc:
-                problems.append(f"{address}: {getattr(exc, 'strerror', None) or exc}")
+            except OSError as exc:
+                problems.append(f"{address}: {exc.strerror or exc}")
         raise UnavailableError(
             f"the Spark master {master} cannot be reached ({'; '.join(problems)}); start it, or "
             "fix engine.master",
@@ -464,6 +481,16 @@ def _registry_address(registry: Registry) -> RegistryAddress:
         key="registry",
         sources=(),
     )
+
+
+def _nothing_to_read(job: Job, context: JobContext) -> RecordedJob:
+    """Record ``job``, which has no file to read, ``SUCCEEDED`` with zero rows; its handle."""
+    now = utc_now()
+    done = job.evolve(
+        status=JobStatus.SUCCEEDED, started_at=now, finished_at=now, stats=JobStats(), rows_total=0
+    )
+    save_job(context.registry, done)
+    return RecordedJob(context.registry, job.spec.project, job.id)
 
 
 def _resolve_stream(

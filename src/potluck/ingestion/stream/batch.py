@@ -17,6 +17,8 @@ A message is bad for the first of these reasons (:class:`BadReason`) that applie
 - ``missing_timestamp``: the event timestamp is missing or null;
 - ``schema_violation``: another field does not convert to its type (a feature, the event or
   created timestamp);
+- ``future_event_time``: its event time is more than :data:`FUTURE_TOLERANCE` after now (newer
+  wins would keep it over every real value until that time);
 - ``older_than_max_age``: its event time is older than the table's ``max_age`` (its value
   would be expired already).
 """
@@ -27,7 +29,7 @@ import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, cast
 
@@ -68,6 +70,10 @@ OFFSET = "offset"
 BLOCK = 256
 """Values converted together once a column holds a bad value (a bad one costs a block, not the
 column)."""
+FUTURE_TOLERANCE = timedelta(hours=1)
+"""How far after now an event time may be (clock skew between producers and the job); a later
+one is bad (``future_event_time``): written, it would win over every real value of its key
+until that time, and make freshness negative."""
 
 
 class BadReason(str, Enum):
@@ -78,6 +84,7 @@ class BadReason(str, Enum):
     BAD_KEY_TYPE = "bad_key_type"
     MISSING_TIMESTAMP = "missing_timestamp"
     SCHEMA_VIOLATION = "schema_violation"
+    FUTURE_EVENT_TIME = "future_event_time"
     OLDER_THAN_MAX_AGE = "older_than_max_age"
 
 
@@ -167,7 +174,8 @@ def decode_batch(
         raw: ``n`` raw messages with the columns of :data:`RAW_SCHEMA` (``key``, ``topic`` and
             ``timestamp`` may be missing).
         stream: The table the messages feed.
-        now: The current time (aware); messages older than ``now - max_age`` are bad.
+        now: The current time (aware); messages older than ``now - max_age`` or later than
+            ``now + FUTURE_TOLERANCE`` are bad.
 
     Returns:
         The good rows, the bad messages with their reasons, and the count per reason; every
@@ -196,6 +204,7 @@ def decode_batch(
         columns[item.name] = _convert(column, item, reasons)
     if CREATED_TIMESTAMP not in columns:
         columns[CREATED_TIMESTAMP] = _kafka_timestamps(raw)
+    _mark_future(columns[EVENT_TIMESTAMP], now, reasons)
     _mark_expired(columns[EVENT_TIMESTAMP], stream.table, now, reasons)
     good = pa.array([r is None for r in reasons], pa.bool_())
     rows = pa.table(
@@ -281,6 +290,32 @@ def _kafka_timestamps(raw: pa.Table | pa.RecordBatch) -> pa.Array:
     if array.type.tz is None:
         array = array.cast(pa.timestamp(array.type.unit, tz="UTC"))
     return array.cast(TIMESTAMP_ARROW_TYPE)
+
+
+def future_event_time_detail(event: object, now: datetime) -> str:
+    """Return why event time ``event`` is refused at ``now`` (it is after now + tolerance)."""
+    return (
+        f"event time {event} is more than {FUTURE_TOLERANCE} after now ({now.isoformat()}); "
+        "newer wins would keep it over every later value of its key: fix the producer's clock "
+        "or the timestamp"
+    )
+
+
+def future_rows(event: pa.Array, now: datetime) -> list[int]:
+    """Return the rows of ``event`` (timestamps) later than ``now + FUTURE_TOLERANCE``."""
+    if len(event) == 0:
+        return []
+    latest = pa.scalar(now + FUTURE_TOLERANCE, TIMESTAMP_ARROW_TYPE)
+    later = pc.fill_null(pc.greater(event.cast(TIMESTAMP_ARROW_TYPE), latest), False)
+    return cast(list[int], pc.indices_nonzero(later).to_pylist())
+
+
+def _mark_future(
+    event: pa.Array, now: datetime, reasons: list[tuple[BadReason, str] | None]
+) -> None:
+    for row in future_rows(event, now):
+        if reasons[row] is None:
+            reasons[row] = (BadReason.FUTURE_EVENT_TIME, future_event_time_detail(event[row], now))
 
 
 def _mark_expired(
@@ -370,6 +405,7 @@ def newest_event_us(rows: pa.Table) -> int | None:
 __all__ = [
     "BAD_SCHEMA",
     "BLOCK",
+    "FUTURE_TOLERANCE",
     "OFFSET",
     "PARTITION",
     "RAW_SCHEMA",
@@ -377,6 +413,8 @@ __all__ = [
     "DecodedBatch",
     "StreamTable",
     "decode_batch",
+    "future_event_time_detail",
+    "future_rows",
     "newest_event_us",
     "online_rows",
 ]

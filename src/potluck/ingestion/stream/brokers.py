@@ -14,7 +14,12 @@ from typing import Any
 
 from potluck._kafka_properties import property_secrets
 from potluck._redact import redact_text
-from potluck.errors import PluginDependencyError, UnavailableError, ValidationError
+from potluck.errors import (
+    DataValidationError,
+    PluginDependencyError,
+    UnavailableError,
+    ValidationError,
+)
 from potluck.ingestion.stream.batch import StreamTable
 
 METADATA_TIMEOUT = 5.0
@@ -26,6 +31,23 @@ propagate: the loop reports what matters itself (a job's ``warning``); attach a 
 logger, or set ``propagate``, to see them."""
 CLIENT_LOGGER.addHandler(logging.NullHandler())
 CLIENT_LOGGER.propagate = False
+
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest message a producer sends."""
+
+MESSAGE_ERRORS = frozenset(
+    {
+        "MSG_SIZE_TOO_LARGE",
+        "INVALID_MSG",
+        "INVALID_MSG_SIZE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_TIMESTAMP",
+        "INVALID_RECORD",
+        "INVALID_REQUIRED_ACKS",
+    }
+)
+"""Names of the librdkafka errors about a message itself, not about reaching the brokers:
+sending it again cannot help, the row must change."""
 
 RETRY_BACKOFF = (0.1, 5.0)
 """The first and the longest wait, in seconds, between two tries of something a broker or a
@@ -108,6 +130,22 @@ def new_client(stream: StreamTable, kind: str, config: Mapping[str, Any]) -> Any
         ) from None
 
 
+def check_stream_settings(stream: StreamTable, group_id: str, overrides: Mapping[str, str]) -> None:
+    """Build (and close) the clients a stream job builds, so librdkafka judges their settings.
+
+    A job checks them here before it is recorded, so a property librdkafka refuses is a
+    :class:`ValidationError` (exit code 2), never a job that fails once started.
+
+    Raises:
+        ValidationError: If librdkafka refuses a property of the consumer (or of the dead-letter
+            producer, when the source names a dead-letter topic); see :func:`new_client`.
+    """
+    consumer = new_client(stream, "Consumer", consumer_config(stream, group_id, overrides))
+    consumer.close()
+    if stream.source.dead_letter_topic is not None:
+        new_client(stream, "Producer", producer_config(stream.source.bootstrap_servers, overrides))
+
+
 def default_group_id(project: str, table: str) -> str:
     """Return the consumer group of a table's stream job when none is given."""
     return f"potluck.{project}.{table}"
@@ -121,6 +159,43 @@ def unavailable(stream: StreamTable, error: object, *, what: str = "") -> Unavai
         f"cannot reach the Kafka brokers {source.bootstrap_servers} for feature table "
         f"{stream.table.name!r} ({topic}): {_text(error)}",
         address=source.bootstrap_servers,
+    )
+
+
+def message_refused(
+    stream: StreamTable, error: object, row: int, size: int, limit: int
+) -> DataValidationError | None:
+    """Return the error of a message refused for what it is (too large, invalid), else ``None``.
+
+    Args:
+        stream: The table published to.
+        error: The KafkaException (or KafkaError) librdkafka gave.
+        row: The row of the refused message (0-based).
+        size: The message's key and value, in bytes.
+        limit: The producer's ``message.max.bytes``.
+    """
+    inner = error.args[0] if isinstance(error, Exception) and error.args else error
+    name = getattr(inner, "name", None)
+    code = str(name()) if callable(name) else ""
+    if code not in MESSAGE_ERRORS:
+        return None
+    source = stream.source
+    if code in ("MSG_SIZE_TOO_LARGE", "INVALID_MSG_SIZE", "RECORD_LIST_TOO_LARGE"):
+        why = (
+            f"its message is {size} bytes, larger than the Kafka limits allow (the producer's "
+            f"message.max.bytes is {limit}; the topic's max.message.bytes, default 1048588, "
+            "applies on the brokers); make the row smaller, or raise both limits "
+            "(-k message.max.bytes=..., kafka-configs --alter --add-config max.message.bytes=...)"
+        )
+    else:
+        why = f"the brokers refused its message: {_text(error)}"
+    return DataValidationError(
+        f"feature table {stream.table.name!r}, topic {source.topic!r}: row {row}: {why}; "
+        "nothing was published",
+        table=stream.table.name,
+        topic=source.topic,
+        column=None,
+        row=row,
     )
 
 
@@ -210,12 +285,16 @@ def _text(error: object) -> str:
 
 __all__ = [
     "CLIENT_LOGGER",
+    "MESSAGE_ERRORS",
     "METADATA_TIMEOUT",
+    "PRODUCER_MESSAGE_MAX_BYTES",
     "RETRY_BACKOFF",
+    "check_stream_settings",
     "check_topics",
     "consumer_config",
     "default_group_id",
     "import_confluent_kafka",
+    "message_refused",
     "missing_topic",
     "new_client",
     "producer_config",

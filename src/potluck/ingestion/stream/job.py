@@ -36,10 +36,14 @@ from potluck.ingestion.jobs import (
     utc_now,
 )
 from potluck.ingestion.stream.batch import StreamTable
-from potluck.ingestion.stream.brokers import default_group_id, import_confluent_kafka
+from potluck.ingestion.stream.brokers import (
+    check_stream_settings,
+    default_group_id,
+    import_confluent_kafka,
+)
 from potluck.ingestion.stream.kafka import StreamProgress, StreamSettings, run_stream_to_online
 from potluck.ingestion.stream.offline_sink import OfflineSink
-from potluck.ingestion.stream.running import refuse_second_job
+from potluck.ingestion.stream.running import group_of, refuse_second_job
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +172,7 @@ def submit_stream_job(
             jobs of one group share its partitions; see
             :mod:`potluck.ingestion.stream.running`).
         DefinitionError: If its protobuf class cannot be imported.
+        ValidationError: If librdkafka refuses a Kafka property (nothing is recorded).
         PluginDependencyError: If confluent-kafka (or fastavro, for Avro) is missing.
     """
     try:
@@ -196,6 +201,7 @@ def _record(
     stream = StreamTable(spec.project, table, {n: e.value_type for n, e in entities.items()})
     stream.decoder  # noqa: B018 - fails now, not in the job, if the format cannot be read here
     import_confluent_kafka()
+    check_stream_settings(stream, group_of(spec), context.kafka_config)
     refuse_second_job(registry, spec, config.type)
     job = Job.new(spec, config.type, heartbeat_timeout=config.heartbeat_timeout)
     save_job(registry, job)

@@ -5,9 +5,9 @@
   value) and ``bad``;
 - ``potluck_stream_bad_messages_total{project,table,job,reason}``: bad messages per reason
   (``undecodable``, ``schema_violation``, ``null_key``, ``bad_key_type``, ``missing_timestamp``,
-  ``older_than_max_age``);
+  ``future_event_time``, ``older_than_max_age``);
 - ``potluck_feature_freshness_seconds{project,table}``: now minus the newest event time the job
-  has written (absent until it has written one);
+  has written, never below 0 (absent until it has written one);
 - ``potluck_stream_up{project,table,job}``: 1 while the job runs without a warning (a broker or
   store it cannot reach), else 0;
 - ``potluck_stream_partitions{project,table,job}``: partitions its consumer holds.
@@ -35,15 +35,18 @@ class StreamJobMetrics(Collector):
     """Prometheus metrics of one stream job.
 
     Args:
-        job: The job; its record is read at each scrape.
+        job: The job; its record is read at each scrape. ``None``: no metrics until
+            :attr:`job` is set (so the endpoint can be bound before the job is started).
     """
 
-    def __init__(self, job: IngestionJob) -> None:
-        self._job = job
+    def __init__(self, job: IngestionJob | None = None) -> None:
+        self.job = job
 
     def collect(self) -> Iterator[Any]:
-        """Yield the metric families of the job's current record."""
-        record = self._job.record()
+        """Yield the metric families of the job's current record (none before it has a job)."""
+        if self.job is None:
+            return
+        record = self.job.record()
         spec = record.spec
         labels = [spec.project, spec.table, record.id]
         messages = CounterMetricFamily(
@@ -73,7 +76,7 @@ class StreamJobMetrics(Collector):
             labels=["project", "table"],
         )
         if record.max_event_timestamp_us is not None:
-            age = time.time() - record.max_event_timestamp_us / 1e6
+            age = max(0.0, time.time() - record.max_event_timestamp_us / 1e6)
             freshness.add_metric([spec.project, spec.table], age)
         yield freshness
         up = record.status is JobStatus.RUNNING and record.warning is None
@@ -86,11 +89,11 @@ class StreamJobMetrics(Collector):
             yield family
 
 
-def serve_metrics(job: IngestionJob, port: int, host: str = "127.0.0.1") -> Any:
+def serve_metrics(job: IngestionJob | StreamJobMetrics, port: int, host: str = "127.0.0.1") -> Any:
     """Serve the job's metrics over HTTP (``GET /metrics``) on a daemon thread.
 
     Args:
-        job: The stream job.
+        job: The stream job, or its collector (whose ``job`` may be set later).
         port: The port (``0``: any free one).
         host: The address to listen on.
 
@@ -102,7 +105,7 @@ def serve_metrics(job: IngestionJob, port: int, host: str = "127.0.0.1") -> Any:
         OSError: If the port cannot be bound.
     """
     registry = CollectorRegistry()
-    registry.register(StreamJobMetrics(job))
+    registry.register(job if isinstance(job, StreamJobMetrics) else StreamJobMetrics(job))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
 

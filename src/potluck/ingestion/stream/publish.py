@@ -15,17 +15,21 @@ import contextlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
 
 from potluck.definitions.entity import Entity
+from potluck.errors import DataValidationError
 from potluck.ingestion.ingest import check_rows
-from potluck.ingestion.stream.batch import StreamTable
+from potluck.ingestion.stream.batch import StreamTable, future_event_time_detail, future_rows
 from potluck.ingestion.stream.brokers import (
     METADATA_TIMEOUT,
+    PRODUCER_MESSAGE_MAX_BYTES,
     check_topics,
     import_confluent_kafka,
+    message_refused,
     new_client,
     producer_config,
     unavailable,
@@ -92,13 +96,17 @@ def publish(
         What was sent.
 
     Raises:
-        DataValidationError: If a row does not fit (nothing is sent); ``column`` and ``row``
-            name the first problem.
+        DataValidationError: If a row does not fit, or its event time is more than
+            ``FUTURE_TOLERANCE`` after now (nothing is sent); ``column`` and ``row`` name the
+            first problem.
         ValidationError: If the topic does not exist, or librdkafka refuses a property.
+        DataValidationError: If the brokers refuse a message itself (too large, invalid);
+            ``row`` names it (nothing is visible to readers of committed messages).
         UnavailableError: If the brokers cannot be reached or the transaction fails (nothing
             is visible to readers of committed messages).
     """
     rows = check_rows(stream.table, stream.source, entities, data)
+    _refuse_future_event_times(rows, stream)
     values = encoder_for(stream).encode(rows)
     keys = message_keys(rows, stream)
     kafka = import_confluent_kafka()
@@ -112,28 +120,48 @@ def publish(
     check_topics(producer, stream, dead_letter=False, timeout=min(timeout, METADATA_TIMEOUT))
     if not values:
         return PublishReport(stream.table.name, stream.source.topic, 0)
-    failures: list[Any] = []
-
-    def delivered(error: Any, message: Any) -> None:
-        if error is not None:
-            failures.append(error)
-
+    failures: list[tuple[int, Any]] = []
+    limit = int(settings.get("message.max.bytes", PRODUCER_MESSAGE_MAX_BYTES))
+    row = 0
     try:
         producer.init_transactions(timeout)
         producer.begin_transaction()
-        for key, value in zip(keys, values, strict=True):
-            _produce(producer, stream.source.topic, key, value, delivered)
+        for row, (key, value) in enumerate(zip(keys, values, strict=True)):
+            _produce(producer, stream.source.topic, key, value, row, failures)
         producer.flush(timeout)
         if failures:
-            raise kafka.KafkaException(failures[0])
+            row, error = failures[0]
+            raise kafka.KafkaException(error)
         producer.commit_transaction(timeout)
     except kafka.KafkaException as exc:
         _abort(producer, kafka, timeout)
-        raise unavailable(stream, exc) from None
+        refused = message_refused(stream, exc, row, len(keys[row]) + len(values[row]), limit)
+        raise (refused or unavailable(stream, exc)) from None
     return PublishReport(stream.table.name, stream.source.topic, len(values))
 
 
-def _produce(producer: Any, topic: str, key: bytes, value: bytes, delivered: Any) -> None:
+def _refuse_future_event_times(rows: pa.Table, stream: StreamTable) -> None:
+    """Refuse the first row whose event time a stream job would refuse (``future_event_time``)."""
+    column = stream.source.event_timestamp_column
+    now = datetime.now(timezone.utc)
+    event = rows.column(column).combine_chunks()
+    later = future_rows(event, now)
+    if later:
+        row = later[0]
+        raise DataValidationError(
+            f"column {column!r} row {row}: {future_event_time_detail(event[row], now)}",
+            column=column,
+            row=row,
+        )
+
+
+def _produce(
+    producer: Any, topic: str, key: bytes, value: bytes, row: int, failures: list[tuple[int, Any]]
+) -> None:
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append((row, error))
+
     while True:
         try:
             producer.produce(topic, value=value, key=key, on_delivery=delivered)

@@ -123,6 +123,9 @@ class _FileSpec:
     """What an executor needs to read and check an entity file (pickled to every task)."""
 
     path: str
+    """The file as executors read it: absolute, or a URL."""
+    given: str
+    """The file as the caller named it, for messages (as ``prepare`` names it)."""
     from_csv: bool
     declared: tuple[DeclaredColumn, ...]
     converts: tuple[bool, ...]
@@ -136,7 +139,10 @@ class _FileSpec:
 class EntityFile:
     """Entity rows in a ``.parquet`` or ``.csv`` file, read and checked on executors.
 
-    Opening reads the footer (Parquet) or the header (CSV) on the driver, no rows.
+    Opening reads the footer (Parquet) or the header (CSV) on the driver, no rows, so a file
+    that is missing there fails before any Spark work. A relative path is the caller's: it is
+    resolved against the working folder on the driver (as ``prepare`` reads it), and executors
+    read the absolute path.
 
     Args:
         path: The file (a path or a URL), as ``prepare`` accepts it.
@@ -154,7 +160,8 @@ class EntityFile:
     def __init__(self, path: str | os.PathLike[str], plan: PitPlan) -> None:
         self.plan = plan
         declared = tuple(entity_columns(plan))
-        opened = open_input(os.fspath(path), declared, keep_other_columns=True)
+        given = os.fspath(path)
+        opened = open_input(given, declared, keep_other_columns=True)
         names = opened.columns
         self._taken = taken_output_column(plan, names)
         if not opened.from_csv and self._taken is not None:
@@ -168,18 +175,20 @@ class EntityFile:
         )
         self.columns = plan_carry(schema)
         self._schema = schema
-        fs, inner = filesystem_for(os.fspath(path))
+        fs, inner = filesystem_for(given)
         group_rows: tuple[int, ...] = ()
         if not opened.from_csv:
             try:
                 metadata = pq.read_metadata(inner, filesystem=fs)
             except OSError as exc:
-                raise os_error(os.fspath(path), exc, "read") from None
+                raise os_error(given, exc, "read") from None
             group_rows = tuple(
                 metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)
             )
         self._spec = _FileSpec(
-            path=os.fspath(path),
+            # Executors run in folders of their own: a relative path is the caller's.
+            path=given if "://" in given else inner,
+            given=given,
             from_csv=opened.from_csv,
             declared=declared,
             converts=tuple(
@@ -320,8 +329,19 @@ def _read(
                 yield checked
             offset += batch.num_rows
     except PotluckError as exc:  # the file cannot be read from here on
-        first.setdefault((0, 0, 0), (0, 0, 0, offset, exc))
+        first.setdefault((0, 0, 0), (0, 0, 0, offset, _as_given(spec, exc)))
     findings.extend(first.values())
+
+
+def _as_given(spec: _FileSpec, error: PotluckError) -> PotluckError:
+    """``error`` naming the file as the caller named it, not as executors read it."""
+    if spec.path == spec.given:
+        return error
+    attrs = error.attrs()
+    if attrs.get("path") == spec.path:
+        attrs["path"] = spec.given
+    message = error.message.replace(repr(spec.path), repr(spec.given))
+    return type(error)(message, **attrs)
 
 
 def _batches(spec: _FileSpec, numbers: Sequence[int]) -> Iterator[pa.RecordBatch]:

@@ -16,7 +16,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from potluck import errors
+from potluck.config import setting_error
 from potluck.errors import PotluckError, UnavailableError, ValidationError
+from potluck.offline.spark.logs import last_error_line, refused_setting
 from potluck.offline.spark.settings import SparkSettings, is_loopback
 
 try:
@@ -72,7 +74,11 @@ def executor_python(settings: SparkSettings) -> str:
 
 
 def start_session(
-    settings: SparkSettings, app_name: str, *, log_file: str | None = None
+    settings: SparkSettings,
+    app_name: str,
+    *,
+    log_file: str | None = None,
+    conf_key: str = "conf",
 ) -> SparkSession:
     """Start (or join) this process's Spark session on ``settings``' cluster.
 
@@ -87,9 +93,15 @@ def start_session(
             lines (task failures, warnings) and the JVM's own start-up warnings, which would
             otherwise reach the user's terminal; PySpark's JSON lines about query errors go
             there too. Without it, Spark logs as PySpark sets up.
+        conf_key: The setting that holds ``settings.conf`` (``offline_store.conf``), named
+            when Spark refuses one of its properties.
 
     Raises:
-        UnavailableError: If the cluster cannot be reached or the session does not start.
+        ConfigError: If the JVM exited because Spark (a ``SparkException`` or
+            ``IllegalArgumentException`` in ``log_file``) or java (an option such as ``-Xmx``)
+            refused a property's value; names ``conf_key`` and quotes the refusal.
+        UnavailableError: If the cluster cannot be reached or the session does not start;
+            quotes the JVM's last error line from ``log_file`` when it exited.
     """
     os.environ["PYSPARK_PYTHON"] = executor_python(settings)
     if is_loopback(settings.master):
@@ -103,11 +115,29 @@ def start_session(
             _launch_jvm(conf, log_file)
         return builder.getOrCreate()
     except Exception as exc:  # noqa: BLE001 - py4j and the JVM raise anything at start
-        see = f"; its log: {log_file}" if log_file is not None else ""
-        raise UnavailableError(
-            f"cannot start a Spark session on {settings.master}: {_first_line(exc)}; check that "
-            f"the master is running and reachable (and JAVA_HOME points at Java 17 or newer){see}"
-        ) from None
+        raise _start_error(settings.master, exc, log_file, conf_key) from None
+
+
+def _start_error(master: str, exc: Exception, log_file: str | None, conf_key: str) -> PotluckError:
+    """Say why the session did not start: the JVM's own last error line when it exited."""
+    reason = _first_line(exc)
+    see = ""
+    if log_file is not None:
+        see = f"; its log: {log_file}"
+        line = last_error_line(log_file) if SparkContext._gateway is None else None
+        refused = None if line is None else refused_setting(line)
+        if refused is not None:
+            return setting_error(
+                conf_key,
+                f"Spark refused to start on {master}: {refused}; correct the Spark property "
+                f"this is about{see}",
+            )
+        if line is not None:
+            reason = line
+    return UnavailableError(
+        f"cannot start a Spark session on {master}: {reason}; check that the master is "
+        f"running and reachable (and JAVA_HOME points at Java 17 or newer){see}"
+    )
 
 
 def _launch_jvm(conf: Mapping[str, str], log_file: str) -> None:

@@ -10,26 +10,52 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-_MASTER = re.compile(r"local(\[(\d+|\*)(,\d+)?\])?|spark://[^/\s]+|yarn|k8s://\S+")
+_LOCAL = re.compile(r"local(?:\[(?P<threads>\d+|\*)(?:,(?P<failures>\d+))?\])?")
+_STANDALONE = re.compile(r"spark://(?P<addresses>.+)")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
+_KUBERNETES = re.compile(r"k8s://\S+")
+_FORMS = (
+    "use spark://HOST:PORT (a standalone cluster; PORT 1-65535, several masters comma-separated), "
+    "local, local[N] or local[N,F] (N >= 1 threads in this process, F >= 1 task attempts), "
+    "local[*], yarn or k8s://URL"
+)
 
 
 def check_master(value: str) -> str:
     """Return ``value`` if it is a Spark master URL this project can submit to.
 
+    Accepted: ``spark://HOST:PORT[,HOST:PORT...]`` with every port in 1-65535; ``local``,
+    ``local[N]``, ``local[*]``, ``local[N,F]``, ``local[*,F]`` with ``N`` and ``F`` at least 1;
+    ``yarn``; ``k8s://URL``.
+
     Raises:
-        ValueError: Naming the accepted forms.
+        ValueError: Saying what is wrong and naming the accepted forms.
     """
-    if not _MASTER.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a Spark master URL; use spark://HOST:PORT (a standalone "
-            "cluster), local[N] (N threads in one process), yarn or k8s://URL"
-        )
-    return value
+    local = _LOCAL.fullmatch(value)
+    if local is not None:
+        for part, name in (("threads", "thread count N"), ("failures", "task attempts F")):
+            number = local.group(part)
+            if number is not None and number != "*" and int(number) < 1:
+                raise ValueError(f"the {name} of {value!r} must be at least 1; {_FORMS}")
+        return value
+    standalone = _STANDALONE.fullmatch(value)
+    if standalone is not None:
+        for address in standalone.group("addresses").split(","):
+            found = _ADDRESS.fullmatch(address)
+            if found is None:
+                raise ValueError(f"{address!r} in {value!r} is not HOST:PORT; {_FORMS}")
+            if not 1 <= int(found.group("port")) <= 65535:
+                raise ValueError(
+                    f"the port {found.group('port')} in {value!r} is not in 1-65535; {_FORMS}"
+                )
+        return value
+    if value == "yarn" or _KUBERNETES.fullmatch(value):
+        return value
+    raise ValueError(f"{value!r} is not a Spark master URL; {_FORMS}")
 
 
 MasterUrl = Annotated[str, AfterValidator(check_master)]
-"""A Spark master URL: ``spark://host:port``, ``local``, ``local[N]``, ``local[*]``, ``yarn``
-or ``k8s://...``."""
+"""A Spark master URL as :func:`check_master` accepts it."""
 
 
 class SparkSettings(BaseModel):

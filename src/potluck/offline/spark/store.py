@@ -281,7 +281,8 @@ class SparkOfflineStore(OfflineStore):
 
         Raises:
             UnavailableError: If the master cannot be reached or the session does not start.
-            ConfigError: If this process runs a session on another master already.
+            ConfigError: If this process runs a session on another master already, or Spark
+                refuses a property of ``offline_store.conf``.
         """
         with self._lock:
             if self._spark is None:
@@ -294,7 +295,9 @@ class SparkOfflineStore(OfflineStore):
                     python=self.config.python,
                 )
                 try:
-                    spark = start_session(settings, APP_NAME, log_file=self._log_file())
+                    spark = start_session(
+                        settings, APP_NAME, log_file=self._log_file(), conf_key="offline_store.conf"
+                    )
                 except UnavailableError as exc:
                     raise UnavailableError(
                         f"{exc.message} (offline_store.master)",
@@ -405,8 +408,8 @@ def _check_reachable(master: str) -> None:
         try:
             with socket.create_connection((host.strip("[]"), int(port)), _CONNECT_TIMEOUT_S):
                 return
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
     raise UnavailableError(
         f"cannot reach the Spark master {master} (offline_store.master): {reason}; start the "
         "cluster, or set offline_store.master to a running one",
