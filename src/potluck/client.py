@@ -621,13 +621,6 @@ class Client:
         from potluck.ingestion.engines.base import JobContext
         from potluck.ingestion.jobs import JobSpec
 
-        if since_last and (start is not None or end is not None):
-            raise ValidationError(
-                "since_last cannot be combined with start or end: a since-last job loads every "
-                "row committed since the previous one, and a range would leave the rest behind "
-                "for good; drop the range, or run a ranged job without since_last",
-                field="since_last",
-            )
         name = table.name if isinstance(table, FeatureTable) else table
         remote = self._job_service()
         if remote is not None:

@@ -142,6 +142,13 @@ class JobSpec:
                 f"start ({self.start.isoformat()}) must be before end ({self.end.isoformat()})",
                 field="start",
             )
+        if self.since_last and (self.start is not None or self.end is not None):
+            raise ValidationError(
+                "since_last cannot be combined with start or end: a since-last job loads every "
+                "row committed since the previous one, and a range would leave the rest behind "
+                "for good; drop the range, or run a ranged job without since_last",
+                field="since_last",
+            )
         if self.full and self.since_last:
             raise ValidationError(
                 "full and since_last cannot be combined: a full reload reads every row of the "

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from potluck.config import Settings
 from potluck.definitions.serde import KIND_FEATURE_TABLE
-from potluck.errors import NotFoundError, PotluckError, ValidationError
+from potluck.errors import NotFoundError, PotluckError
 from potluck.ingestion.engines.base import IngestionJob, JobContext, RecordedJob
 from potluck.ingestion.jobs import (
     DEFAULT_HEARTBEAT_TIMEOUT,
@@ -139,13 +139,6 @@ class JobService:
             ValidationError: If the range is empty, the table has no batch source, or
                 ``since_last`` is combined with a range or ``full``.
         """
-        if since_last and (start is not None or end is not None):
-            raise ValidationError(
-                "since_last cannot be combined with start or end: a since-last job loads every "
-                "row committed since the previous one; drop the range, or run a ranged job "
-                "without since_last",
-                field="since_last",
-            )
         spec = JobSpec(
             project=project, table=table, start=start, end=end, since_last=since_last, full=full
         )
