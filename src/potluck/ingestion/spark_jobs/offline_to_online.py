@@ -25,7 +25,7 @@ from potluck import plugins
 from potluck.errors import PotluckError
 from potluck.ingestion.jobs import JobStats, JobStatus, utc_now
 from potluck.ingestion.spark_jobs.load import StatsParam, load_table
-from potluck.ingestion.spark_jobs.records import DriverRecords
+from potluck.ingestion.spark_jobs.records import DriverRecords, failure_text
 from potluck.ingestion.spark_jobs.spec import ApplicationSpec, TableLoad, read_spec
 from potluck.offline.spark.session import spark_errors, start_session
 from potluck.online.base import OnlineStore
@@ -80,7 +80,7 @@ def _run(spec: ApplicationSpec, records: DriverRecords) -> int:
         results = [_run_load(spark, store, spec, load, records) for load in spec.loads]
         return 0 if all(results) else 1
     except Exception as exc:  # noqa: BLE001 - every job still running ends with the reason
-        records.fail_all(_one_line(exc))
+        records.fail_all(failure_text(exc))
         logger.exception("the application failed")
         return 1
     finally:
@@ -119,7 +119,7 @@ def _run_load(
             records.finish(job_id, status=JobStatus.CANCELLED, stats=progress.value)
             logger.info("job %s: cancelled", job_id)
             return True
-        records.finish(job_id, status=JobStatus.FAILED, error=_one_line(exc))
+        records.finish(job_id, status=JobStatus.FAILED, error=failure_text(exc))
         logger.warning("job %s failed", job_id, exc_info=True)
         return False
     records.finish(
@@ -138,14 +138,6 @@ def _cancel(spark: SparkSession, job_id: str) -> Callable[[], None]:
         spark.sparkContext.cancelJobGroup(job_id)
 
     return cancel
-
-
-def _one_line(exc: BaseException) -> str:
-    """The error of a failed job: a potluck error's message, else the exception's first line."""
-    if isinstance(exc, PotluckError):
-        return exc.message
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from potluck.errors import PotluckError
 from potluck.ingestion.jobs import (
     Job,
     JobStats,
@@ -215,4 +216,12 @@ class DriverRecords:
             tracked.heartbeat = job.updated_at
 
 
-__all__ = ["HEARTBEATS_PER_TIMEOUT", "DriverRecords"]
+def failure_text(exc: BaseException) -> str:
+    """The error of a failed job: a potluck error's message, else the exception's first line."""
+    if isinstance(exc, PotluckError):
+        return exc.message
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+__all__ = ["HEARTBEATS_PER_TIMEOUT", "DriverRecords", "failure_text"]

@@ -48,7 +48,7 @@ from potluck import plugins
 from potluck.definitions.entity import Entity
 from potluck.errors import AlreadyExistsError, ConflictError, PotluckError, UnavailableError
 from potluck.ingestion.jobs import JobStats, JobStatus, utc_now
-from potluck.ingestion.spark_jobs.records import DriverRecords
+from potluck.ingestion.spark_jobs.records import DriverRecords, failure_text
 from potluck.ingestion.spark_jobs.spec import ApplicationSpec, StreamLoad, read_spec
 from potluck.ingestion.stream.batch import (
     RAW_SCHEMA,
@@ -187,7 +187,9 @@ def _run(spec: ApplicationSpec, load: StreamLoad, records: DriverRecords) -> int
         if records.stopping(job_id):
             records.finish(job_id, status=JobStatus.CANCELLED, **progress.fields())
             return 0
-        records.finish(job_id, status=JobStatus.FAILED, error=_one_line(exc), **progress.fields())
+        records.finish(
+            job_id, status=JobStatus.FAILED, error=failure_text(exc), **progress.fields()
+        )
         logger.warning("job %s failed", job_id, exc_info=True)
         return 1
     finally:
@@ -361,14 +363,6 @@ def _retry_for(
         action, stopping=lambda: time.monotonic() >= deadline, on_retry=note, retry_on=retry_on
     ):
         raise failures[-1]
-
-
-def _one_line(exc: BaseException) -> str:
-    """The error of a failed job: a potluck error's message, else the exception's first line."""
-    if isinstance(exc, PotluckError):
-        return exc.message
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 if __name__ == "__main__":
