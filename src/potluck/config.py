@@ -25,7 +25,7 @@ import os
 import reprlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -51,6 +51,10 @@ CONFIG_FILE_NAME = "potluck.yaml"
 
 MemoryLimit = Annotated[str, AfterValidator(check_memory_limit)]
 """A memory size as DuckDB reads it: ``"4GB"``, ``"512MiB"``, ``"80%"`` (of RAM)."""
+
+DataIsolationMode = Literal["auto", "on", "off"]
+"""The ``data_isolation`` setting: ``auto`` (on with authentication or ``data_root``), ``on``
+or ``off``."""
 
 _NOT_GIVEN = object()
 _VALUE_REPR = reprlib.Repr()
@@ -173,23 +177,35 @@ class Settings(BaseModel):
         default=None,
         description="The private key (PEM) of client_cert_file; set with client_cert_file.",
     )
+    data_isolation: DataIsolationMode = Field(
+        default="auto",
+        description="Project data isolation: a project's batch sources must lie under its data "
+        "roots (<data_root>/<project>, with data_root unset <root>/<project>, root being the "
+        "config file's folder) and its Kafka topics start with '<project>.', unless data_roots or "
+        "topic_prefixes say otherwise or an administrator allowed the location. on: enforced; "
+        "off: never checked; auto: on when auth authenticates callers or data_root is set, else "
+        "off, because without authentication every caller may already apply, delete and read "
+        "every project, so a folder rule would protect nobody and only break single-user setups, "
+        "while with authentication it is what makes project-limited tokens true.",
+    )
     data_root: str | None = Field(
         default=None,
-        description="Turns on project data isolation: a project's batch sources must lie under "
-        "<data_root>/<project> (a folder, or a URL prefix such as s3://bucket/potluck) and its "
-        "Kafka topics start with '<project>.', unless data_roots or topic_prefixes say otherwise "
-        "or an administrator allowed the location (potluck projects allow-location). Unset: "
-        "sources may be anywhere.",
+        description="The folder, or URL prefix such as s3://bucket/potluck, that holds a folder "
+        "per project: project data isolation (data_isolation) keeps each project's batch "
+        "sources under <data_root>/<project>. Setting it turns isolation on under "
+        "data_isolation: auto; unset: the config file's folder is the root when isolation is on.",
     )
     data_roots: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Per project, the folders or URL prefixes its batch sources may lie under, "
-        "instead of <data_root>/<project>: {project: [folder or URL, ...]}; needs data_root.",
+        "instead of <data_root>/<project>: {project: [folder or URL, ...]}; needs project data "
+        "isolation on (data_isolation).",
     )
     topic_prefixes: dict[str, list[str]] = Field(
         default_factory=dict,
         description="Per project, the prefixes its Kafka topics (stream and dead-letter) may "
-        "start with, instead of '<project>.': {project: [prefix, ...]}; needs data_root.",
+        "start with, instead of '<project>.': {project: [prefix, ...]}; needs project data "
+        "isolation on (data_isolation).",
     )
     root: Path = Field(
         default_factory=Path.cwd,
@@ -236,15 +252,34 @@ class Settings(BaseModel):
     def _check_address(cls, value: str | None) -> str | None:
         return None if value is None else check_address(value)
 
+    @field_validator("data_isolation", mode="before")
+    @classmethod
+    def _isolation_mode(cls, value: object) -> object:
+        # YAML 1.1 (PyYAML) reads a bare on / off as true / false.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
+
+    @field_validator("data_root")
+    @classmethod
+    def _check_data_root(cls, value: str | None, info: pydantic.ValidationInfo) -> str | None:
+        if value is not None and info.data.get("data_isolation") == "off":
+            raise ValueError(_ISOLATION_OFF)
+        return value
+
     @field_validator("data_roots", "topic_prefixes")
     @classmethod
     def _check_isolation(
         cls, value: dict[str, list[str]], info: pydantic.ValidationInfo
     ) -> dict[str, list[str]]:
-        if value and info.data.get("data_root") is None:
+        mode = info.data.get("data_isolation")
+        if value and mode == "off":
+            raise ValueError(_ISOLATION_OFF)
+        if value and not _isolates(mode, info.data.get("data_root"), info.data.get("auth")):
             raise ValueError(
-                "it takes effect only with data_root set; set data_root (the folder that holds "
-                "a folder per project) too"
+                "it takes effect only with project data isolation on, and data_isolation: auto "
+                "is on only when auth authenticates callers (tokens_file, tokens or jwt) or "
+                "data_root is set; set data_isolation: on (or data_root) too"
             )
         for project, entries in value.items():
             if not entries or not all(isinstance(e, str) and e.strip() for e in entries):
@@ -256,6 +291,15 @@ class Settings(BaseModel):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, masked_properties(value) if name == "kafka" else _masked(value)
+
+    @property
+    def isolates_data(self) -> bool:
+        """Whether project data isolation is on: ``data_isolation`` with ``auto`` resolved.
+
+        ``auto`` is on when :attr:`auth` authenticates callers or :attr:`data_root` is set.
+        Ask :meth:`potluck.registry.isolation.DataIsolation.from_settings` for the roots.
+        """
+        return _isolates(self.data_isolation, self.data_root, self.auth)
 
     def resolve_path(self, path: str | Path) -> Path:
         """Return ``path`` made absolute against :attr:`root`."""
@@ -319,6 +363,19 @@ class Settings(BaseModel):
             key="registry",
             sources=self.sources,
         )
+
+
+_ISOLATION_OFF = (
+    "data_isolation is off, so it would be ignored; remove it, or set data_isolation to on or "
+    "auto to keep each project's sources under its data roots"
+)
+
+
+def _isolates(mode: object, data_root: object, auth: object) -> bool:
+    if mode == "auto":
+        authenticates = isinstance(auth, AuthSettings) and auth.authenticates
+        return data_root is not None or authenticates
+    return mode == "on"
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(

@@ -6,7 +6,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -51,7 +50,7 @@ def test_every_rpc_of_every_served_service_has_a_rule() -> None:
     ]
     methods = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
     methods.add("/feast.serving.ServingService/GetOnlineFeaturesV2")  # compat's hand-made handler
-    assert len(methods) == 51
+    assert len(methods) == 52
     assert sorted(methods - RULES.keys()) == []
 
 
@@ -308,12 +307,13 @@ def _wait_for(stack: Stack, method: str, count: int = 1) -> list[AuditEntry]:
 # ---- isolation default -----------------------------------------------------------------------
 
 
-def test_auth_without_data_root_warns_of_cross_project_sources(tmp_path: Path) -> None:
+def test_auth_with_isolation_off_warns_of_cross_project_sources() -> None:
     on = AuthSettings(tokens=TOKENS)
-    assert isolation_warning(None, on) == (
-        "warning: authentication is on but project data isolation is off (data_root is "
-        "unset): a feature table of one project may name another project's folder as its "
-        "source and read or overwrite that project's data; set data_root (docs/security.md)"
+    assert isolation_warning(False, on) == (
+        "authentication is on but project data isolation is off (data_isolation: "
+        "off): a feature table of one project may name another project's folder as its "
+        "source and read or overwrite that project's data; remove data_isolation: off "
+        "(docs/security.md)"
     )
-    assert isolation_warning(str(tmp_path), on) is None
-    assert isolation_warning(None, None) is None
+    assert isolation_warning(True, on) is None
+    assert isolation_warning(False, None) is None

@@ -46,7 +46,7 @@ from potluck.registry.sql import SqlRegistry
 from potluck.serving.server import start_serving
 from potluck.serving.service import ServingService
 
-PERMISSIONS = ["read_online", "read_definitions", "apply", "run_jobs", "admin"]
+PERMISSIONS = ["read_online", "read_definitions", "apply", "run_jobs", "record_denials", "admin"]
 DRIVER = Entity(name="driver_id", value_type=ValueType.INT64)
 STATS = FeatureTable(
     name="stats",
@@ -266,6 +266,11 @@ CALLS: dict[str, tuple[str | None, str | None, Call]] = {
         "alpha",
         _core("PutJob", core_pb.Job(project="alpha", id="j1", body_json="{}")),
     ),
+    "core AuthorizeJobControl": (
+        "run_jobs",
+        "alpha",
+        _core("AuthorizeJobControl", core_pb.AuthorizeJobControlRequest(project="alpha")),
+    ),
     "core CreateProject": (
         "admin",
         "alpha",
@@ -292,7 +297,7 @@ CALLS: dict[str, tuple[str | None, str | None, Call]] = {
         _core("ListAudit", core_pb.ListAuditRequest()),
     ),
     "core RecordDenial": (
-        "admin",
+        "record_denials",
         "alpha",
         _core(
             "RecordDenial",

@@ -1,9 +1,14 @@
-"""Shared by the project-isolation and audit tests: registries on every backend, definitions."""
+"""Shared by the project-isolation and audit tests: registries on every backend, definitions, and
+a `potluck core` process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,3 +68,46 @@ def open_registry(
         remote.close()
         server.stop(0)
         backing.close()
+
+
+POTLUCK = Path(sys.executable).parent / "potluck"
+"""The CLI of this venv, for tests that run a server as its own process."""
+
+
+@dataclass(frozen=True)
+class CoreProcess:
+    """A ``potluck core`` process: its address and, once it has stopped, everything on stderr."""
+
+    address: str
+    stderr: list[str]
+
+
+@contextmanager
+def core_process(folder: Path) -> Iterator[CoreProcess]:
+    """Run ``potluck core --port 0`` in ``folder`` (its potluck.yaml) until the block ends.
+
+    Once the block ends, the process is stopped with SIGTERM and ``stderr`` holds its lines.
+    """
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("POTLUCK_")}
+    with subprocess.Popen(
+        [str(POTLUCK), "core", "--port", "0"],
+        cwd=folder,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        while not lines or " listening on " not in lines[-1]:
+            line = proc.stderr.readline()
+            assert line, f"potluck core stopped: {''.join(lines)}"
+            lines.append(line.rstrip("\n"))
+        address = lines[-1].split(" listening on ", 1)[1].split(" ", 1)[0]
+        process = CoreProcess(address, lines)
+        try:
+            yield process
+        finally:
+            proc.terminate()
+            _, rest = proc.communicate(timeout=30)
+            lines.extend(rest.splitlines())

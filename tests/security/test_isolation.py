@@ -144,14 +144,15 @@ def test_url_roots_compare_scheme_bucket_and_normalised_path(tmp_path: Path) -> 
             check_sources("b", [table("t", outside)], isolation, [])
 
 
-def test_isolation_settings_need_a_data_root(tmp_path: Path) -> None:
+def test_isolation_settings_need_isolation_on(tmp_path: Path) -> None:
     (tmp_path / "potluck.yaml").write_text("data_roots: {b: [/srv/b]}\n")
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path / "potluck.yaml", environ={})
     assert info.value.message == (
-        "invalid setting 'data_roots' = {'b': ['/srv/b']}: it takes effect only with data_root "
-        "set; set data_root (the folder that holds a folder per project) too (read from "
-        f"{tmp_path / 'potluck.yaml'})"
+        "invalid setting 'data_roots' = {'b': ['/srv/b']}: it takes effect only with project "
+        "data isolation on, and data_isolation: auto is on only when auth authenticates callers "
+        "(tokens_file, tokens or jwt) or data_root is set; set data_isolation: on (or data_root) "
+        f"too (read from {tmp_path / 'potluck.yaml'})"
     )
     assert DataIsolation.from_settings(Settings(root=tmp_path)) is None
 

@@ -15,7 +15,7 @@ KNOWN = (
     "project, registry, online_store, offline_store, engine, kafka, core_url, serving_url, "
     "job_service_url, staging_location, auth, token, "
     "token_file, core_secure, serving_secure, job_service_secure, ca_file, client_cert_file, "
-    "client_key_file, data_root, data_roots, topic_prefixes"
+    "client_key_file, data_isolation, data_root, data_roots, topic_prefixes"
 )
 
 
@@ -60,6 +60,7 @@ def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
         "ca_file": None,
         "client_cert_file": None,
         "client_key_file": None,
+        "data_isolation": "auto",
         "data_root": None,
         "data_roots": {},
         "topic_prefixes": {},

@@ -6,7 +6,7 @@ address other than a loopback one is refused unless the command was given
 ``--allow-unauthenticated``; then it goes on with a warning.
 
 :func:`isolation_warning` is the line the Core service logs when it authenticates callers but
-keeps no project's data apart (no ``data_root``).
+keeps no project's data apart (``data_isolation: off``).
 """
 
 from __future__ import annotations
@@ -72,21 +72,24 @@ def check_exposure(
     )
 
 
-def isolation_warning(data_root: str | None, auth: AuthSettings | None) -> str | None:
+def isolation_warning(isolates_data: bool, auth: AuthSettings | None) -> str | None:
     """Return the warning of a Core service with authentication on and project isolation off.
 
     Args:
-        data_root: The ``data_root`` setting (``None``: unset, so no isolation).
+        isolates_data: Whether project data isolation is on
+            (:attr:`potluck.config.Settings.isolates_data`).
         auth: The auth settings, ``None`` when absent.
 
     Returns:
-        The warning line, or ``None`` when authentication is off (one user) or isolation is on.
+        The warning, for a ``WARNING`` log record (the CLI shows it as ``warning: ...``), or
+        ``None`` when authentication is off (one user) or isolation is on.
     """
-    if data_root is None and auth is not None and auth.authenticates:
+    if not isolates_data and auth is not None and auth.authenticates:
         return (
-            "warning: authentication is on but project data isolation is off (data_root is "
-            "unset): a feature table of one project may name another project's folder as its "
-            "source and read or overwrite that project's data; set data_root (docs/security.md)"
+            "authentication is on but project data isolation is off (data_isolation: "
+            "off): a feature table of one project may name another project's folder as its "
+            "source and read or overwrite that project's data; remove data_isolation: off "
+            "(docs/security.md)"
         )
     return None
 

@@ -33,6 +33,9 @@ class Permission(str, enum.Enum):
     """Change definitions in Core: apply (and plan), delete entities and feature tables."""
     RUN_JOBS = "run_jobs"
     """Start and cancel jobs (ingestion, stream, training sets) and record their state."""
+    RECORD_DENIALS = "record_denials"
+    """Report a call a server refused to Core's audit log (Core ``RecordDenial``): for the
+    tokens Online Serving and the Job Service use to reach Core. It grants nothing else."""
     ADMIN = "admin"
     """Administer projects: create, archive and restore them, and allow data locations outside
     a project's roots. It grants every other permission too."""

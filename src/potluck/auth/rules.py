@@ -108,10 +108,11 @@ CORE_RULES: Mapping[str, Rule] = _rules(
         "AllowLocation": Rule(Permission.ADMIN, _PROJECT),
         "ListAllowedLocations": Rule(_READ, field("name")),
         "ListAudit": Rule(Permission.ADMIN, named_or_every("project")),
-        "RecordDenial": Rule(Permission.ADMIN, _PROJECT),
+        "RecordDenial": Rule(Permission.RECORD_DENIALS, _PROJECT),
         "PutJob": Rule(Permission.RUN_JOBS, _PROJECT),
         "GetJob": Rule(_READ, _PROJECT),
         "ListJobs": Rule(_READ, _PROJECT),
+        "AuthorizeJobControl": Rule(Permission.RUN_JOBS, _PROJECT),
     },
 )
 """potluck's own Core API (``potluck core``).
@@ -119,8 +120,11 @@ CORE_RULES: Mapping[str, Rule] = _rules(
 ``ListAudit`` without a project answers an administrator limited to some projects with those
 projects' entries only (the Core servicer narrows it). ``RecordDenial`` is how a server whose
 registry is a remote Core (Online Serving, the Job Service) reports a call it denied: it takes
-``admin`` on the denied call's project, so only a server's own token may write denials, and the
-Core records who reported each one."""
+``record_denials`` on the denied call's project (``admin`` implies it), a permission granting
+nothing else, so a server's own token may write denials without any other power, and the Core
+records who reported each one. ``AuthorizeJobControl`` changes nothing: clients call it before
+a job control that writes nothing (cancelling a job that has ended), so such a call needs
+``run_jobs`` as one that writes does."""
 
 FEAST_CORE_RULES: Mapping[str, Rule] = _rules(
     "feast.core.CoreService",

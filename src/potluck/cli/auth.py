@@ -38,7 +38,7 @@ def create(
         typer.Option(
             "--permission",
             help="A permission it grants, repeatable: read_online, read_definitions, apply, "
-            "run_jobs, admin.",
+            "run_jobs, record_denials (a server's token for reporting denials to Core), admin.",
         ),
     ],
     project: Annotated[

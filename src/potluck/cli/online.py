@@ -310,21 +310,17 @@ def jobs_describe(
 
 def jobs_cancel(ctx: typer.Context, job_id: JobIdArgument) -> None:
     """Ask a running job to stop at its next batch; a job that has ended is left as it is."""
-    from potluck.jobservice.remote import RemoteJob
-
     client = make_client(ctx)
     job = client.get_job(_job_id(client, job_id))
     record = job.record()
+    job.cancel()  # needs run_jobs whatever the job's state; a job that has ended is left as it is
     if record.status.is_terminal:
-        if isinstance(job, RemoteJob):  # the Job Service checks run_jobs, then leaves it ended
-            job.cancel()
         reason = f" ({record.error})" if record.error else ""
         show_message(
             f"job {record.id} has already ended with status {record.status.value}{reason}; "
             "nothing to cancel"
         )
         return
-    job.cancel()
     show_message(f"cancel requested for job {record.id} (status {record.status.value})")
 
 

@@ -273,6 +273,19 @@ class Registry(ABC):
     def list_jobs(self, project: str) -> builtins.list[JobRecord]:
         """Return the project's job records, newest first."""
 
+    def authorize_job_control(self, project: str) -> None:  # noqa: B027 - only Core checks
+        """Check that the caller may start and cancel ``project``'s jobs; change nothing.
+
+        For a job control that writes nothing (cancelling a job that has ended), so it is
+        refused exactly as one that writes a job record is. A registry opened from its database
+        has no callers to check (whoever can open it may do anything): this returns. A Core
+        client asks Core, which needs ``run_jobs`` on the project.
+
+        Raises:
+            PermissionDeniedError: If Core refuses the caller (the message names the
+                permission and the project).
+        """
+
     # ---- Job Service coordination: only registries that a Job Service runs on keep these ---------
 
     def put_schedule(self, schedule: Schedule) -> Schedule:

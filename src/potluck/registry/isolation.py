@@ -1,17 +1,20 @@
 """Project data isolation: which source locations a project's feature tables may name.
 
-With the ``data_root`` setting set, every project has data roots: the folders or URL prefixes
-its batch sources may lie under (``data_roots[project]``, else ``<data_root>/<project>``), and
-the prefixes its Kafka topics may start with (``topic_prefixes[project]``, else
-``<project>.``). A location outside them is refused when a table is applied, unless an
-administrator allowed it for that project (``potluck projects allow-location``, kept in the
-registry). The registry runs :func:`check_sources` inside its apply transaction, so the rule
-holds for every way in: the SDK, the CLI, the Core service and Feast 0.9's Core API.
+With isolation on (the ``data_isolation`` setting: ``on``, or ``auto`` with authentication or
+``data_root``), every project has data roots: the folders or URL prefixes its batch sources may
+lie under (``data_roots[project]``, else ``<data_root>/<project>``, where ``data_root`` defaults
+to the settings' root folder), and the prefixes its Kafka topics may start with
+(``topic_prefixes[project]``, else ``<project>.``). A location outside them is refused when
+a table is applied, unless an administrator allowed it for that project (``potluck projects
+allow-location``, kept in the registry). The registry runs :func:`check_sources` inside its
+apply transaction, so the rule holds for every way in: the SDK, the CLI, the Core service and
+Feast 0.9's Core API.
 
 Local paths are compared after resolving symbolic links (a link inside a project's root that
 points into another project's folder is outside), URLs by scheme, host and normalised path;
-both by whole path components, so ``/data/a`` does not contain ``/data/ab``. Without
-``data_root`` nothing is checked (a single-project setup, as before).
+both by whole path components, so ``/data/a`` does not contain ``/data/ab``. With isolation
+off (``off``, or ``auto`` without authentication or ``data_root``: one user, who may already
+apply, delete and read every project) nothing is checked.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class DataIsolation:
 
     Attributes:
         data_root: The folder or URL prefix under which each project gets ``<project>``
-            (absolute path or URL).
+            (absolute path or URL): the ``data_root`` setting, else the settings' root folder.
         data_roots: Per project, the folders or URL prefixes that replace its default root.
         topic_prefixes: Per project, the topic prefixes that replace its default ``<project>.``.
     """
@@ -51,15 +54,17 @@ class DataIsolation:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DataIsolation | None:
-        """Return the isolation the settings configure; ``None`` when ``data_root`` is unset.
+        """Return the isolation the settings configure; ``None`` when it is off.
 
-        Relative folders are resolved against the settings' root folder.
+        It is on as :attr:`potluck.config.Settings.isolates_data` says (``data_isolation``;
+        ``auto``: with authentication or ``data_root``). Relative folders are resolved against
+        the settings' root folder, which is also the data root when ``data_root`` is unset.
         """
-        if settings.data_root is None:
+        if not settings.isolates_data:
             return None
         root = settings.root
         return cls(
-            data_root=resolve_source_path(settings.data_root, root),
+            data_root=resolve_source_path(settings.data_root or str(root), root),
             data_roots={
                 project: tuple(resolve_source_path(r, root) for r in roots)
                 for project, roots in settings.data_roots.items()

@@ -252,6 +252,10 @@ class RemoteRegistry(Registry):
         response = self._call(self._stub.ListJobs, pb.ListJobsRequest(project=project))
         return [job_from_proto(j) for j in response.jobs]
 
+    def authorize_job_control(self, project: str) -> None:
+        """Ask Core whether the caller holds ``run_jobs`` on ``project`` (it changes nothing)."""
+        self._call(self._stub.AuthorizeJobControl, pb.AuthorizeJobControlRequest(project=project))
+
     # ---- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:

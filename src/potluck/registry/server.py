@@ -298,7 +298,8 @@ def _serve_core(
     signals: StopSignals,
     services: Sequence[ExtraService],
 ) -> None:
-    registry = SqlRegistry(settings.registry_url, isolation=DataIsolation.from_settings(settings))
+    isolation = DataIsolation.from_settings(settings)
+    registry = SqlRegistry(settings.registry_url, isolation=isolation)
     try:
         registry.list_projects()  # fail now, not on the first call, if the database is unusable
         auth = resolved(settings.auth, settings.root) if settings.auth is not None else None
@@ -313,7 +314,7 @@ def _serve_core(
                 server.address,
                 make_url(settings.registry_url).render_as_string(hide_password=True),
             )
-            warning = isolation_warning(settings.data_root, auth)
+            warning = isolation_warning(isolation is not None, auth)
             if warning is not None:
                 _log.warning("%s", warning)
             stopped.wait()
@@ -473,3 +474,11 @@ class _CoreServicer:
         return pb.ListJobsResponse(
             jobs=[job_to_proto(j) for j in self._registry.list_jobs(request.project)]
         )
+
+    @_rpc
+    def AuthorizeJobControl(  # noqa: N802
+        self, request: pb.AuthorizeJobControlRequest
+    ) -> pb.AuthorizeJobControlResponse:
+        # The interceptor has checked run_jobs on the project; the registry has nothing to do.
+        self._registry.authorize_job_control(request.project)
+        return pb.AuthorizeJobControlResponse()

@@ -25,6 +25,7 @@ from potluck.serving._server_logs import forward_uvicorn_logs
 from potluck.serving.grpc import ExtraService, start_grpc_server
 from potluck.serving.health import StoreHealth
 from potluck.serving.http import create_app
+from potluck.serving.http_protocol import MAX_REQUEST_HEAD, CappedHttpToolsProtocol
 from potluck.serving.metrics import ServingMetrics
 from potluck.serving.service import DEFAULT_MAX_REQUEST_BYTES, ServingService
 
@@ -122,6 +123,7 @@ class ServingServer:
                 on_refusal=self._refused,
             ),
             **_uvicorn_tls(self.auth),
+            http=CappedHttpToolsProtocol,
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -250,4 +252,4 @@ def start_serving(
     )
 
 
-__all__ = ["ServingServer", "freeze_heap", "start_serving"]
+__all__ = ["MAX_REQUEST_HEAD", "ServingServer", "freeze_heap", "start_serving"]

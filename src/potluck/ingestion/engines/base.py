@@ -145,9 +145,16 @@ class RecordedJob(IngestionJob):
     def cancel(self) -> None:
         """Write a cancel request; the process running the job stops it at its next batch.
 
-        A job that has ended (or is lost) is left as it is: nothing is written.
+        A job that has ended (or is lost) is left as it is: nothing is written, but the caller
+        must still be allowed to cancel the project's jobs (``run_jobs`` through Core).
+
+        Raises:
+            PermissionDeniedError: If the caller may not cancel the project's jobs, whatever
+                the job's state.
         """
-        if not self.record().status.is_terminal:
+        if self.record().status.is_terminal:
+            self._registry.authorize_job_control(self._project)
+        else:
             request_cancel(self._registry, self._project, self._id)
 
 

@@ -140,6 +140,11 @@ class CoreServiceStub:
                 request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.AuthorizeJobControl = channel.unary_unary(
+                '/potluck.core.v1.CoreService/AuthorizeJobControl',
+                request_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlRequest.SerializeToString,
+                response_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlResponse.FromString,
+                _registered_method=True)
 
 
 class CoreServiceServicer:
@@ -271,6 +276,12 @@ class CoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizeJobControl(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -378,6 +389,11 @@ def add_CoreServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsRequest.FromString,
                     response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'AuthorizeJobControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeJobControl,
+                    request_deserializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlRequest.FromString,
+                    response_serializer=potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -947,6 +963,33 @@ class CoreService:
             '/potluck.core.v1.CoreService/ListJobs',
             potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsRequest.SerializeToString,
             potluck_dot_core_dot_v1_dot_core__service__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeJobControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/potluck.core.v1.CoreService/AuthorizeJobControl',
+            potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlRequest.SerializeToString,
+            potluck_dot_core_dot_v1_dot_core__service__pb2.AuthorizeJobControlResponse.FromString,
             options,
             channel_credentials,
             insecure,
