@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -24,7 +25,7 @@ from _auth_support import serving_service, token_entry
 
 from potluck.auth.authenticator import MAX_AUTHORIZATION
 from potluck.auth.settings import AuthSettings
-from potluck.serving.http_protocol import HEAD_TOO_LARGE
+from potluck.serving.http_protocol import HEAD_TOO_LARGE, HEAD_TOO_SLOW, REQUEST_HEAD_TIMEOUT
 from potluck.serving.server import MAX_REQUEST_HEAD, ServingServer, start_serving
 
 MIB = 1024 * 1024
@@ -162,3 +163,77 @@ def test_a_body_larger_than_the_cap_is_not_counted_as_head(server: ServingServer
             "message": "unknown feature 'nosuch:f': there is no feature table 'nosuch'",
         }
     }
+
+
+def _exchange(port: int, request: bytes, timeout: float = 30) -> bytes:
+    """Send ``request`` in one write; return all the server said until it closed."""
+    answer: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(request)
+            while chunk := sock.recv(65536):
+                answer.append(chunk)
+        except OSError:  # a reset after the answer: what was read is kept
+            pass
+    return b"".join(answer)
+
+
+OVER = MAX_REQUEST_HEAD + 1024
+WHOLE_HEADS = {
+    "one header": b"GET /health HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * OVER + b"\r\n\r\n",
+    "many small headers": b"GET /health HTTP/1.1\r\nHost: h\r\n"
+    + b"".join(b"X-%d: v\r\n" % i for i in range(OVER // 8))
+    + b"\r\n",
+    "authorization": b"GET /health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer "
+    + b"x" * (3 * MAX_REQUEST_HEAD)
+    + b"\r\n\r\n",
+    "url": b"GET /health?" + b"q" * OVER + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    "second of two pipelined": b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n"
+    + b"GET /health HTTP/1.1\r\nHost: h\r\nX-Big: "
+    + b"a" * OVER
+    + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", WHOLE_HEADS.values(), ids=WHOLE_HEADS.keys())
+def test_a_head_over_the_cap_sent_in_one_write_gets_431(
+    server: ServingServer, request_bytes: bytes
+) -> None:
+    answer = _exchange(server.http_port, request_bytes)
+    last = answer.rsplit(b"HTTP/1.1 ", 1)[1]
+    assert last.startswith(b"431 Request Header Fields Too Large\r\n"), answer[:300]
+    assert last.endswith(b"\r\n\r\n" + HEAD_TOO_LARGE.encode())
+
+
+def test_pipelined_requests_under_the_cap_are_all_served(server: ServingServer) -> None:
+    one = b"GET /health HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer plk_reader\r\n\r\n"
+    answer = _exchange(
+        server.http_port, one * 199 + one.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    )
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 200
+
+
+def test_a_head_that_does_not_arrive_in_time_gets_408(
+    server: ServingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="potluck.serving.http"),
+        socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock,
+    ):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: h\r\n")
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert answer.endswith(b"\r\n\r\n" + HEAD_TOO_SLOW.encode())
+    assert REQUEST_HEAD_TIMEOUT - 1 < waited < REQUEST_HEAD_TIMEOUT + 10
+    assert [r.getMessage() for r in caplog.records if r.name == "potluck.serving.http"] == [
+        HEAD_TOO_SLOW
+    ]
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(
+    server: ServingServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock:
+        assert sock.recv(65536) == b""
