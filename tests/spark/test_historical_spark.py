@@ -8,6 +8,7 @@ each test that runs the join runs it once, with many cases batched into one requ
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -26,16 +27,23 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from _spark_support import SPARK_TEST_CONF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
 
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
 from potluck.config import Settings
 from potluck.errors import ConfigError, DataValidationError, UnavailableError, ValidationError
 from potluck.notices import NoDataWarning
 from potluck.offline.duckdb import DuckDBConfig, DuckDBOfflineStore
-from potluck.offline.pit import FeatureRequest, resolve_refs
+from potluck.offline.pit import FeatureRequest, build_plan, resolve_refs
 from potluck.offline.spark import entities as spark_entities
 from potluck.offline.spark import reading
 from potluck.offline.spark import store as spark_store_module
+from potluck.offline.spark.entities import EntityFile
+from potluck.offline.spark.order import range_key
+from potluck.offline.spark.pit import ROW, key_column
+from potluck.offline.spark.session import spark_errors
 from potluck.offline.spark.store import APP_NAME, SparkOfflineConfig, SparkOfflineStore
 
 pytestmark = pytest.mark.spark
@@ -677,3 +685,198 @@ def _failed_tasks(tracker: Any) -> int:
             stage = tracker.getStageInfo(stage_id)
             failed += stage.numFailedTasks if stage is not None else 0
     return failed
+
+
+# ---- one row group read in slices; rows written in order without sampling -----------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(st.integers(0, 9), min_size=0, max_size=6),
+    cuts=st.lists(st.integers(0, 60), min_size=2, max_size=2),
+)
+def test_a_slice_of_a_parquet_file_is_exactly_its_rows(
+    tmp_path_factory: pytest.TempPathFactory, groups: list[int], cuts: list[int]
+) -> None:
+    path = tmp_path_factory.mktemp("sliced") / "rows.parquet"
+    total = sum(groups)
+    values = pa.array(range(total), pa.int64())
+    with pq.ParquetWriter(path, pa.schema([("n", pa.int64())])) as writer:
+        start = 0
+        for size in groups:
+            writer.write_table(pa.table({"n": values[start : start + size]}))
+            start += size
+    assert [g.num_rows for g in _row_groups(path)] == groups
+    low, high = sorted(min(cut, total) for cut in cuts)
+    read = spark_entities._sliced(pq.ParquetFile(path), groups, range(low, high))
+    assert [n for batch in read for n in batch.column(0).to_pylist()] == list(range(low, high))
+
+
+def _row_groups(path: Path) -> list[Any]:
+    metadata = pq.read_metadata(path)
+    return [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(0, 10_000), units=st.integers(1, 64))
+def test_slices_cover_every_row_once_in_order_and_evenly(total: int, units: int) -> None:
+    parts = spark_entities.slices(total, units)
+    assert len(parts) == units
+    assert [n for part in parts for n in part] == list(range(total))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def _one_group_files(folder: Path) -> dict[str, Path]:
+    """Files of 40 rows in ONE row group (read as 4 slices of 10 rows), each bad in its way."""
+    n = 40
+    ts = [at(10)] * n
+    ids = [float(i) for i in range(n)]
+
+    def file(name: str, driver_id: list[Any], event_timestamp: list[Any]) -> Path:
+        path = folder / f"{name}.parquet"
+        table = pa.table(
+            {
+                "driver_id": pa.array(driver_id, pa.float64()),
+                "event_timestamp": pa.array(event_timestamp, pa.timestamp("us", "UTC")),
+            }
+        )
+        pq.write_table(table, path)
+        assert pq.read_metadata(path).num_row_groups == 1
+        return path
+
+    def put(values: list[Any], at_rows: dict[int, Any]) -> list[Any]:
+        return [at_rows.get(i, v) for i, v in enumerate(values)]
+
+    return {
+        "good": file("good", ids, ts),
+        # The timestamp column is checked before the key: its null in the last slice comes
+        # before the key's lossy value in the first.
+        "timestamp in slice 4, key in slice 1": file(
+            "ts_late_key_early", put(ids, {2: 2.5}), put(ts, {35: None})
+        ),
+        # In one column, a value that does not convert comes before a null, wherever it is.
+        "key: lossy in slice 4, null in slice 1": file(
+            "lossy_late_null_early", put(ids, {3: None, 33: 33.5}), ts
+        ),
+        "key: lossy in slices 2 and 4": file("lossy_twice", put(ids, {12: 12.5, 31: 31.5}), ts),
+        "timestamp: null at the first row of slice 3": file(
+            "null_ts_edge", ids, put(ts, {20: None, 29: None})
+        ),
+        "timestamp: null at the last row of slice 2": file(
+            "null_ts_last", put(ids, {0: 0.5}), put(ts, {19: None})
+        ),
+    }
+
+
+def test_one_row_group_is_checked_in_slices_with_the_error_prepare_meets_first(
+    project: Client,
+    spark_store: SparkOfflineStore,
+    duckdb_store: DuckDBOfflineStore,
+    tmp_path: Path,
+) -> None:
+    files = _one_group_files(tmp_path)
+    requests = requests_for(project, ["driver_stats:*"])
+    plan = build_plan(requests, project.settings.root)
+    spark = spark_store._session()
+    assert spark.sparkContext.defaultParallelism == 2  # so 2 x 2 = 4 slices of 10 rows
+
+    good = EntityFile(str(files["good"]), plan, rows_per_task=10).load(spark)
+    placed = good.rows.select(F.spark_partition_id(), ROW, key_column("driver_id"))
+    assert sorted(tuple(r) for r in placed.collect()) == [(i // 10, i, i) for i in range(40)]
+    assert (good.count, good.plan.earliest, good.plan.latest) == (40, at(10), at(10))
+
+    def refusal(load: Any) -> tuple[str, str, dict[str, Any]]:
+        with pytest.raises((DataValidationError, ValidationError)) as caught:
+            load()
+        return type(caught.value).__name__, caught.value.message, caught.value.attrs()
+
+    seen = {
+        name: refusal(functools.partial(EntityFile(str(path), plan, rows_per_task=10).load, spark))
+        for name, path in files.items()
+        if name != "good"
+    }
+
+    def on_duckdb(path: Path) -> pa.Table:
+        return duckdb_store.get_historical_features(str(path), requests).to_arrow()
+
+    expected = {
+        name: refusal(functools.partial(on_duckdb, path))
+        for name, path in files.items()
+        if name != "good"
+    }
+    assert seen == expected
+    assert seen["timestamp in slice 4, key in slice 1"] == (
+        "DataValidationError",
+        "column 'event_timestamp' row 35: is null; every entity row needs a timestamp",
+        {"column": "event_timestamp", "row": 35},
+    )
+    assert {name: got[2] for name, got in seen.items()} == {
+        "timestamp in slice 4, key in slice 1": {"column": "event_timestamp", "row": 35},
+        "key: lossy in slice 4, null in slice 1": {"column": "driver_id", "row": 33},
+        "key: lossy in slices 2 and 4": {"column": "driver_id", "row": 12},
+        "timestamp: null at the first row of slice 3": {"column": "event_timestamp", "row": 20},
+        "timestamp: null at the last row of slice 2": {"column": "event_timestamp", "row": 19},
+    }
+
+
+def test_an_entity_file_changed_after_its_check_fails_the_join_naming_it(
+    project: Client, spark_store: SparkOfflineStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "changing.parquet"
+    ts: list[datetime | None] = [at(10)] * 40
+    pq.write_table(pa.table({"driver_id": list(range(40)), "event_timestamp": ts}), path)
+    plan = build_plan(requests_for(project, ["driver_stats:*"]), project.settings.root)
+    loaded = EntityFile(str(path), plan, rows_per_task=10).load(spark_store._session())
+    # The check passed; the join reads the file again, and it no longer passes.
+    ts[25] = None
+    pq.write_table(pa.table({"driver_id": list(range(40)), "event_timestamp": ts}), path)
+    with pytest.raises(ValidationError) as caught, spark_errors("reading the entity rows"):
+        loaded.rows.collect()
+    assert caught.value.message == (
+        f"the entity file {str(path)!r} changed while the training set was built (column "
+        "'event_timestamp' row 25: is null; every entity row needs a timestamp); build it again"
+    )
+    assert caught.value.attrs() == {"path": str(path)}
+
+
+@pytest.mark.parametrize(("rows", "partitions"), [(1, 1), (7, 4), (100, 4), (16, 16), (999, 7)])
+def test_each_range_of_row_numbers_lands_in_its_own_partition_with_no_job(
+    spark_store: SparkOfflineStore, rows: int, partitions: int
+) -> None:
+    spark = spark_store._session()
+    group = f"range-key-{rows}-{partitions}"
+    spark.sparkContext.setJobGroup(group, "range_key")
+    key = range_key(spark, F.col("id"), rows, partitions)
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup(group) == []
+    placed = spark.range(rows).repartition(partitions, key)
+    got = placed.select(F.spark_partition_id(), "id").collect()
+    assert sorted((p, i) for p, i in got) == [(i * partitions // rows, i) for i in range(rows)]
+
+
+def test_an_entity_file_in_slices_gives_part_files_in_row_order_equal_to_duckdb(
+    project: Client,
+    spark_store: SparkOfflineStore,
+    duckdb_store: DuckDBOfflineStore,
+    tmp_path: Path,
+) -> None:
+    # One row group of 14 rows; 4 rows a task: 4 slices read, 4 ranges written.
+    pq.write_table(entity_rows().drop_columns(["kind"]), tmp_path / "e.parquet")
+    assert pq.read_metadata(tmp_path / "e.parquet").num_row_groups == 1
+    spark_store._session()
+    store = SparkOfflineStore(spark_store.config, root=project.settings.root, rows_per_task=4)
+    requests = requests_for(project, REFS)
+    path = str(tmp_path / "e.parquet")
+    expected = duckdb_store.get_historical_features(path, requests).to_arrow()
+    with store.get_historical_features(path, requests) as job:
+        assert job.to_arrow().equals(expected)
+        location = Path(job.output_location or "")
+        parts = sorted(p for p in location.iterdir() if p.name.startswith("part-"))
+        labels = [pq.read_table(p).column("label").to_pylist() for p in parts]
+        # Row r is in range r * 4 div 14.
+        assert [len(chunk) for chunk in labels] == [4, 3, 4, 3]
+        assert sum(labels, []) == [f"row {i}" for i in range(14)]
+        frame = pd.read_parquet(location)
+        assert list(frame.columns) == expected.column_names
+        assert frame["label"].tolist() == [f"row {i}" for i in range(14)]
+    store.close()
+    assert spark_store._session().sparkContext._jsc is not None  # the joined session runs on

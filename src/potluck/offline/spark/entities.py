@@ -4,10 +4,11 @@ Rows already in the driver's memory (a DataFrame, an Arrow table) are checked th
 :func:`potluck.offline.pit.prepare` and sent to the cluster from Arrow (:class:`InMemoryEntities`).
 
 A ``.parquet`` or ``.csv`` file is only opened on the driver (its footer, or its header), never
-read there (:class:`EntityFile`): executors read it, a Parquet file by ranges of row groups in
-several tasks, a CSV file in one task, and check every batch as ``prepare`` checks the whole
-input, with the same functions (:func:`potluck.offline.convert.convert`,
-:func:`potluck.offline.csv_text.read_csv_column`, the messages of :mod:`potluck.offline.pit`).
+read there (:class:`EntityFile`): executors read it, a Parquet file in slices of rows in several
+tasks (a slice may start or end inside a row group), a CSV file in one task, and check every
+batch as ``prepare`` checks the whole input, with the same functions
+(:func:`potluck.offline.convert.convert`, :func:`potluck.offline.csv_text.read_csv_column`, the
+messages of :mod:`potluck.offline.pit`); the join reads it again rather than caching its rows.
 Each row's number is its position in the file, known from the footer's row-group sizes, so the
 output keeps the input's order. An executor records what it finds in an accumulator instead of
 failing its task (Spark would retry it); the driver then raises the error ``prepare`` would
@@ -17,6 +18,8 @@ findings and what the footer or header says (a missing column, a type that canno
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from potluck.errors import DataValidationError, PotluckError
+from potluck.errors import DataValidationError, PotluckError, ValidationError
 from potluck.offline.convert import convert
 from potluck.offline.csv_text import read_csv_column
 from potluck.offline.files import BATCH_SIZE, filesystem_for, os_error
@@ -44,11 +47,10 @@ from potluck.offline.pit import (
 from potluck.offline.spark.carry import CarriedColumn, carry, carry_batch, plan_carry
 from potluck.offline.spark.pit import ROW, TS, key_column
 from potluck.offline.spark.reading import ROWS_PER_TASK, Gathered
+from potluck.offline.spark.session import executor_errors
 
 try:
-    from pyspark import StorageLevel
     from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql import functions as F  # noqa: N812 - Spark's own convention
     from pyspark.sql.pandas.types import from_arrow_schema
 except ImportError as exc:  # pragma: no cover - pyspark is the spark extra
     from potluck.errors import PluginDependencyError
@@ -74,7 +76,7 @@ class LoadedEntities:
 
     Attributes:
         rows: :data:`ROW`, :data:`TS`, the key columns and the carried columns (see
-            :func:`potluck.offline.spark.pit.render`); cached when read from a file.
+            :func:`potluck.offline.spark.pit.render`); lazy: read again when the join runs.
         plan: The join, with the entity rows' earliest and latest timestamps.
         count: How many entity rows there are.
     """
@@ -136,6 +138,20 @@ class _FileSpec:
     """A Parquet file's row-group sizes; empty for CSV (one task reads it whole)."""
 
 
+def slices(total: int, units: int) -> tuple[range, ...]:
+    """Cut rows ``0 .. total - 1`` into ``units`` consecutive slices of (nearly) equal size.
+
+    Args:
+        total: How many rows there are.
+        units: How many slices to make (at least 1).
+
+    Returns:
+        The slices in row order; their sizes differ by one row at most.
+    """
+    bounds = [total * unit // units for unit in range(units + 1)]
+    return tuple(range(start, stop) for start, stop in itertools.pairwise(bounds))
+
+
 class EntityFile:
     """Entity rows in a ``.parquet`` or ``.csv`` file, read and checked on executors.
 
@@ -144,10 +160,17 @@ class EntityFile:
     resolved against the working folder on the driver (as ``prepare`` reads it), and executors
     read the absolute path.
 
+    A Parquet file is read in slices of consecutive rows, one task each: ``rows_per_task``
+    rows or more per slice, two slices per core at most, whatever its row groups (a task reads
+    the row groups that hold its slice and keeps only the slice's rows). A CSV file is read by
+    one task.
+
     Args:
         path: The file (a path or a URL), as ``prepare`` accepts it.
         plan: The join, without the entity rows' time bounds (from
             :func:`potluck.offline.pit.build_plan`).
+        rows_per_task: The fewest rows a task reads, if the file has them (default:
+            :data:`potluck.offline.spark.reading.ROWS_PER_TASK`, as for source files).
 
     Raises:
         ValidationError: If the file cannot be read or is not ``.parquet``/``.csv``, as
@@ -157,8 +180,11 @@ class EntityFile:
             form in Spark.
     """
 
-    def __init__(self, path: str | os.PathLike[str], plan: PitPlan) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], plan: PitPlan, *, rows_per_task: int | None = None
+    ) -> None:
         self.plan = plan
+        self._rows_per_task = rows_per_task
         declared = tuple(entity_columns(plan))
         given = os.fspath(path)
         opened = open_input(given, declared, keep_other_columns=True)
@@ -203,7 +229,12 @@ class EntityFile:
         )
 
     def load(self, spark: SparkSession) -> LoadedEntities:
-        """Read and check the file on executors; cache the rows there.
+        """Check the file on executors; return its rows, read there again by the join.
+
+        A first pass reads and checks every slice and sends the driver one row of counts and
+        timestamp bounds per task, no entity row. The rows returned are a lazy DataFrame: the
+        join's first stage reads and checks the file again (a Python pass of about 0.3 s per
+        million rows), which costs much less than caching the rows in Spark's memory.
 
         Raises:
             ValidationError: If the file cannot be read, as ``prepare`` says it.
@@ -213,48 +244,65 @@ class EntityFile:
         """
         spec = self._spec
         found = spark.sparkContext.accumulator([], Gathered())
-        read_rows = spark.sparkContext.accumulator(0)
-        groups = len(spec.group_rows)
-        total = sum(spec.group_rows)
-        tasks = 1
-        if groups > 1:
+        parts: tuple[range | None, ...] = (None,)  # a CSV file: one task reads it whole
+        if not spec.from_csv:
+            total = sum(spec.group_rows)
+            per_task = self._rows_per_task or ROWS_PER_TASK
             cores = spark.sparkContext.defaultParallelism
-            tasks = max(1, min(groups, 2 * cores, -(-total // ROWS_PER_TASK)))
+            parts = slices(total, max(1, min(2 * cores, -(-total // per_task))))
 
-        def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            numbers = [n for batch in batches for n in batch.column(0).to_pylist()]
-            if numbers:
+        def check(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for rows in _assigned(parts, batches):
                 findings: list[Finding] = []
                 counted = [0]
-                yield from _read(spec, numbers, findings, counted)
+                sent = 0
+                bounds: list[int] = []
+                for batch in _read(spec, rows, findings, counted):
+                    sent += batch.num_rows
+                    least, most = pc.min_max(batch.column(1)).as_py().values()
+                    bounds += [t for t in (least, most) if t is not None]
                 found.add(findings)
-                read_rows.add(counted[0])
+                yield pa.RecordBatch.from_pylist(
+                    [
+                        {
+                            "read": counted[0],
+                            "sent": sent,
+                            "earliest": min(bounds, default=None),
+                            "latest": max(bounds, default=None),
+                        }
+                    ],
+                    schema=_COUNTS,
+                )
 
+        def send(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for rows in _assigned(parts, batches):
+                findings: list[Finding] = []
+                yield from _read(spec, rows, findings, [0])
+                if findings:
+                    with executor_errors():  # the driver raises it as itself
+                        raise _changed(spec, min(findings, key=lambda finding: finding[:4])[4])
+
+        tasks = spark.range(0, len(parts), 1, len(parts))
+        counts = tasks.mapInArrow(check, from_arrow_schema(_COUNTS)).collect()
+        read_rows = sum(int(row["read"]) for row in counts)
+        count = sum(int(row["sent"]) for row in counts)
+        error = self._first_error(list(found.value), read_rows)
+        if error is not None:
+            raise error
         types = {d.name: d.arrow_type for d in spec.declared}
         arrow = pa.schema(
             [pa.field(ROW, pa.int64()), pa.field(TS, pa.int64())]
             + [pa.field(key_column(e), types[e]) for e in self.plan.key_columns]
             + [pa.field(carried_name(i), c.carried) for i, c in enumerate(self.columns)]
         )
-        rows = (
-            spark.range(0, max(groups, 1), 1, tasks)
-            .mapInArrow(read, from_arrow_schema(arrow, prefer_timestamp_ntz=False))
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        stats = rows.agg(F.count(F.lit(1)), F.min(TS), F.max(TS)).first()
-        if stats is None:  # pragma: no cover - an aggregate has one row
-            raise AssertionError("no aggregate row")
-        count = int(stats[0])
-        error = self._first_error(list(found.value), int(read_rows.value))
-        if error is not None:
-            rows.unpersist()
-            raise error
+        rows = tasks.mapInArrow(send, from_arrow_schema(arrow, prefer_timestamp_ntz=False))
         if count == 0:
             return LoadedEntities(rows, self.plan, 0)
+        sent = [row for row in counts if row["sent"]]
         plan = PitPlan(
             joins=self.plan.joins,
-            earliest=_EPOCH + timedelta(microseconds=int(stats[1])),
-            latest=_EPOCH + timedelta(microseconds=int(stats[2])),
+            earliest=_EPOCH + timedelta(microseconds=min(row["earliest"] for row in sent)),
+            latest=_EPOCH + timedelta(microseconds=max(row["latest"] for row in sent)),
         )
         return LoadedEntities(rows, plan, count)
 
@@ -273,6 +321,41 @@ class EntityFile:
         if not found:
             return None
         return min(found, key=lambda finding: finding[:4])[4]
+
+
+_COUNTS = pa.schema(
+    [
+        pa.field("read", pa.int64()),
+        pa.field("sent", pa.int64()),
+        pa.field("earliest", pa.int64()),
+        pa.field("latest", pa.int64()),
+    ]
+)
+"""What a task of the check pass tells the driver: rows read, rows that passed (sent on), and
+their earliest and latest timestamps (UTC microseconds; null without rows)."""
+
+
+def _assigned(
+    parts: Sequence[range | None], batches: Iterator[pa.RecordBatch]
+) -> list[range | None]:
+    """The rows a task reads, from the slice numbers it was given.
+
+    Consecutive slices make one range; ``None`` is a whole CSV file; no slice, nothing.
+    """
+    numbers = [n for batch in batches for n in batch.column(0).to_pylist()]
+    if not numbers:
+        return []
+    first, last = parts[min(numbers)], parts[max(numbers)]
+    return [None if first is None or last is None else range(first.start, last.stop)]
+
+
+def _changed(spec: _FileSpec, error: PotluckError) -> ValidationError:
+    """The error of a file that no longer passes the checks it passed before the join."""
+    return ValidationError(
+        f"the entity file {spec.given!r} changed while the training set was built "
+        f"({error.message}); build it again",
+        path=spec.given,
+    )
 
 
 def _names(plan: PitPlan, carried: int) -> list[str]:
@@ -312,17 +395,17 @@ def _type_error(schema: pa.Schema, column: DeclaredColumn, rows: int) -> Potluck
 
 
 def _read(
-    spec: _FileSpec, numbers: Sequence[int], findings: list[Finding], counted: list[int]
+    spec: _FileSpec, rows: range | None, findings: list[Finding], counted: list[int]
 ) -> Iterator[pa.RecordBatch]:
-    """Read this task's part of the file: row groups ``numbers`` (consecutive), or all of a CSV.
+    """Read this task's part of the file: the Parquet rows ``rows``, or all of a CSV (``None``).
 
     Checks each batch; records at most one finding per (phase, column, step), the first, and
     yields no rows once anything is found.
     """
     first: dict[tuple[int, int, int], Finding] = {}
-    offset = sum(spec.group_rows[: numbers[0]]) if spec.group_rows else 0
+    offset = 0 if rows is None else rows.start
     try:
-        for batch in _batches(spec, numbers):
+        for batch in _batches(spec, rows):
             checked = _checked(spec, batch, offset, first)
             counted[0] += batch.num_rows
             if checked is not None and not first:
@@ -344,16 +427,38 @@ def _as_given(spec: _FileSpec, error: PotluckError) -> PotluckError:
     return type(error)(message, **attrs)
 
 
-def _batches(spec: _FileSpec, numbers: Sequence[int]) -> Iterator[pa.RecordBatch]:
-    if spec.from_csv:
+def _batches(spec: _FileSpec, rows: range | None) -> Iterator[pa.RecordBatch]:
+    if rows is None:
         return open_input(spec.path, spec.declared, keep_other_columns=True).batches
     fs, inner = filesystem_for(spec.path)
     try:
         parquet = pq.ParquetFile(fs.open_input_file(inner))
     except OSError as exc:
         raise os_error(spec.path, exc, "read") from None
-    groups = list(numbers) if len(spec.group_rows) > 1 else None
-    return read_errors(parquet.iter_batches(batch_size=BATCH_SIZE, row_groups=groups), spec.path)
+    return read_errors(_sliced(parquet, spec.group_rows, rows), spec.path)
+
+
+def _sliced(
+    parquet: pq.ParquetFile, group_rows: Sequence[int], rows: range
+) -> Iterator[pa.RecordBatch]:
+    """The rows ``rows`` of ``parquet``, in batches: the row groups holding them, cut to them.
+
+    A row group is decoded from its start (Parquet has no finer entry point), and reading
+    stops after the slice's last row.
+    """
+    if not rows:
+        return
+    starts = list(itertools.accumulate(group_rows, initial=0))
+    first = bisect.bisect_right(starts, rows.start) - 1
+    stop = bisect.bisect_left(starts, rows.stop)
+    position = starts[first]
+    for batch in parquet.iter_batches(batch_size=BATCH_SIZE, row_groups=range(first, stop)):
+        keep = range(max(rows.start, position), min(rows.stop, position + batch.num_rows))
+        if keep:
+            yield batch.slice(keep.start - position, len(keep))
+        position += batch.num_rows
+        if position >= rows.stop:
+            return
 
 
 def _checked(
@@ -425,4 +530,5 @@ __all__ = [
     "InMemoryEntities",
     "LoadedEntities",
     "carried_name",
+    "slices",
 ]

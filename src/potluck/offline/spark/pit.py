@@ -10,9 +10,9 @@ row before it: the greatest event time at or before ``ts``, ties to the greatest
 All tables share that one window, so the join is one shuffle by (table, key) and a sort within
 each partition, linear in the rows, however many rows a key has and however many tables there
 are. ``max_age`` is applied to the winner: if the newest candidate is too old, so is every other.
-Each entity row then has one winner per table; a shuffle by row number brings them (and the
-row's own columns) together, one row per entity row, and a last one, by ranges of row numbers,
-puts the rows in order.
+Each entity row then has one winner per table; one more shuffle, by ranges of row numbers
+(computed, not sampled: :mod:`potluck.offline.spark.order`), brings them and the row's own
+columns together, one row per entity row, in row order.
 
 The module has no semantics of its own beyond this rendering; which files and rows a table reads
 is decided by the caller from :mod:`potluck.offline.snapshots` and :mod:`potluck.offline.files`.
@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 
 from potluck.offline.pit import PitPlan, TableJoin
+from potluck.offline.spark.order import range_key
 from potluck.offline.spark.scan import spark_type
 
 try:
@@ -52,6 +53,7 @@ _TABLE = "potluck:table"
 _ORDER = "potluck:order"
 _RANK = "potluck:rank"
 _WINNER = "potluck:winner"
+_RANGE = "potluck:range"
 _ENTITY_RANK = 2**63 - 1
 """An entity row's rank: above every feature row at the same time."""
 _NO_CREATED_RANK = -(2**63)
@@ -75,6 +77,8 @@ def feature_column(position: int) -> str:
 def render(
     plan: PitPlan,
     entity_rows: DataFrame,
+    rows: int,
+    partitions: int,
     feature_rows: Sequence[DataFrame],
     carried: Sequence[str] = (),
 ) -> DataFrame:
@@ -82,9 +86,11 @@ def render(
 
     Args:
         plan: The join.
-        entity_rows: One row per entity row: :data:`ROW` (long), :data:`TS` (long, UTC
-            microseconds), :func:`key_column` of every entity the plan joins on (the entity's
-            type, no nulls), and the ``carried`` columns.
+        entity_rows: One row per entity row: :data:`ROW` (long, ``0 .. rows - 1``, each
+            once), :data:`TS` (long, UTC microseconds), :func:`key_column` of every entity the
+            plan joins on (the entity's type, no nulls), and the ``carried`` columns.
+        rows: How many entity rows there are (at least 1).
+        partitions: How many ranges of row numbers the result is cut into (1 to ``rows``).
         feature_rows: Per join, in plan order, the table's rows: :func:`key_column` of each of
             its keys (the entity's type), :data:`EVENT` and :data:`CREATED` (timestamps) and
             :func:`feature_column` of each requested feature (its value type).
@@ -105,8 +111,8 @@ def render(
     )
     unioned = _asking(plan, entity_rows, winner, carried)
     first = 0
-    for number, (join, rows) in enumerate(zip(plan.joins, feature_rows, strict=True)):
-        offered = _offered(number, join, plan, rows, types, winner, first, carried)
+    for number, (join, table_rows) in enumerate(zip(plan.joins, feature_rows, strict=True)):
+        offered = _offered(number, join, plan, table_rows, types, winner, first, carried)
         unioned = unioned.unionByName(offered)
         first += len(join.features)
     window = (
@@ -122,10 +128,13 @@ def render(
     ).where(F.col(ROW).isNotNull())
     # Each entity row has one copy per table, each with its table's values (nulls elsewhere)
     # and the first with the row's own columns: the first non-null of each is the value. The
-    # rows are then cut into ranges of row numbers; Spark samples the row numbers to cut them,
-    # which, after the aggregation's shuffle, reads that shuffle's output, not the window again.
+    # copies meet in the partition of their row's range: hash partitioning by the range key
+    # satisfies the grouping by (range key, row), so this is the plan's last shuffle.
+    spark = entity_rows.sparkSession
     return (
-        newest.groupBy(ROW)
+        newest.withColumn(_RANGE, range_key(spark, F.col(ROW), rows, partitions))
+        .repartition(partitions, _RANGE)
+        .groupBy(_RANGE, ROW)
         .agg(
             *(F.first(name, ignorenulls=True).alias(name) for name in carried),
             *(
@@ -133,7 +142,7 @@ def render(
                 for value, column in zip(_values(plan), outputs, strict=True)
             ),
         )
-        .repartitionByRange(ROW)
+        .drop(_RANGE)
         .sortWithinPartitions(ROW)
     )
 

@@ -53,9 +53,10 @@ from potluck.offline.snapshots import (
     range_files,
 )
 from potluck.offline.spark.entities import EntityFile, InMemoryEntities, carried_name
+from potluck.offline.spark.order import partitions_for
 from potluck.offline.spark.pit import CREATED, EVENT, feature_column, key_column, render
 from potluck.offline.spark.ranges import read_files_in_range
-from potluck.offline.spark.reading import SourceErrors
+from potluck.offline.spark.reading import ROWS_PER_TASK, SourceErrors
 from potluck.offline.spark.scan import IngestionCreated, ScanColumn
 from potluck.offline.spark.session import spark_errors, start_session
 from potluck.offline.spark.settings import SparkSettings
@@ -121,6 +122,9 @@ class SparkOfflineStore(OfflineStore):
     Args:
         config: The store's settings.
         root: The folder relative source paths and ``staging_location`` are resolved against.
+        rows_per_task: The fewest rows a task reads of an entity file or writes of a training
+            set, when there are that many (default:
+            :data:`potluck.offline.spark.reading.ROWS_PER_TASK`, as for source files).
 
     Raises:
         ConfigError: If ``staging_location`` is a local folder that cannot be made or written.
@@ -130,8 +134,15 @@ class SparkOfflineStore(OfflineStore):
 
     config: SparkOfflineConfig
 
-    def __init__(self, config: SparkOfflineConfig, *, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SparkOfflineConfig,
+        *,
+        root: Path | None = None,
+        rows_per_task: int | None = None,
+    ) -> None:
         super().__init__(config, root=root)
+        self._rows_per_task = rows_per_task
         self.staging_location, self._local_staging = staging_folder(config.staging_location, root)
         """Where training sets go: ``staging_location`` resolved against ``root``."""
         self._lock = threading.Lock()
@@ -190,7 +201,9 @@ class SparkOfflineStore(OfflineStore):
         """
         entities: InMemoryEntities | EntityFile
         if isinstance(entity_source, (str, os.PathLike)):
-            entities = EntityFile(entity_source, build_plan(requests, self.root))
+            entities = EntityFile(
+                entity_source, build_plan(requests, self.root), rows_per_task=self._rows_per_task
+            )
         else:
             entities = InMemoryEntities(prepare(entity_source, requests, root=self.root))
         states = pin_sources(entities.plan, versions or {})
@@ -257,22 +270,21 @@ class SparkOfflineStore(OfflineStore):
         with spark_errors(doing):
             spark.sparkContext.setJobGroup(APP_NAME, f"training set {location}")
             loaded = entities.load(spark)
-            try:
-                if loaded.count == 0:
-                    write_empty(location, carried)
-                    return 0
-                plan = loaded.plan
-                feature_rows = [
-                    _scan(errors, number, join, states[join.table], plan.earliest, plan.latest)
-                    for number, join in enumerate(plan.joins)
-                ]
-                own = [carried_name(i) for i in range(len(carried))]
-                joined = render(plan, loaded.rows, feature_rows, own)
-                outputs = [c.output for c in plan.output_columns]
-                result = joined.select(*own, *outputs).toDF(*carried.names, *outputs)
-                result.write.parquet(spark_path(location))
-            finally:
-                loaded.rows.unpersist()
+            if loaded.count == 0:
+                write_empty(location, carried)
+                return 0
+            plan = loaded.plan
+            feature_rows = [
+                _scan(errors, number, join, states[join.table], plan.earliest, plan.latest)
+                for number, join in enumerate(plan.joins)
+            ]
+            own = [carried_name(i) for i in range(len(carried))]
+            per_task = self._rows_per_task or ROWS_PER_TASK
+            partitions = partitions_for(spark, loaded.count, per_task)
+            joined = render(plan, loaded.rows, loaded.count, partitions, feature_rows, own)
+            outputs = [c.output for c in plan.output_columns]
+            result = joined.select(*own, *outputs).toDF(*carried.names, *outputs)
+            result.write.parquet(spark_path(location))
         errors.raise_first()
         return loaded.count
 
