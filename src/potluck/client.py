@@ -246,12 +246,21 @@ class Client:
 
         Raises:
             NotFoundError: If the project does not exist.
-            ValidationError: If the location is empty, relative, or ``/``.
+            ValidationError: If the location is empty, relative, ``/``, or a URL naming no
+                bucket (:func:`potluck.registry.isolation.normalize_location`).
         """
         from potluck.registry.isolation import normalize_location
 
-        resolved = normalize_location(location, self.settings.root)
+        resolved = normalize_location(location)
         return self._registry.allow_location(check_name(project, "project"), resolved)
+
+    def data_roots(self, project: str | None = None) -> tuple[str, ...]:
+        """Return the roots the registry holds ``project``'s sources to (default: this client's).
+
+        Folders and URL prefixes, then topic prefixes as ``kafka:PREFIX``; through a Core
+        service, the ones it enforces. Empty when project data isolation is off.
+        """
+        return self._registry.data_roots(project or self._project)
 
     def list_allowed_locations(self, project: str | None = None) -> list[AllowedLocation]:
         """Return the locations allowed for ``project`` (default: this client's), by location."""

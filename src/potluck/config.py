@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import reprlib
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -48,6 +49,8 @@ from potluck.errors import ConfigError, PotluckError
 
 ENV_PREFIX = "POTLUCK_"
 CONFIG_FILE_NAME = "potluck.yaml"
+MIN_STAGING_MAX_AGE = timedelta(minutes=1)
+"""The smallest ``staging_max_age``: a younger training set may still be being read back."""
 
 MemoryLimit = Annotated[str, AfterValidator(check_memory_limit)]
 """A memory size as DuckDB reads it: ``"4GB"``, ``"512MiB"``, ``"80%"`` (of RAM)."""
@@ -146,6 +149,12 @@ class Settings(BaseModel):
         description="A folder (a path or URL) the SDK and the Job Service can both read and "
         "write: with job_service_url, in-memory entity rows are staged there as Parquet and "
         "training sets are written there.",
+    )
+    staging_max_age: timedelta | None = Field(
+        default=None,
+        description="How old (7d, 12h; at least 1m) a training set's folder under a staging "
+        "location (staging_location, and the offline store's) may get before a running Job "
+        "Service deletes it, checking every max age / 10 and at least hourly; null: never.",
     )
     auth: AuthSettings | None = Field(
         default=None,
@@ -251,6 +260,24 @@ class Settings(BaseModel):
     @classmethod
     def _check_address(cls, value: str | None) -> str | None:
         return None if value is None else check_address(value)
+
+    @field_validator("staging_max_age", mode="before")
+    @classmethod
+    def _check_staging_max_age(cls, value: object) -> object:
+        from potluck.definitions.serde import parse_duration
+
+        if value is None:
+            return None
+        try:
+            age = parse_duration(value, "staging_max_age")
+        except PotluckError as exc:
+            raise ValueError(exc.message.removeprefix("staging_max_age: ")) from None
+        if age < MIN_STAGING_MAX_AGE:
+            raise ValueError(
+                "must be at least 1m (such as 12h or 7d): a younger training set may still be "
+                "read back"
+            )
+        return age
 
     @field_validator("data_isolation", mode="before")
     @classmethod

@@ -468,8 +468,9 @@ def _cli(*args: str) -> tuple[int, str, str]:
         ),
         (
             "/srv/..",
-            "error: location: '/' is the whole file system; allowing it would let the project's "
-            "tables read and overwrite every project's data; allow the narrowest folder they need",
+            "error: location: '/srv/..' is the whole file system; allowing it would let the "
+            "project's tables read and overwrite every project's data; allow the narrowest folder "
+            "they need",
         ),
         (
             "relative/dir",

@@ -261,7 +261,7 @@ def test_denied_serving_calls_are_audited_and_unauthenticated_ones_counted(stack
     assert (local.actor, local.project, local.target) == ("token:reader", "alpha", "read_online")
     assert local.change == {"method": "POST /get-online-features"}
     assert remote.actor == "token:reader"
-    assert remote.change == {"method": "POST /get-online-features (reported by token:serving)"}
+    assert remote.change == {"method": "POST /get-online-features", "reported_by": "token:serving"}
 
 
 def test_list_audit_gives_an_admin_of_some_projects_only_their_entries(stack: Stack) -> None:

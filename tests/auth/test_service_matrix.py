@@ -302,7 +302,10 @@ CALLS: dict[str, tuple[str | None, str | None, Call]] = {
         _core(
             "RecordDenial",
             core_pb.RecordDenialRequest(
-                actor="someone", project="alpha", permission="apply", method="/x.Y/Z"
+                actor="token:someone",
+                project="alpha",
+                permission="apply",
+                method="/potluck.core.v1.CoreService/Apply",
             ),
         ),
     ),

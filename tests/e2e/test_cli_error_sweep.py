@@ -292,6 +292,13 @@ CASES: dict[str, list[tuple[list[str], int]]] = {
         (["gc", "nope"], BAD),
         (["gc", "--grace", "forever"], BAD),
         (["gc", "--grace", "99999999999d"], BAD),
+        (["gc", "--staging", "--older-than", "forever"], BAD),
+        (["gc", "--staging", "--older-than", "-1d"], BAD),
+        (["gc", "--staging", "--older-than", "99999999999d"], BAD),
+        (["gc", "driver_stats", "--staging"], BAD),
+        (["gc", "--staging", "--grace", "1h"], BAD),
+        (["gc", "--older-than", "1d"], BAD),
+        (["gc", "--staging"], BAD),  # no staging location is set
     ],
     "ingest-online": [
         (["ingest-online", "nope"], BAD),

@@ -252,8 +252,10 @@ def test_job_service_requests_it_cannot_answer_are_invalid_argument(services: Se
         request.output_location = "out/relative"
         assert _refused(stub.GetHistoricalFeatures, request) == (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "output_location: 'out/relative' is not an absolute folder or URL; give "
-            "file:///absolute/folder or an object store URL (s3://bucket/folder)",
+            "output_location: 'out/relative' is a relative path; Core and the other servers do "
+            "not accept relative paths (they cannot know the client's project root): send an "
+            "absolute folder or a URL (potluck apply and the SDK resolve relative paths against "
+            "the project root)",
         )
         assert _refused(stub.GetJob, pb.GetJobRequest()) == (
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -5,6 +5,7 @@ cannot."""
 from __future__ import annotations
 
 import json
+import re
 import string
 from datetime import timedelta
 from typing import Any
@@ -52,7 +53,8 @@ partition_columns = columns.filter(lambda c: not c.startswith("_"))
 mappings = st.dictionaries(columns, columns, max_size=3)
 folders = st.lists(
     st.text(string.ascii_letters + string.digits + "_-%=.", min_size=1, max_size=8).filter(
-        lambda p: p not in (".", "..")
+        # a percent escape in a folder's name is decoded on the way in, as on every route
+        lambda p: p not in (".", "..") and not re.search("%[0-9A-Fa-f]{2}", p)
     ),
     max_size=3,
 )
@@ -157,9 +159,10 @@ def test_paths_and_file_urls_round_trip(path: str) -> None:
     assert path_of(file_url_of(path)) == path
 
 
-def test_local_folders_travel_as_file_urls_read_literally() -> None:
+def test_local_folders_travel_as_file_urls_and_come_back_decoded() -> None:
     assert file_url_of("/data/driver stats") == "file:///data/driver stats"
-    assert path_of("file:///data/a%20b/") == "/data/a%20b"  # as Feast's ingest() writes it
+    assert path_of("file:///data/a%20b/") == "/data/a b"  # as the CLI and Core store it
+    assert path_of("file:///data/a/%2e%2e/b") == "/data/b"
     assert path_of("file://localhost/data/x") == "/data/x"
     assert path_of("/data/./x/../y") == "/data/y"
     assert path_of("s3://bucket/x/") == "s3://bucket/x/"
@@ -242,8 +245,9 @@ REFUSED = [
             )
         },
         "feature table driver_stats: batch_source.file_options.file_url: 'data/driver_stats' is "
-        "not an absolute folder or URL; give file:///absolute/folder or an object store URL "
-        "(s3://bucket/folder)",
+        "a relative path; Core and the other servers do not accept relative paths (they cannot "
+        "know the client's project root): send an absolute folder or a URL (potluck apply and "
+        "the SDK resolve relative paths against the project root)",
     ),
     (
         {
@@ -253,8 +257,8 @@ REFUSED = [
             )
         },
         "feature table driver_stats: batch_source.file_options.file_url: 'file://nas/data' "
-        "names the host 'nas'; a file URL must name a folder on the server's machine "
-        "(file:///absolute/folder), or use an object store URL (s3://, gs://, hdfs://)",
+        "names the host 'nas'; a file URL must name a folder on this machine "
+        "(file:///absolute/folder); use the mounted folder's path or an object store URL",
     ),
     (
         {"max_age": Duration(seconds=1, nanos=500)},

@@ -45,6 +45,14 @@ def refusal(project: str, name: str, field: str, location: str, allowed: str) ->
     )
 
 
+def topic_refusal(project: str, name: str, field: str, topic: str, prefix: str) -> str:
+    return (
+        f"feature table {name}: {field} {topic!r} does not start with a topic prefix of project "
+        f"{project} ({prefix}); use a topic starting with {prefix!r}, or ask an administrator "
+        f"to run: potluck projects allow-location {project} kafka:{topic}"
+    )
+
+
 def test_a_table_naming_another_projects_folder_is_refused_at_apply(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -93,8 +101,9 @@ def test_an_allowed_location_is_accepted_listed_and_idempotent(
     with pytest.raises(ValidationError) as bad:
         registry.allow_location("b", "relative/folder")
     assert bad.value.message == (
-        "location: 'relative/folder' is not an absolute folder, a URL or kafka:PREFIX; resolve "
-        "it first (potluck projects allow-location does)"
+        "location: 'relative/folder' is relative; an allowed location is stored in the registry "
+        "and holds for every client, so give an absolute folder (such as /srv/shared/stats), a "
+        "URL such as s3://bucket/prefix, or kafka:PREFIX"
     )
 
 
@@ -102,9 +111,7 @@ def test_topics_must_start_with_the_projects_prefix(registry: Registry, tmp_path
     registry.create_project("b")
     with pytest.raises(DefinitionError) as info:
         registry.apply("b", [DRIVER, table("t", topic="a.rides")])
-    assert info.value.message == refusal(
-        "b", "t", "stream_source.topic", "kafka:a.rides", "kafka:b."
-    )
+    assert info.value.message == topic_refusal("b", "t", "stream_source.topic", "a.rides", "b.")
     assert registry.apply("b", [DRIVER, table("t", topic="b.rides")])[1].action == "create"
     registry.allow_location("b", "kafka:shared.")
     assert registry.apply("b", [table("u", topic="shared.rides")])[0].action == "create"

@@ -13,7 +13,7 @@ from potluck.errors import ConfigError
 
 KNOWN = (
     "project, registry, online_store, offline_store, engine, kafka, core_url, serving_url, "
-    "job_service_url, staging_location, auth, token, "
+    "job_service_url, staging_location, staging_max_age, auth, token, "
     "token_file, core_secure, serving_secure, job_service_secure, ca_file, client_cert_file, "
     "client_key_file, data_isolation, data_root, data_roots, topic_prefixes"
 )
@@ -51,6 +51,7 @@ def test_without_a_file_every_setting_has_its_default(workdir: Path) -> None:
         "serving_url": None,
         "job_service_url": None,
         "staging_location": None,
+        "staging_max_age": None,
         "auth": None,
         "token": None,
         "token_file": None,

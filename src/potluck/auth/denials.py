@@ -20,6 +20,7 @@ have no identity to record, and anyone could flood the log with them. They are c
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +41,14 @@ MAX_PENDING = 1000
 
 MAX_WINDOWS = 10_000
 """The most distinct denials counted at once; more are written uncoalesced, if room remains."""
+
+REPEATED = re.compile(r" \(denied [1-9][0-9]{0,9} more times in [0-9]+(?:\.[0-9]+)? s\)\Z")
+"""The end :func:`repeats_suffix` gives a method, as Core's ``RecordDenial`` recognises it."""
+
+
+def repeats_suffix(repeats: int, window: float) -> str:
+    """Return what the entry of ``repeats`` coalesced denials adds to the method's name."""
+    return f" (denied {repeats} more times in {window:g} s)"
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ class DenialAudit:
             del self._windows[key]
             if window.repeats:
                 actor, project, permission, method = key
-                repeated = f"{method} (denied {window.repeats} more times in {self._window:g} s)"
+                repeated = f"{method}{repeats_suffix(window.repeats, self._window)}"
                 self._queue((actor, project, permission, repeated))
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -231,6 +240,7 @@ class DenialAudit:
 
 __all__ = [
     "COALESCE_SECONDS",
+    "REPEATED",
     "MAX_PENDING",
     "MAX_WINDOWS",
     "PERMISSION_DENIED",
@@ -240,4 +250,5 @@ __all__ = [
     "RecordDenial",
     "Refusal",
     "denial",
+    "repeats_suffix",
 ]

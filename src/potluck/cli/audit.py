@@ -13,7 +13,7 @@ from potluck.cli._render import OutputFormat, OutputOption
 from potluck.cli.main import Needs, make_client
 from potluck.definitions.serde import parse_duration
 from potluck.errors import DefinitionError, ValidationError
-from potluck.registry.audit import APPLY
+from potluck.registry.audit import APPLY, PERMISSION_DENIED
 from potluck.registry.base import AuditEntry
 
 
@@ -59,8 +59,23 @@ def since_time(value: str, now: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+MAX_CELL_CHARS = 200
+"""The most characters a cell of ``potluck audit``'s table shows; ``-o json`` shows everything."""
+
+
+def cell(text: str) -> str:
+    """Return ``text`` for one cell: at most :data:`MAX_CELL_CHARS`, saying how much was cut."""
+    if len(text) <= MAX_CELL_CHARS:
+        return text
+    return f"{text[:MAX_CELL_CHARS]}... ({len(text) - MAX_CELL_CHARS} more characters)"
+
+
 def change_text(entry: AuditEntry) -> str:
-    """Return an entry's change in a line: an apply's changed objects, else its JSON."""
+    """Return an entry's change in a line.
+
+    An apply's changed objects; a denial's method, and who reported it when a server did
+    (``reported by token:serving``); else the change as JSON.
+    """
     if entry.action == APPLY:
         lines = [
             f"{c['action']} {c['kind']} {c['name']}"
@@ -68,6 +83,10 @@ def change_text(entry: AuditEntry) -> str:
             if c.get("action") != "unchanged"
         ]
         return "; ".join(lines) or "nothing changed"
+    if entry.action == PERMISSION_DENIED and set(entry.change) <= {"method", "reported_by"}:
+        method = str(entry.change.get("method", ""))
+        reporter = entry.change.get("reported_by")
+        return method if reporter is None else f"{method}; reported by {reporter}"
     return json.dumps(dict(entry.change), sort_keys=True) if entry.change else ""
 
 
@@ -93,7 +112,8 @@ def audit(
     """Show the audit log, newest first.
 
     Who applied, deleted, archived, restored, allowed locations, started or cancelled jobs, and
-    which calls were denied; with when and what changed.
+    which calls were denied (and which server reported a denial); with when and what changed.
+    A table cell shows at most 200 characters; -o json shows entries whole.
     """
     start = None if since is None else since_time(since, datetime.now(timezone.utc))
     entries = make_client(ctx, Needs.REGISTRY).audit_log(project=project, since=start, limit=limit)
@@ -115,7 +135,14 @@ def audit(
     render.show_table(
         ("at (UTC)", "actor", "action", "project", "target", "change"),
         [
-            (render.iso_utc(e.at), e.actor, e.action, e.project, e.target, change_text(e))
+            (
+                render.iso_utc(e.at),
+                cell(e.actor),
+                e.action,
+                cell(e.project),
+                cell(e.target),
+                cell(change_text(e)),
+            )
             for e in entries
         ],
     )

@@ -88,9 +88,12 @@ def create(
         name=name, hash=hash_token(token), permissions=permissions, projects=projects
     )
     append_token(tokens_file, entry)
+    granted = ", ".join(p.value for p in permissions)
+    if projects is not None:
+        granted += f"; only on project{'s' * (len(projects) > 1)} {', '.join(projects)}"
     typer.echo(
-        f"created token {name!r} ({', '.join(p.value for p in permissions)}); its hash is in "
-        f"{tokens_file}. It is shown once, below; restart the servers to accept it.",
+        f"created token {name!r} ({granted}); its hash is in {tokens_file}. It is shown once, "
+        "below; restart the servers to accept it.",
         err=True,
     )
     typer.echo(token)

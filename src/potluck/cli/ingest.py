@@ -233,6 +233,22 @@ def gc(
             "2d). Files of ingestions known dead go whatever their age.",
         ),
     ] = "6h",
+    staging: Annotated[
+        bool,
+        typer.Option(
+            "--staging",
+            help="Collect the staging locations instead (staging_location and the offline "
+            "store's): delete training-set folders and driver logs older than --older-than.",
+        ),
+    ] = False,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="With --staging: how old (time since its newest file was written) a folder "
+            "must be to go (12h, 7d). Folders of running jobs are kept.",
+        ),
+    ] = "7d",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
@@ -241,13 +257,33 @@ def gc(
     """Delete the files that ingestions which died before committing left behind.
 
     Committed data and files written by other tools are never touched. Every ingest already
-    cleans up after dead ingestions of its own table; this also finds older leftovers.
+    cleans up after dead ingestions of its own table; this also finds older leftovers. With
+    --staging, old training sets under the staging locations go instead.
     """
-    span = parse_duration(float(grace) if _is_number(grace) else grace, "--grace")
-    if span < timedelta(0):
+    given = {
+        name
+        for name in ("tables", "grace", "older_than")
+        if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+    if staging:
+        if given & {"tables", "grace"}:
+            raise ValidationError(
+                "--staging collects the staging locations, not tables: drop "
+                + ("the table names" if "tables" in given else "--grace")
+                + " (or run gc without --staging for tables)",
+                field="tables" if "tables" in given else "grace",
+            )
+        from potluck.cli._staging_gc import collect_staging_locations
+
+        age = _duration(older_than, "--older-than", "older_than", "0, 12h, 7d")
+        collect_staging_locations(ctx, older_than=age, dry_run=dry_run, output=output)
+        return
+    if "older_than" in given:
         raise ValidationError(
-            f"--grace must be 0 or more (such as 0, 30m, 6h), got {grace!r}", field="grace"
+            "--older-than is the age limit of --staging; add --staging (or use --grace for tables)",
+            field="older_than",
         )
+    span = _duration(grace, "--grace", "grace", "0, 30m, 6h")
     reports = make_client(ctx).collect_garbage(tables or None, grace=span, dry_run=dry_run)
     if output is OutputFormat.JSON:
         print_json(
@@ -280,6 +316,16 @@ def _format_of(path: str) -> Literal["parquet", "csv"]:
     if lowered.endswith(".csv"):
         return "csv"
     raise ValidationError(f"--out must end in .parquet or .csv, got {path!r}", field="out")
+
+
+def _duration(text: str, option: str, field: str, examples: str) -> timedelta:
+    """Read a duration option (seconds, or text such as ``6h``); it must be 0 or more."""
+    span = parse_duration(float(text) if _is_number(text) else text, option)
+    if span < timedelta(0):
+        raise ValidationError(
+            f"{option} must be 0 or more (such as {examples}), got {text!r}", field=field
+        )
+    return span
 
 
 def _is_number(text: str) -> bool:

@@ -46,6 +46,7 @@ from potluck.errors import (
     DefinitionError,
     IncompatibleChangeError,
     NotFoundError,
+    PermissionDeniedError,
     PotluckError,
     ValidationError,
 )
@@ -415,8 +416,19 @@ def require_project(client: Client) -> None:
 
     Raises:
         NotFoundError: Naming the project and the projects that do exist.
+        PermissionDeniedError: If the caller may not list projects; the message names the
+            project the command is for.
     """
-    names = [p.name for p in client.list_projects(include_archived=True)]
+    try:
+        names = [p.name for p in client.list_projects(include_archived=True)]
+    except PermissionDeniedError as exc:
+        if exc.attrs().get("project"):
+            raise
+        raise PermissionDeniedError(
+            f"{exc.message}, which the command needs on project {client.project!r} (it first "
+            "checks that the project exists)",
+            **{**exc.attrs(), "project": client.project},
+        ) from None
     if client.project in names:
         return
     known = f"existing projects: {', '.join(names)}" if names else "nothing was applied yet"

@@ -28,7 +28,6 @@ from potluck.errors import (
     PotluckError,
     ValidationError,
 )
-from potluck.registry.isolation import TOPIC_PREFIX, DataIsolation
 from potluck.types import ValueType
 
 EXAMPLE_DEFINITIONS_FILE = "definitions.yaml"
@@ -510,28 +509,44 @@ def describe_project(
     name: Annotated[str, typer.Argument(help="The project's name.")],
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Show a project: archived or not, its data roots and the locations allowed for it."""
+    """Show a project: archived or not, its data roots and the locations allowed for it.
+
+    The data roots are the ones the registry enforces: through a Core service, Core's.
+    """
     client = make_client(ctx, Needs.REGISTRY)
     found = [p for p in client.list_projects(include_archived=True) if p.name == name]
     if not found:
         raise NotFoundError(f"project {name} not found", kind="project", name=name)
+    project = found[0]
     allowed = client.list_allowed_locations(name)
-    isolation = None if client.settings.core_url else DataIsolation.from_settings(client.settings)
-    roots: list[str] = []
-    if isolation is not None:
-        roots = [*isolation.roots(name), *(TOPIC_PREFIX + p for p in isolation.prefixes(name))]
+    roots = list(client.data_roots(name))
+    created = render.iso_utc(project.created_at) if project.created_at else None
     if output is OutputFormat.JSON:
-        data = render.project_json(found[0])
-        data["data_roots"] = roots
-        data["allowed_locations"] = [
-            {"location": a.location, "allowed_by": a.allowed_by, "allowed_at": a.allowed_at}
-            for a in allowed
-        ]
-        render.print_json(data)
+        render.print_json(
+            {
+                "name": project.name,
+                "archived": project.archived,
+                "created_at": created,
+                "data_roots": roots,
+                "allowed_locations": [
+                    {
+                        "location": a.location,
+                        "allowed_by": a.allowed_by,
+                        "allowed_at": render.iso_utc(a.allowed_at),
+                    }
+                    for a in allowed
+                ],
+            }
+        )
         return
-    render.show_projects(found)
+    render.show_table(
+        ("project", "archived", "created at (UTC)"),
+        [(project.name, "yes" if project.archived else "no", created or "")],
+    )
     if roots:
-        render.show_table(("data roots (these settings)",), [(r,) for r in roots])
+        render.show_table(("data roots (enforced)",), [(r,) for r in roots])
+    else:
+        render.show_message("No data roots: project data isolation is off.")
     render.show_table(
         ("allowed location", "allowed by", "allowed at (UTC)"),
         [(a.location, a.allowed_by, render.iso_utc(a.allowed_at)) for a in allowed],

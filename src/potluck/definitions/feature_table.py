@@ -9,7 +9,12 @@ from datetime import timedelta
 from potluck.definitions._checks import check_labels, check_name, set_frozen
 from potluck.definitions.entity import Entity
 from potluck.definitions.feature import Feature
-from potluck.definitions.sources import FileSource, KafkaSource
+from potluck.definitions.sources import (
+    FileSource,
+    KafkaSource,
+    shown_path,
+    source_path_problem,
+)
 from potluck.errors import DefinitionError
 
 
@@ -73,6 +78,15 @@ class FeatureTable:
                 f"{where}: stream_source must be a KafkaSource, got {self.stream_source!r}",
                 field="feature_table.stream_source",
             )
+        if self.batch_source is not None:
+            path = self.batch_source.path
+            problem = source_path_problem(path)
+            if problem is not None:
+                raise DefinitionError(
+                    f"{where}: batch_source.path: {shown_path(path)} {problem}",
+                    field="batch_source.path",
+                    table=self.name,
+                )
         labels = check_labels(self.labels, "feature_table.labels", f"{where}: labels")
         set_frozen(self, "labels", labels)
 

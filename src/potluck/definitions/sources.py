@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,15 +25,90 @@ LOCAL_FILE_HOSTS = ("", "localhost")
 """The hosts a ``file://`` batch source URL may name: both mean this machine."""
 
 
-def resolve_source_path(path: str, root: str | Path) -> str:
+MAX_PATH_BYTES = 4095
+"""The longest path or URL a batch source may name, in UTF-8 bytes (Linux's ``PATH_MAX`` less
+its NUL)."""
+
+MAX_PATH_PART_BYTES = 255
+"""The longest file or folder name in a local path, in UTF-8 bytes (``NAME_MAX``)."""
+
+_SHOWN = 80
+"""How much of a refused path an error message quotes."""
+
+
+def shown_path(path: str) -> str:
+    """Return ``path`` quoted for an error message: its repr, cut to about 80 characters."""
+    return repr(path) if len(path) <= _SHOWN else f"{path[:_SHOWN]!r}... ({len(path)} characters)"
+
+
+def source_path_problem(path: str) -> str | None:
+    """Return why ``path`` cannot name a batch source or data root, or ``None`` when it can.
+
+    A ``file://`` URL must name this machine (no host, or ``localhost``). A path or URL must
+    not hold control characters (a NUL byte, a newline ...: the file system and pyarrow refuse
+    them, and they forge log lines), nor be longer than
+    :data:`MAX_PATH_BYTES`; a local path (a ``file://`` URL after its percent-escapes are
+    decoded) must not have a part longer than :data:`MAX_PATH_PART_BYTES`. Only the text is
+    read, never the disk.
+    """
+    scheme, sep, rest = path.partition("://")
+    host = rest.partition("/")[0]
+    if sep and scheme.lower() == "file" and host.lower() not in LOCAL_FILE_HOSTS:
+        return (
+            f"names the host {host!r}; a file URL must name a folder on this machine "
+            "(file:///absolute/folder); use the mounted folder's path or an object store URL"
+        )
+    for text in _local_forms(path):
+        bad = next((c for c in text if unicodedata.category(c) in _CONTROL), None)
+        if bad is not None:
+            return (
+                f"holds the control character {bad!r}; a path cannot hold control characters "
+                "(NUL, newline, tab ...): name the folder without them"
+            )
+        size = _bytes(text)
+        if size > MAX_PATH_BYTES:
+            return (
+                f"is {size} bytes long; a path may be at most {MAX_PATH_BYTES} bytes: use a "
+                "shorter path"
+            )
+        if "://" in text:
+            continue
+        long = next((p for p in text.split("/") if _bytes(p) > MAX_PATH_PART_BYTES), None)
+        if long is not None:
+            return (
+                f"has a part of {_bytes(long)} bytes "
+                f"({shown_path(long)}); a file or folder name may be at most "
+                f"{MAX_PATH_PART_BYTES} bytes: use shorter names"
+            )
+    return None
+
+
+_CONTROL = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _local_forms(path: str) -> tuple[str, ...]:
+    """The texts of ``path`` to check: itself and, for a ``file://`` URL, its decoded path."""
+    scheme, sep, rest = path.partition("://")
+    if sep and scheme.lower() == "file":
+        return path, "/" + unquote(rest.partition("/")[2])
+    return (path,)
+
+
+def resolve_source_path(path: str, root: str | Path, *, field: str = "batch_source.path") -> str:
     """Return the one location a batch source ``path`` names, for every client of a registry.
 
-    Applying a table stores this instead of ``path``, so a relative path means the same folder to
-    every client, whatever its working folder:
+    Every way a table reaches a registry (the SDK, ``potluck apply``, Core's ``Apply`` and
+    ``Plan``, Feast 0.9's ``ApplyFeatureTable``) stores this instead of ``path``, so one folder has
+    one spelling and a relative path means the same folder to every client, whatever its working
+    folder:
 
     - a URL of any scheme but ``file`` (``s3://bucket/x``, ``gs://``, ``hdfs://``) is kept as given;
     - ``file:///abs/folder`` and ``file://localhost/abs/folder`` become the plain local path
-      ``/abs/folder`` (percent-escapes decoded), so one folder has one spelling;
+      ``/abs/folder`` (percent-escapes decoded, as RFC 8089 reads them: ``%2e%2e`` is ``..``);
     - ``~`` and ``~user`` are expanded, then a relative path is joined to ``root``;
     - the result is normalised lexically (``a/./b/../c`` is ``a/c``, no trailing ``/``); symlinks
       are kept, and nothing is read from disk.
@@ -44,32 +120,110 @@ def resolve_source_path(path: str, root: str | Path) -> str:
         root: The folder a relative path is relative to: the project root (the folder of
             ``potluck.yaml``, else of the definitions file, else the working folder). A relative
             ``root`` is taken from the working folder.
+        field: The field ``path`` came from, named in errors.
 
     Returns:
         An absolute local path, or the URL as given.
 
     Raises:
-        DefinitionError: If ``path`` is a ``file://`` URL naming another host
-            (``file://nas/data``); ``field`` is ``batch_source.path``.
+        DefinitionError: If ``path`` fails :func:`source_path_problem` (control characters, too
+            long) or is a ``file://`` URL naming another host (``file://nas/data``); ``field``
+            is ``field``.
     """
+    problem = source_path_problem(path)
+    if problem is not None:
+        raise DefinitionError(f"{field}: {shown_path(path)} {problem}", field=field)
     if "://" in path:
         scheme, _, rest = path.partition("://")
         if scheme.lower() != "file":
             return path
-        host, _, local = rest.partition("/")
-        if host.lower() not in LOCAL_FILE_HOSTS:
-            raise DefinitionError(
-                f"batch_source.path: {path!r} names the host {host!r}; a file URL must name a "
-                "folder on this machine (file:///absolute/folder); use the mounted folder's "
-                "path or an object store URL",
-                field="batch_source.path",
-            )
-        path = "/" + unquote(local)
-    folder = os.path.expanduser(os.fspath(root))
-    resolved = os.path.abspath(os.path.join(folder, os.path.expanduser(path)))
+        path = "/" + unquote(rest.partition("/")[2])
+    try:
+        folder = os.path.expanduser(os.fspath(root))
+        resolved = os.path.abspath(os.path.join(folder, os.path.expanduser(path)))
+    except (OSError, ValueError) as exc:  # the checks above leave none known; never INTERNAL
+        raise DefinitionError(
+            f"{field}: {shown_path(path)} cannot be resolved ({exc}); give an absolute folder",
+            field=field,
+        ) from None
     # normpath keeps a leading "//" (POSIX leaves its meaning to the system); on Linux and macOS
     # it is "/", so it gets that one spelling.
     return "/" + resolved.lstrip("/") if resolved.startswith("//") else resolved
+
+
+def received_source_path(path: str, *, field: str = "batch_source.path") -> str:
+    """Return the stored form of a batch source path a server received from a client.
+
+    As :func:`resolve_source_path`, except that a relative path (or ``~``) is refused: a server
+    (Core, Feast 0.9's Core API) cannot know the client's project root, and would otherwise
+    resolve it against its own working folder. ``potluck apply`` and the SDK resolve relative
+    paths before they send them.
+
+    Raises:
+        DefinitionError: If ``path`` is relative, or :func:`resolve_source_path` refuses it;
+            ``field`` is ``field``.
+    """
+    if "://" not in path and not path.startswith("/") and source_path_problem(path) is None:
+        raise DefinitionError(
+            f"{field}: {shown_path(path)} is a relative path; Core and the other servers do not "
+            "accept relative paths (they cannot know the client's project root): send an "
+            "absolute folder or a URL (potluck apply and the SDK resolve relative paths against "
+            "the project root)",
+            field=field,
+        )
+    return resolve_source_path(path, "/", field=field)
+
+
+def data_location(location: str, root: str | Path | None, *, field: str) -> str:
+    """Return the one spelling of a folder or URL prefix that bounds a project's data.
+
+    For the ``data_roots`` setting and for the locations an administrator allows outside a
+    project's roots (``potluck projects allow-location``): both give a project every location
+    under them, so both follow this one rule. The location is normalised as a batch source path
+    is (:func:`resolve_source_path`); it must name something narrower than everything: not
+    ``/`` (the whole file system), not a URL without a bucket or host (``s3://``, ``s3:///x``).
+
+    Args:
+        location: An absolute folder, a ``file://`` URL or a URL prefix (``s3://bucket/x``).
+        root: The folder a relative location is relative to; ``None``: a relative location is
+            refused (an allowed location is stored and holds for every client).
+        field: The setting or argument it came from, named in errors.
+
+    Raises:
+        DefinitionError: If it is empty, relative while ``root`` is ``None``, fails
+            :func:`source_path_problem`, is ``/`` or names no bucket or host; ``field`` is
+            ``field``.
+    """
+    text = location.strip() if isinstance(location, str) else ""
+    if not text:
+        raise DefinitionError(
+            f"{field}: {location!r} names nothing; give an absolute folder or a URL such as "
+            "s3://bucket/prefix",
+            field=field,
+        )
+    if root is None and "://" not in text and not text.startswith("/"):
+        raise DefinitionError(
+            f"{field}: {shown_path(location)} is relative; an allowed location is stored in the "
+            "registry and holds for every client, so give an absolute folder (such as "
+            "/srv/shared/stats) or a URL such as s3://bucket/prefix",
+            field=field,
+        )
+    resolved = resolve_source_path(text, root or "/", field=field)
+    if resolved == "/":
+        raise DefinitionError(
+            f"{field}: {shown_path(location)} is the whole file system; allowing it would let "
+            "the project's tables read and overwrite every project's data; allow the narrowest "
+            "folder they need",
+            field=field,
+        )
+    scheme, sep, rest = resolved.partition("://")
+    if sep and not rest.partition("/")[0]:
+        raise DefinitionError(
+            f"{field}: {shown_path(location)} names no bucket or host, so it would cover every "
+            f"bucket: give {scheme}://BUCKET or {scheme}://BUCKET/PREFIX",
+            field=field,
+        )
+    return resolved
 
 
 def _check_mapping(value: object, field_name: str) -> dict[str, str]:

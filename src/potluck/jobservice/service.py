@@ -42,6 +42,7 @@ from potluck.jobservice._parts import open_engine, open_offline_store, open_onli
 from potluck.jobservice.control_loop import ControlLoop
 from potluck.jobservice.retrieval import RetrievalRunner, resolve_requests
 from potluck.jobservice.scheduler import Scheduler, new_schedule
+from potluck.jobservice.staging_age import StagingCollector
 from potluck.registry.base import Schedule
 from potluck.registry.sql import SqlRegistry
 
@@ -69,6 +70,8 @@ class JobService:
         clock: Returns the current time, UTC (default: the system clock).
         control_loop_interval: Seconds between two passes of the control loop.
         scheduler_interval: Seconds between two looks for due ticks.
+        staging_interval: Seconds between two collections of the staging locations with
+            ``staging_max_age`` set (default: ``min(1 hour, staging_max_age / 10)``).
 
     Raises:
         ConfigError: If a setting is invalid, the registry URL is wrong, or ``core_url`` is
@@ -84,6 +87,7 @@ class JobService:
         clock: Clock = utc_now,
         control_loop_interval: float = DEFAULT_CONTROL_LOOP_INTERVAL,
         scheduler_interval: float = DEFAULT_SCHEDULER_INTERVAL,
+        staging_interval: float | None = None,
     ) -> None:
         self.settings = settings
         self.instance_id = uuid.uuid4().hex
@@ -103,6 +107,17 @@ class JobService:
             cancel=self._cancel_quietly,
             holder=self.instance_id,
             interval=control_loop_interval,
+        )
+        self.staging_collector = (
+            None
+            if settings.staging_max_age is None
+            else StagingCollector(
+                settings,
+                self.registry,
+                max_age=settings.staging_max_age,
+                clock=clock,
+                interval=staging_interval,
+            )
         )
 
     def now(self) -> datetime:
@@ -371,7 +386,13 @@ class JobService:
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def start_background(self, *, scheduler: bool = True, control_loop: bool = True) -> None:
-        """Start the scheduler and the control loop in threads (until :meth:`close`)."""
+        """Start the background loops in threads (until :meth:`close`).
+
+        The scheduler and the control loop as asked, and with ``staging_max_age`` set the
+        collection of the staging locations.
+        """
+        if self.staging_collector is not None:
+            self.staging_collector.start()
         if scheduler:
             self.scheduler.start()
         if control_loop:
@@ -386,6 +407,8 @@ class JobService:
         """
         self.scheduler.stop()
         self.control_loop.stop()
+        if self.staging_collector is not None:
+            self.staging_collector.stop()
         with self._lock:
             live = list(self._live.values())
         for handle in live:

@@ -254,8 +254,35 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
-        """Add a ``permission_denied`` entry: ``actor`` lacked ``permission`` for ``method``."""
+    def record_denial(
+        self,
+        actor: str,
+        project: str,
+        permission: str,
+        method: str,
+        *,
+        reported_by: str | None = None,
+    ) -> None:
+        """Add a ``permission_denied`` entry: ``actor`` lacked ``permission`` for ``method``.
+
+        Args:
+            actor: The denied caller (``token:<name>``, ``jwt:<sub>``).
+            project: The project the denied call acted on (``""``: none).
+            permission: The permission it lacked.
+            method: The call (``/package.Service/Method`` or ``POST /path``).
+            reported_by: Who reported the denial when it is not this registry's own server (the
+                Core service sets it to the caller of ``RecordDenial``); kept in the entry's
+                change as ``reported_by``, never in ``actor``.
+        """
+
+    def data_roots(self, project: str) -> tuple[str, ...]:
+        """Return the roots the applies of this registry hold ``project``'s sources to.
+
+        The folders and URL prefixes its batch sources may lie under, then its topic prefixes
+        as ``kafka:PREFIX``; empty when nothing is checked (isolation off). A Core client
+        returns what the Core service enforces.
+        """
+        return ()
 
     @abstractmethod
     def put_job(self, job: JobRecord) -> None:

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from potluck.config import Settings
 from potluck.definitions.feature_table import FeatureTable
-from potluck.definitions.sources import resolve_source_path
-from potluck.errors import DefinitionError, ValidationError
+from potluck.definitions.sources import (
+    TOPIC_PATTERN,
+    data_location,
+    resolve_source_path,
+    shown_path,
+)
+from potluck.errors import ConfigError, DefinitionError, ValidationError
 
 TOPIC_PREFIX = "kafka:"
 """How an allowed location names Kafka topics: ``kafka:PREFIX`` allows every topic whose name
@@ -59,14 +64,20 @@ class DataIsolation:
         It is on as :attr:`potluck.config.Settings.isolates_data` says (``data_isolation``;
         ``auto``: with authentication or ``data_root``). Relative folders are resolved against
         the settings' root folder, which is also the data root when ``data_root`` is unset.
+        A ``data_roots`` entry follows the rule of an allowed location
+        (:func:`potluck.definitions.sources.data_location`: not ``/``, not a URL without a
+        bucket).
+
+        Raises:
+            ConfigError: If ``data_root`` or a ``data_roots`` entry is refused; ``key`` names it.
         """
         if not settings.isolates_data:
             return None
         root = settings.root
         return cls(
-            data_root=resolve_source_path(settings.data_root or str(root), root),
+            data_root=_setting(resolve_source_path, settings.data_root or str(root), root, ""),
             data_roots={
-                project: tuple(resolve_source_path(r, root) for r in roots)
+                project: tuple(_setting(data_location, r, root, f".{project}") for r in roots)
                 for project, roots in settings.data_roots.items()
             },
             topic_prefixes={p: tuple(v) for p, v in settings.topic_prefixes.items()},
@@ -86,15 +97,28 @@ class DataIsolation:
         return self.topic_prefixes.get(project) or (f"{project}.",)
 
 
-def normalize_location(location: str, root: str | Path) -> str:
+def _setting(normalize: Callable[..., str], value: str, root: Path, suffix: str) -> str:
+    """Return ``normalize(value, root, field=...)`` for a setting, its refusal as a ConfigError."""
+    key = ("data_roots" if suffix else "data_root") + suffix
+    try:
+        return normalize(value, root, field=key)
+    except DefinitionError as exc:
+        raise ConfigError(exc.message, key=key, sources=()) from None
+
+
+def normalize_location(location: str) -> str:
     """Return the one spelling of a location an administrator allows.
 
-    ``kafka:PREFIX`` is kept; an absolute path or a URL is normalised as a batch source path is
-    (see :func:`potluck.definitions.sources.resolve_source_path`). A relative path is refused:
-    it would be resolved against one client's folder and then hold for every client.
+    ``kafka:PREFIX`` is kept; a folder or URL follows the rule of the ``data_roots`` setting
+    (:func:`potluck.definitions.sources.data_location`): normalised as a batch source path is,
+    and neither ``/`` nor a URL without a bucket. A relative path is refused: it would be
+    resolved against one client's folder and then hold for every client. The client, the Core
+    service and the registry all apply this, so a location is stored only in this form.
 
     Raises:
-        ValidationError: If the location is empty or relative, or ``kafka:`` has no prefix.
+        ValidationError: If the location is empty, relative, ``/``, a URL naming no bucket or
+            host, holds control characters, or ``kafka:`` has no valid topic prefix; ``field``
+            is ``location``.
     """
     text = location.strip() if isinstance(location, str) else ""
     if not text or text == TOPIC_PREFIX:
@@ -104,18 +128,24 @@ def normalize_location(location: str, root: str | Path) -> str:
             field="location",
         )
     if text.startswith(TOPIC_PREFIX):
+        if not TOPIC_PATTERN.fullmatch(text[len(TOPIC_PREFIX) :]):
+            raise ValidationError(
+                f"location: {shown_path(text)} is not kafka: and a topic prefix (1-249 letters, "
+                "digits, '.', '_' or '-')",
+                field="location",
+            )
         return text
     if "://" not in text and not text.startswith("/"):
         raise ValidationError(
-            f"location: {location!r} is relative; an allowed location is stored in the registry "
-            "and holds for every client, so give an absolute folder (such as /srv/shared/stats), "
-            "a URL such as s3://bucket/prefix, or kafka:PREFIX",
+            f"location: {shown_path(location)} is relative; an allowed location is stored in "
+            "the registry and holds for every client, so give an absolute folder (such as "
+            "/srv/shared/stats), a URL such as s3://bucket/prefix, or kafka:PREFIX",
             field="location",
         )
     try:
-        return resolve_source_path(text, root)
+        return data_location(text, None, field="location")
     except DefinitionError as exc:
-        raise ValidationError(exc.message.replace("batch_source.path", "location", 1)) from None
+        raise ValidationError(exc.message, field="location") from None
 
 
 def check_sources(
@@ -150,12 +180,21 @@ def check_sources(
     ]
     for table in tables:
         for field, location in _locations(table):
-            if field.endswith("path"):
-                if not any(_contains(folder, location) for folder in folders):
-                    raise _refused(project, table, field, location, folders)
-            elif not any(location.startswith(prefix) for prefix in prefixes):
-                shown = [TOPIC_PREFIX + p for p in prefixes]
-                raise _refused(project, table, field, TOPIC_PREFIX + location, shown)
+            if not field.endswith("path"):
+                if not any(location.startswith(prefix) for prefix in prefixes):
+                    raise _topic_refused(project, table, field, location, prefixes)
+            elif "://" not in location and not os.path.isabs(location):
+                raise DefinitionError(
+                    f"feature table {table.name}: {field} {location!r} is a relative path; the "
+                    "registry accepts only absolute paths and URLs (potluck apply and the SDK "
+                    "resolve relative paths against the project root)",
+                    field=field,
+                    table=table.name,
+                    location=location,
+                    project=project,
+                )
+            elif not any(_contains(folder, location) for folder in folders):
+                raise _refused(project, table, field, location, folders)
 
 
 def _is_topic(location: str) -> bool:
@@ -183,6 +222,22 @@ def _refused(
         field=field,
         table=table.name,
         location=location,
+        project=project,
+    )
+
+
+def _topic_refused(
+    project: str, table: FeatureTable, field: str, topic: str, prefixes: Sequence[str]
+) -> DefinitionError:
+    hint = _ALLOW_HINT.format(project=project, location=TOPIC_PREFIX + topic)
+    starts = " or ".join(repr(p) for p in prefixes)
+    return DefinitionError(
+        f"feature table {table.name}: {field} {topic!r} does not start with a topic prefix of "
+        f"project {project} ({', '.join(prefixes)}); use a topic starting with {starts}, or ask "
+        f"an administrator to run: {hint}",
+        field=field,
+        table=table.name,
+        location=TOPIC_PREFIX + topic,
         project=project,
     )
 

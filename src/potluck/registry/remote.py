@@ -211,6 +211,11 @@ class RemoteRegistry(Registry):
         request = pb.AllowLocationRequest(project=project, location=location)
         return allowed_from_proto(self._call(self._stub.AllowLocation, request))
 
+    def data_roots(self, project: str) -> tuple[str, ...]:
+        """Return the roots the Core service holds ``project``'s sources to (empty: none)."""
+        request = pb.ProjectRequest(name=project)
+        return tuple(self._call(self._stub.ListAllowedLocations, request).data_roots)
+
     def list_allowed_locations(self, project: str) -> builtins.list[AllowedLocation]:
         """Return the locations allowed for ``project``, sorted by location."""
         request = pb.ProjectRequest(name=project)
@@ -229,8 +234,22 @@ class RemoteRegistry(Registry):
         response = self._call(self._stub.ListAudit, request)
         return [entry_from_proto(e) for e in response.entries]
 
-    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
-        """Report a denied call to the Core service, which records it with who reported it."""
+    def record_denial(
+        self,
+        actor: str,
+        project: str,
+        permission: str,
+        method: str,
+        *,
+        reported_by: str | None = None,
+    ) -> None:
+        """Report a denied call to the Core service, which records it with who reported it.
+
+        ``reported_by`` is not sent: the Core service records its own caller as the reporter.
+
+        Raises:
+            ValidationError: If the Core service refuses the report (see ``RecordDenial``).
+        """
         request = pb.RecordDenialRequest(
             actor=actor, project=project, permission=permission, method=method
         )

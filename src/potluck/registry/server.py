@@ -11,6 +11,7 @@ raises the same error; a request that is not valid protobuf ends with ``INVALID_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import signal
@@ -33,12 +34,14 @@ from potluck.auth.denials import DenialAudit
 from potluck.auth.exposure import isolation_warning
 from potluck.auth.grpc import add_port, server_interceptors
 from potluck.auth.identity import current_caller
+from potluck.auth.reports import check_report
 from potluck.auth.rules import CORE_RULES, FEAST_CORE_RULES, JOB_SERVICE_RULES
 from potluck.auth.settings import AuthSettings, resolved
 from potluck.config import Settings
 from potluck.definitions import Entity, FeatureTable, serde
 from potluck.definitions.serde import KIND_ENTITY, KIND_FEATURE_TABLE, Definition
-from potluck.errors import PotluckError, UnavailableError
+from potluck.definitions.sources import received_source_path
+from potluck.errors import DefinitionError, PotluckError, UnavailableError, ValidationError
 from potluck.registry import audit
 from potluck.registry._audit_wire import allowed_to_proto, entry_to_proto
 from potluck.registry._edge import RejectUndecodable, shorten
@@ -324,6 +327,28 @@ def _serve_core(
         registry.close()
 
 
+def _received(table: FeatureTable) -> FeatureTable:
+    """Return ``table`` with its batch source path as every route stores it.
+
+    See :func:`potluck.definitions.sources.received_source_path`: a relative path is refused,
+    a ``file://`` URL decoded, a local path normalised.
+
+    Raises:
+        DefinitionError: Naming the table and ``batch_source.path``.
+    """
+    source = table.batch_source
+    if source is None:
+        return table
+    try:
+        path = received_source_path(source.path)
+    except DefinitionError as exc:
+        attrs = {**exc.attrs(), "table": table.name}
+        raise DefinitionError(f"feature table {table.name}: {exc.message}", **attrs) from None
+    if path == source.path:
+        return table
+    return dataclasses.replace(table, batch_source=dataclasses.replace(source, path=path))
+
+
 class _CoreServicer:
     """The CoreService methods, one registry call each.
 
@@ -336,7 +361,7 @@ class _CoreServicer:
 
     def _apply(self, request: pb.ApplyRequest, *, dry_run: bool) -> pb.ApplyResponse:
         objects: list[Definition] = [serde.entity_from_proto(e) for e in request.entities]
-        objects += [serde.feature_table_from_proto(t) for t in request.feature_tables]
+        objects += [_received(serde.feature_table_from_proto(t)) for t in request.feature_tables]
         changes = self._registry.apply(
             request.project, objects, force=request.force, dry_run=dry_run
         )
@@ -431,7 +456,10 @@ class _CoreServicer:
         self, request: pb.ProjectRequest
     ) -> pb.ListAllowedLocationsResponse:
         allowed = self._registry.list_allowed_locations(request.name)
-        return pb.ListAllowedLocationsResponse(locations=[allowed_to_proto(a) for a in allowed])
+        return pb.ListAllowedLocationsResponse(
+            locations=[allowed_to_proto(a) for a in allowed],
+            data_roots=self._registry.data_roots(request.name),
+        )
 
     @_rpc
     def ListAudit(self, request: pb.ListAuditRequest) -> pb.ListAuditResponse:  # noqa: N802
@@ -455,9 +483,24 @@ class _CoreServicer:
     def RecordDenial(  # noqa: N802
         self, request: pb.RecordDenialRequest
     ) -> pb.RecordDenialResponse:
-        # The caller reports someone else's denial: keep who reported it beside the method.
-        method = f"{request.method} (reported by {audit.current_actor()})"
-        self._registry.record_denial(request.actor, request.project, request.permission, method)
+        # The caller reports someone else's denial: only what a server could have denied, and
+        # who reported it in a field of its own (potluck.auth.reports).
+        check_report(request.actor, request.project, request.permission, request.method)
+        if request.project:
+            known = {p.name for p in self._registry.list_projects(include_archived=True)}
+            if request.project not in known:
+                raise ValidationError(
+                    f"project: {request.project!r} does not exist; a denial is recorded for an "
+                    "existing project (or none, for a method that acts on no project)",
+                    field="project",
+                )
+        self._registry.record_denial(
+            request.actor,
+            request.project,
+            request.permission,
+            request.method,
+            reported_by=audit.current_actor(),
+        )
         return pb.RecordDenialResponse()
 
     @_rpc

@@ -51,7 +51,12 @@ from potluck.registry.base import (
     Revision,
     Schedule,
 )
-from potluck.registry.isolation import DataIsolation, check_sources
+from potluck.registry.isolation import (
+    TOPIC_PREFIX,
+    DataIsolation,
+    check_sources,
+    normalize_location,
+)
 from potluck.registry.plan import KIND_LABELS, plan_apply, plan_delete
 
 _T = TypeVar("_T")
@@ -304,9 +309,9 @@ class SqlRegistry(Registry):
 
         Raises:
             NotFoundError: If the project does not exist.
-            ValidationError: If the location is empty, relative, or ``kafka:`` alone.
+            ValidationError: As :func:`~potluck.registry.isolation.normalize_location` says.
         """
-        _check_location(location)
+        location = normalize_location(location)
 
         def work(conn: Connection, now: datetime) -> AllowedLocation:
             if t.project_row(conn, project) is None:
@@ -329,6 +334,13 @@ class SqlRegistry(Registry):
             return AllowedLocation(project, location, actor, now)
 
         return self._write(work)
+
+    def data_roots(self, project: str) -> tuple[str, ...]:
+        """Return the roots this registry's applies hold ``project`` to; see the base class."""
+        if self.isolation is None:
+            return ()
+        prefixes = self.isolation.prefixes(project)
+        return (*self.isolation.roots(project), *(TOPIC_PREFIX + p for p in prefixes))
 
     def list_allowed_locations(self, project: str) -> builtins.list[AllowedLocation]:
         """Return the locations allowed for ``project``, sorted by location."""
@@ -369,9 +381,19 @@ class SqlRegistry(Registry):
             for row in rows
         ]
 
-    def record_denial(self, actor: str, project: str, permission: str, method: str) -> None:
+    def record_denial(
+        self,
+        actor: str,
+        project: str,
+        permission: str,
+        method: str,
+        *,
+        reported_by: str | None = None,
+    ) -> None:
         """Add a ``permission_denied`` entry; see :meth:`Registry.record_denial`."""
         change = {"method": method}
+        if reported_by is not None:
+            change["reported_by"] = reported_by
 
         def work(conn: Connection, now: datetime) -> None:
             t.write_audit(conn, now, actor, audit.PERMISSION_DENIED, project, permission, change)
@@ -757,24 +779,6 @@ def _label(kind: str) -> str:
         raise ValidationError(
             f"unknown kind {kind!r}; expected one of {', '.join(sorted(KIND_LABELS))}", kind=kind
         ) from None
-
-
-def _check_location(location: str) -> None:
-    absolute = isinstance(location, str) and (
-        location.startswith(("/", "kafka:")) or "://" in location
-    )
-    if location == "/":
-        raise ValidationError(
-            "location: '/' is the whole file system; allowing it would let the project's tables "
-            "read and overwrite every project's data; allow the narrowest folder they need",
-            field="location",
-        )
-    if not absolute or location == "kafka:":
-        raise ValidationError(
-            f"location: {location!r} is not an absolute folder, a URL or kafka:PREFIX; "
-            "resolve it first (potluck projects allow-location does)",
-            field="location",
-        )
 
 
 def _not_found(label: str, kind: str, name: str, project: str) -> NotFoundError:

@@ -5,26 +5,27 @@ a stream source is ``STREAM_KAFKA`` with ``kafka_options``. BigQuery and Kinesis
 fields potluck has no place for, are refused with a :class:`DefinitionError` whose message names
 the Feast field (``batch_source.bigquery_options``).
 
-``file_url`` is read as Feast 0.9's SDK writes files there: a ``file://`` URL (host empty or
-``localhost``) names the local folder of its path, taken literally (Feast's ``ingest()`` does not
-decode percent escapes, so neither does this); an absolute path is that folder; any other
-scheme (``s3://``, ``gs://``, ``hdfs://``) is kept as given. A local folder goes back out as
-``file://`` plus its path, the only local form Feast's ``ingest()`` accepts.
+``file_url`` is stored as every route stores a batch source path
+(:func:`potluck.definitions.sources.received_source_path`): a ``file://`` URL (host empty or
+``localhost``) names the local folder of its decoded path (``%20`` is a space, ``%2e%2e`` is
+``..``); an absolute path is that folder; any other scheme (``s3://``, ``gs://``, ``hdfs://``) is
+kept as given; a relative path is refused. A local folder goes back out as ``file://`` plus its
+path, the only local form Feast's ``ingest()`` accepts (it writes to that text literally, so it
+writes to the stored folder). So a folder whose name holds ``%`` and two hex digits cannot be
+named through Feast's API: its ``file_url`` would be decoded.
 """
 
 from __future__ import annotations
 
-import posixpath
-
 from potluck._proto.feast.core import DataFormat_pb2 as format_pb
 from potluck._proto.feast.core import DataSource_pb2 as source_pb
 from potluck.definitions.sources import (
-    LOCAL_FILE_HOSTS,
     AvroFormat,
     FileSource,
     KafkaSource,
     MessageFormat,
     ProtoFormat,
+    received_source_path,
 )
 from potluck.errors import DefinitionError
 
@@ -46,38 +47,21 @@ def file_url_of(path: str) -> str:
 
 
 def path_of(file_url: str, field: str = f"{_BATCH}.file_options.file_url") -> str:
-    """Return the path (folder or file) a Feast ``file_url`` names.
+    """Return the path (folder or file) a Feast ``file_url`` names, stored as every route stores it.
+
+    The one rule of :func:`potluck.definitions.sources.received_source_path`: a ``file://`` URL
+    is decoded and normalised (``%2e%2e`` is ``..``), an absolute path normalised, another
+    scheme kept as given.
 
     Args:
         file_url: The URL or absolute path.
         field: The request field it came from, named in the error.
 
     Raises:
-        DefinitionError: If ``file_url`` is empty, relative, or a ``file://`` URL naming
-            another host; its ``field`` is ``field``.
+        DefinitionError: If ``file_url`` is relative, holds control characters, is too long, or
+            is a ``file://`` URL naming another host; its ``field`` is ``field``.
     """
-    if "://" in file_url:
-        scheme, _, rest = file_url.partition("://")
-        if scheme.lower() != "file":
-            return file_url
-        host, _, local = rest.partition("/")
-        if host.lower() not in LOCAL_FILE_HOSTS:
-            raise DefinitionError(
-                f"{field}: {file_url!r} names the host {host!r}; a file URL must name a folder "
-                "on the server's machine (file:///absolute/folder), or use an object store URL "
-                "(s3://, gs://, hdfs://)",
-                field=field,
-            )
-        file_url = "/" + local
-    if not file_url.startswith("/"):
-        raise DefinitionError(
-            f"{field}: {file_url!r} is not an absolute folder or URL; give "
-            "file:///absolute/folder or an object store URL (s3://bucket/folder)",
-            field=field,
-        )
-    normal = posixpath.normpath(file_url)
-    # POSIX leaves a leading "//" to the system; on Linux and macOS it is "/".
-    return "/" + normal.lstrip("/")
+    return received_source_path(file_url, field=field)
 
 
 def batch_source_to_feast(source: FileSource) -> source_pb.DataSource:

@@ -387,16 +387,24 @@ class ListAllowedLocationsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCATIONS_FIELD_NUMBER: _builtins.int
+    DATA_ROOTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___AllowedLocation]: ...
+    @_builtins.property
+    def data_roots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roots the Core enforces for the project: folders and URL prefixes, then topic prefixes
+        as "kafka:PREFIX"; empty when it checks nothing (project data isolation off).
+        """
+
     def __init__(
         self,
         *,
         locations: _abc.Iterable[Global___AllowedLocation] | None = ...,
+        data_roots: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["locations", b"locations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_roots", b"data_roots", "locations", b"locations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -493,7 +501,9 @@ Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015
 @_typing.final
 class RecordDenialRequest(_message.Message):
     """A server (Online Serving, the Job Service) reports a call it denied; the actor is the caller
-    it denied, the Core records who reported it.
+    it denied (token:NAME or jwt:SUB), the Core records who reported it in a field of its own
+    (reported_by). Core refuses (INVALID_ARGUMENT) a report naming a project that does not exist,
+    a method no potluck service serves, a permission that is not the method's, or over-long text.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
