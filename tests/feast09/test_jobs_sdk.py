@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from _describe import describe
+from _run_feast import run_feast_script
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from potluck import Client, Entity, Feature, FeatureTable, FileSource, ValueType
@@ -65,24 +66,7 @@ class Services:
             "jobservice": self.jobs.address,
             "data": str(self.data),
         }
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(self.data / "home"),
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            "FEAST_TELEMETRY": "False",
-        }
-        run = subprocess.run(
-            [str(python), str(SCRIPT)],
-            input=json.dumps(order),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr[-4000:]
-        result: dict[str, Any] = json.loads(run.stdout.splitlines()[-1])
-        return result
+        return run_feast_script(python, SCRIPT, order, home=self.data / "home")
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ files the SDK wrote, and the SDK's ``get_online_features`` with every status.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -22,6 +19,7 @@ from typing import Any
 import grpc
 import pandas as pd
 import pytest
+from _run_feast import run_feast_script
 
 from potluck import Client
 from potluck._proto.feast.serving import OnlineFeaturesV2_pb2 as v2_pb
@@ -52,23 +50,7 @@ class Services:
             "data": str(self.data),
             "now": None if now is None else now.isoformat(),
         }
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(self.data / "home"),
-            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-            "FEAST_TELEMETRY": "False",
-        }
-        run = subprocess.run(
-            [str(python), str(SCRIPT)],
-            input=json.dumps(order),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr[-4000:]
-        return json.loads(run.stdout.splitlines()[-1])
+        return run_feast_script(python, SCRIPT, order, home=self.data / "home", timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from typing import Any
 
 import jwt
 import pytest
+from _run_feast import run_feast_script
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -202,24 +201,8 @@ def sdk_run(
         "data": str(data),
         "now": dt.datetime.now(dt.timezone.utc).replace(microsecond=0, tzinfo=None).isoformat(),
     }
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(data / "home"),
-        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-        "FEAST_TELEMETRY": "False",
-    }
     try:
-        run = subprocess.run(
-            [str(feast09_python), str(SCRIPT)],
-            input=json.dumps(order),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=False,
-        )
-        assert run.returncode == 0, run.stderr[-4000:]
-        yield json.loads(run.stdout.splitlines()[-1]), endpoint
+        yield run_feast_script(feast09_python, SCRIPT, order, home=data / "home"), endpoint
     finally:
         jobs.stop(None)
         job_service.close()

@@ -19,10 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import os
 import socketserver
 import ssl
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -33,6 +31,7 @@ from typing import Any
 
 import jwt
 import pytest
+from _run_feast import run_feast_script
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -302,27 +301,17 @@ def sdk_run(
         },
     }
     env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(data / "home"),
-        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
-        "FEAST_TELEMETRY": "False",
         "HTTPS_PROXY": proxy.url,
         "NO_PROXY": "127.0.0.1,localhost",
         "no_grpc_proxy": "127.0.0.1,localhost",
         "REQUESTS_CA_BUNDLE": str(ca_file),
     }
     try:
-        run = subprocess.run(
-            [str(feast09_python), str(SCRIPT)],
-            input=json.dumps(order),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=False,
+        yield (
+            run_feast_script(feast09_python, SCRIPT, order, home=data / "home", env=env),
+            endpoint,
+            proxy,
         )
-        assert run.returncode == 0, run.stderr[-4000:]
-        yield json.loads(run.stdout.splitlines()[-1]), endpoint, proxy
     finally:
         jobs.stop(None)
         job_service.close()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,6 +44,7 @@ from potluck.ingestion.jobs import (
     list_jobs,
     utc_now,
 )
+from potluck.jobservice.periodic import Periodic
 from potluck.registry.base import JobRecord, Registry
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Pass:
     adopted: tuple[Job, ...] = ()
 
 
-class ControlLoop:
+class ControlLoop(Periodic):
     """Keeps one stream job per table with a stream source; see the module docstring.
 
     Args:
@@ -97,6 +97,9 @@ class ControlLoop:
         holder: This replica's id (the lease's holder).
         interval: Seconds between two passes (in :meth:`start`'s thread).
     """
+
+    thread_name = "potluck-control-loop"
+    failure = "the control loop's pass failed; it tries again"
 
     def __init__(
         self,
@@ -111,9 +114,7 @@ class ControlLoop:
         self._start = start
         self._cancel = cancel
         self._holder = holder
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
 
     def run_once(self) -> Pass:
         """Take or renew the lease, then start and cancel jobs as the module docstring says."""
@@ -197,28 +198,15 @@ class ControlLoop:
         logger.info("control loop: started stream job %s for %s/%s", job.id, project, table)
         return job
 
-    def start(self) -> None:
-        """Run :meth:`run_once` every ``interval`` seconds in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="potluck-control-loop", daemon=True)
-        self._thread.start()
-
     def stop(self) -> None:
         """Stop the thread and give the lease up, so another replica takes over at once."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        started = self._thread is not None
+        super().stop()
+        if started:
             try:
                 self._registry.release_lease(LEASE, self._holder)
             except Exception:
                 logger.warning("control loop: giving the lease up failed", exc_info=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.warning("the control loop's pass failed; it tries again", exc_info=True)
-            self._stop.wait(self.interval)
 
 
 @dataclass(frozen=True)

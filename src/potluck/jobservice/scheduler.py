@@ -17,7 +17,6 @@ first, then the same five), as `cronsim <https://pypi.org/project/cronsim/>`_ re
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -27,6 +26,7 @@ from potluck.definitions.feature_table import FeatureTable
 from potluck.definitions.serde import KIND_FEATURE_TABLE, format_duration
 from potluck.errors import ValidationError
 from potluck.ingestion.jobs import Job
+from potluck.jobservice.periodic import Periodic
 from potluck.registry.base import Registry, Schedule
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def next_tick(cron: str, now: datetime) -> datetime:
     return next(CronSim(cron, now))
 
 
-class Scheduler:
+class Scheduler(Periodic):
     """Starts the job of each due tick of each schedule; one replica per tick.
 
     Args:
@@ -152,6 +152,9 @@ class Scheduler:
         clock: Returns the current time, UTC.
         interval: Seconds between two looks for due ticks (in :meth:`start`'s thread).
     """
+
+    thread_name = "potluck-scheduler"
+    failure = "the scheduler's pass failed; it tries again"
 
     def __init__(
         self,
@@ -164,9 +167,7 @@ class Scheduler:
         self._registry = registry
         self._start_job = start_job
         self._clock = clock
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(interval)
 
     def run_once(self) -> list[Job]:
         """Start the jobs of the ticks due now that this replica claims; return them."""
@@ -190,25 +191,6 @@ class Scheduler:
                 )
                 started.append(job)
         return started
-
-    def start(self) -> None:
-        """Run :meth:`run_once` every ``interval`` seconds in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="potluck-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (a pass in progress finishes first)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.warning("the scheduler's pass failed; it tries again", exc_info=True)
-            self._stop.wait(self._interval)
 
 
 __all__ = [

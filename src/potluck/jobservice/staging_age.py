@@ -18,7 +18,6 @@ collects every ``min(1 hour, staging_max_age / 10)``.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from potluck.config import Settings, setting_error
 from potluck.definitions.serde import format_duration
 from potluck.errors import UnavailableError, ValidationError
 from potluck.ingestion.jobs import HISTORICAL_RETRIEVAL, list_jobs, utc_now
+from potluck.jobservice.periodic import Periodic
 from potluck.offline.files import resolve_path
 from potluck.offline.staging_gc import StagingReport, collect_staging
 from potluck.registry.base import Registry
@@ -168,7 +168,7 @@ def collection_interval(max_age: timedelta) -> timedelta:
     return min(MAX_INTERVAL, max_age / 10)
 
 
-class StagingCollector:
+class StagingCollector(Periodic):
     """Applies ``staging_max_age`` in a running Job Service: collects on a timer, in a thread.
 
     Args:
@@ -182,6 +182,9 @@ class StagingCollector:
         ConfigError: If the settings name no staging location (the message names
             ``staging_max_age``).
     """
+
+    thread_name = "potluck-staging-collector"
+    failure = "collecting the staging locations failed; it tries again"
 
     def __init__(
         self,
@@ -203,11 +206,9 @@ class StagingCollector:
         self._registry = registry
         self.max_age = max_age
         self._clock = clock
-        self.interval = (
+        super().__init__(
             collection_interval(max_age).total_seconds() if interval is None else interval
         )
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> list[CollectedLocation]:
         """Delete what is older than ``max_age`` in every staging location; return the reports.
@@ -231,29 +232,6 @@ class StagingCollector:
                     "".join(f"; cannot delete {i.path}: {why}" for i, why in report.failed),
                 )
         return collected
-
-    def start(self) -> None:
-        """Run :meth:`run_once` every ``interval`` seconds in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._loop, name="potluck-staging-collector", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (a collection in progress finishes first)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                logger.warning(
-                    "collecting the staging locations failed; it tries again", exc_info=True
-                )
-            self._stop.wait(self.interval)
 
 
 def _same(a: str, b: str) -> bool:
