@@ -417,3 +417,42 @@ def test_a_spark_write_is_kept_for_a_day_then_judged_by_its_age(tmp_path: Path) 
         ),
     )
     assert timedelta(hours=24) == ABANDONED_WRITE
+
+
+def _aged_link(link: Path, target: Path, age: timedelta) -> None:
+    link.symlink_to(target)
+    when = (NOW - age).timestamp()
+    os.utime(link, (when, when), follow_symlinks=False)
+
+
+def test_links_are_judged_as_themselves_and_never_followed(tmp_path: Path) -> None:
+    """A loop, a link out of the location and a potluck-named link: no walk through any."""
+    root = tmp_path / "staging"
+    outside = tmp_path / "outside"
+    put(outside / "data.bin", b"x" * 1000, timedelta(seconds=1))  # young: would keep a folder
+    put(root / CALL / "entities.parquet", b"123", 9 * DAY)
+    _aged_link(root / CALL / "up", Path(".."), 9 * DAY)  # a loop
+    _aged_link(root / CALL / "self", Path("."), 9 * DAY)
+    _aged_link(root / CALL / "out", outside, 9 * DAY)
+    _aged_link(root / SPARK_SET, outside, 9 * DAY)  # named as ours, but a link: not ours
+    put(root / "foreign" / "f", b"x", 9 * DAY)
+    _aged_link(root / "foreign" / "loop", Path(".."), 9 * DAY)  # not ours: never walked
+
+    size = 3 + sum(len(os.readlink(root / CALL / n)) for n in ("up", "self", "out"))
+
+    report = collect_staging(str(root), older_than=7 * DAY, now=NOW)
+
+    assert report.deleted == (StagedItem(f"{root}/{CALL}", "staged_call", 9 * DAY, size),)
+    assert listing(outside) == ["data.bin"]
+    assert (root / SPARK_SET).is_symlink() and (root / "foreign" / "f").exists()
+
+
+@pytest.mark.parametrize("pid", ["0", "99999999999999999999", str(2**31)])
+def test_a_driver_log_no_process_can_write_is_judged_by_its_age(tmp_path: Path, pid: str) -> None:
+    put(tmp_path / "_logs" / f"spark-driver-{pid}.log", b"log", 9 * DAY)
+
+    report = collect_staging(str(tmp_path), older_than=7 * DAY, now=NOW)
+
+    assert report.deleted == (
+        StagedItem(f"{tmp_path}/_logs/spark-driver-{pid}.log", "driver_log", 9 * DAY, 3),
+    )

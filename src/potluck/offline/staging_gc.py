@@ -147,7 +147,7 @@ def collect_staging(
         kind = fs.get_file_info(root).type
         if kind == pafs.FileType.NotFound:
             return StagingReport(location, exists=False, dry_run=dry_run)
-        listing = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        listing = _list(fs, root)
     except OSError as exc:
         raise os_error(location, exc, "read") from None
     entries = _entries(root, listing)
@@ -232,6 +232,44 @@ def _entries(root: str, listing: list[pafs.FileInfo]) -> dict[str, _Entry]:
     return entries
 
 
+def _list(fs: pafs.FileSystem, root: str) -> list[pafs.FileInfo]:
+    """List what potluck's items under ``root`` hold.
+
+    On a local file system only entries named as potluck names its items are walked, and a
+    symbolic link is listed as itself (its own time and size), never followed: a link out of
+    the location, or a loop, is neither walked nor judged by its target. Object stores have no
+    links: one recursive listing.
+    """
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return list(fs.get_file_info(pafs.FileSelector(root, recursive=True)))
+    found: list[pafs.FileInfo] = []
+    with os.scandir(root) as tops:
+        for top in tops:
+            ours = TRAINING_SET_FOLDER.fullmatch(top.name) or STAGED_CALL_FOLDER.fullmatch(top.name)
+            if not (ours or top.name == LOG_FOLDER):
+                continue
+            found.append(_info(top.path))
+            if not top.is_dir(follow_symlinks=False):
+                continue
+            for folder, folders, files in os.walk(top.path, followlinks=False):
+                if top.name == LOG_FOLDER:
+                    folders.clear()  # logs lie right in _logs
+                found.extend(_info(os.path.join(folder, n)) for n in folders + files)
+    return found
+
+
+def _info(path: str) -> pafs.FileInfo:
+    """``path`` as ``pyarrow.fs`` lists it, a symbolic link as a file of its own."""
+    stat = os.lstat(path)
+    folder = os.path.isdir(path) and not os.path.islink(path)
+    return pafs.FileInfo(
+        path,
+        type=pafs.FileType.Directory if folder else pafs.FileType.File,
+        mtime_ns=stat.st_mtime_ns,
+        size=None if folder else stat.st_size,
+    )
+
+
 def _seconds(mtime_ns: int | None) -> float | None:
     return None if mtime_ns is None else mtime_ns / 1e9
 
@@ -242,8 +280,11 @@ def _driver_runs(entry: _Entry, fs: pafs.FileSystem) -> bool:
         return False
     match = DRIVER_LOG.fullmatch(entry.inner.rsplit("/", 1)[-1])
     assert match is not None  # entries hold only matching logs
+    pid = int(match.group(1))
+    if not 0 < pid < 2**31:  # 0 is this process group; beyond pid_t no process has it
+        return False
     try:
-        os.kill(int(match.group(1)), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # another user's process: it runs
